@@ -1,0 +1,407 @@
+//! The message format on the queues: a public contract, because upstream
+//! systems publish to the same queues as our producer.
+//! `docs/message-format.md` is the prose version of this module; keep the two
+//! in step.
+//!
+//! In short: the body is JSON, either one record object or an array of
+//! record objects of one kind; `content_type` is `application/json`; the
+//! AMQP `type` property names the kind (`customer`, `product`, `rental`);
+//! delivery mode 2 (persistent). Optional headers carry where the record came
+//! from and when it was published.
+//!
+//! Decoding is strict about what it cannot store and lenient about what it
+//! can: a message the importer cannot use at all is [`Poison`] and goes whole
+//! to the dead-letter queue; inside an array, each bad record is set aside on
+//! its own while the good ones are stored.
+
+use crate::record::{Record, RecordKind};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::BasicProperties;
+use serde_json::value::RawValue;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The only content type we publish and accept.
+pub const CONTENT_TYPE: &str = "application/json";
+/// AMQP delivery mode for persistent messages.
+pub const PERSISTENT: u8 = 2;
+/// The largest body the importer takes by default; larger is poison.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+
+/// Header names of the contract.
+pub mod header {
+    /// Path of the CSV file the records came from (string).
+    pub const SOURCE_FILE: &str = "x-source-file";
+    /// Line of the first record in that file (integer).
+    pub const SOURCE_LINE: &str = "x-source-line";
+    /// Milliseconds since the Unix epoch when the message was published
+    /// (integer); the importer measures end-to-end latency from it.
+    pub const PUBLISHED_MS: &str = "x-published-ms";
+    /// On dead-lettered messages: why the importer refused it (string).
+    pub const ERROR: &str = "x-hpn-error";
+    /// On dead-lettered messages: the queue it was taken from (string).
+    pub const ORIGINAL_QUEUE: &str = "x-hpn-original-queue";
+    /// On dead-lettered records split out of an array: the record's index.
+    pub const RECORD_INDEX: &str = "x-hpn-record-index";
+}
+
+/// Where a message's records came from, for the headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub line: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The properties our producer sets on every message of `kind`.
+pub fn properties(kind: RecordKind, origin: Option<&Origin>) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    let now = now_ms();
+    headers.insert(header::PUBLISHED_MS.into(), AMQPValue::LongLongInt(now));
+    if let Some(origin) = origin {
+        headers.insert(
+            header::SOURCE_FILE.into(),
+            AMQPValue::LongString(origin.file.as_str().into()),
+        );
+        headers.insert(header::SOURCE_LINE.into(), AMQPValue::LongLongInt(origin.line as i64));
+    }
+    BasicProperties::default()
+        .with_content_type(CONTENT_TYPE.into())
+        .with_delivery_mode(PERSISTENT)
+        .with_type(kind.as_str().into())
+        .with_timestamp((now / 1000) as u64)
+        .with_app_id("hpn-producer".into())
+        .with_headers(headers)
+}
+
+/// Encode records of one kind as a message body: a single object for one
+/// record, an array for several.
+pub fn encode(records: &[Record]) -> Vec<u8> {
+    let result = match records {
+        [one] => serde_json::to_vec(one),
+        many => serde_json::to_vec(many),
+    };
+    result.expect("records always serialise to JSON")
+}
+
+/// Why a whole message cannot be used. The text goes into the dead-letter
+/// header, so it is written for the person who reads the dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Poison {
+    #[error("content type {0:?} is not application/json")]
+    WrongContentType(String),
+    #[error("type property {0:?} is not a record kind (customer, product, rental)")]
+    UnknownKind(String),
+    #[error("type property says {found} but this is the {queue} queue")]
+    KindMismatch { queue: RecordKind, found: RecordKind },
+    #[error("message of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is JSON but neither a record object nor an array of them: {0}")]
+    WrongShape(String),
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+}
+
+/// A record inside an array message that failed to parse or validate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidRecord {
+    pub index: usize,
+    /// The record's JSON exactly as received.
+    pub json: String,
+    pub reason: String,
+}
+
+/// What a usable message holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decoded {
+    pub records: Vec<Record>,
+    pub invalid: Vec<InvalidRecord>,
+}
+
+/// Read a header as a string, whichever AMQP string type it was sent as.
+pub fn header_str(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// Read a header as an integer, whichever AMQP integer type it was sent as.
+pub fn header_i64(properties: &BasicProperties, name: &str) -> Option<i64> {
+    let value = properties.headers().as_ref()?.inner().get(name)?;
+    value
+        .as_long_long_int()
+        .or_else(|| value.as_long_int().map(i64::from))
+        .or_else(|| value.as_long_uint().map(i64::from))
+        .or_else(|| value.as_short_int().map(i64::from))
+        .or_else(|| value.as_short_uint().map(i64::from))
+        .or_else(|| value.as_timestamp().map(|t| t as i64))
+}
+
+/// Decode a message taken from the queue of `queue_kind`.
+pub fn decode(
+    queue_kind: RecordKind,
+    properties: &BasicProperties,
+    body: &[u8],
+    max_bytes: usize,
+) -> Result<Decoded, Poison> {
+    if body.len() > max_bytes {
+        return Err(Poison::TooLarge {
+            size: body.len(),
+            limit: max_bytes,
+        });
+    }
+    if let Some(content_type) = properties.content_type() {
+        let essence = content_type.as_str().split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case(CONTENT_TYPE) {
+            return Err(Poison::WrongContentType(content_type.to_string()));
+        }
+    }
+    if let Some(kind) = properties.kind() {
+        let found: RecordKind = kind
+            .as_str()
+            .parse()
+            .map_err(|_| Poison::UnknownKind(kind.to_string()))?;
+        if found != queue_kind {
+            return Err(Poison::KindMismatch {
+                queue: queue_kind,
+                found,
+            });
+        }
+    }
+    let text = std::str::from_utf8(body).map_err(|e| Poison::NotJson(e.to_string()))?;
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| Poison::NotJson(e.to_string()))?;
+            let mut decoded = Decoded {
+                records: Vec::with_capacity(items.len()),
+                invalid: Vec::new(),
+            };
+            for (index, item) in items.into_iter().enumerate() {
+                match Record::from_json(queue_kind, item.get()) {
+                    Ok(record) => decoded.records.push(record),
+                    Err(reason) => decoded.invalid.push(InvalidRecord {
+                        index,
+                        json: item.get().to_string(),
+                        reason,
+                    }),
+                }
+            }
+            Ok(decoded)
+        }
+        Some(b'{') => {
+            // Make sure it is JSON at all before blaming the record's shape.
+            let raw: &RawValue = serde_json::from_str(text).map_err(|e| Poison::NotJson(e.to_string()))?;
+            let record = Record::from_json(queue_kind, raw.get()).map_err(Poison::InvalidRecord)?;
+            Ok(Decoded {
+                records: vec![record],
+                invalid: Vec::new(),
+            })
+        }
+        _ => match serde_json::from_str::<&RawValue>(text) {
+            Ok(raw) => Err(Poison::WrongShape(truncate(raw.get(), 80))),
+            Err(e) => Err(Poison::NotJson(e.to_string())),
+        },
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// The properties of a dead-lettered message: the original ones, plus the
+/// reason and the queue it came from.
+pub fn dead_letter_properties(
+    original: &BasicProperties,
+    queue: &str,
+    reason: &str,
+    record_index: Option<usize>,
+) -> BasicProperties {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    headers.insert(header::ERROR.into(), AMQPValue::LongString(LongString::from(reason)));
+    headers.insert(
+        header::ORIGINAL_QUEUE.into(),
+        AMQPValue::LongString(LongString::from(queue)),
+    );
+    if let Some(index) = record_index {
+        headers.insert(header::RECORD_INDEX.into(), AMQPValue::LongLongInt(index as i64));
+    }
+    original.clone().with_headers(headers).with_delivery_mode(PERSISTENT)
+}
+
+/// A short string for AMQP fields, cut to the 255-byte limit.
+pub fn short(text: &str) -> ShortString {
+    let mut end = text.len().min(255);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    ShortString::from(&text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Product, Rental};
+
+    fn rental(p: &str, u: &str) -> Record {
+        Record::Rental(Rental {
+            product_id: p.into(),
+            user_id: u.into(),
+        })
+    }
+
+    fn json_props(kind: &str) -> BasicProperties {
+        BasicProperties::default()
+            .with_content_type(CONTENT_TYPE.into())
+            .with_type(kind.into())
+    }
+
+    #[test]
+    fn one_record_is_an_object_and_several_are_an_array() {
+        let one = encode(&[rental("P1", "C1")]);
+        assert_eq!(one, br#"{"product_id":"P1","user_id":"C1"}"#);
+        let two = encode(&[rental("P1", "C1"), rental("P2", "C2")]);
+        assert_eq!(
+            two,
+            br#"[{"product_id":"P1","user_id":"C1"},{"product_id":"P2","user_id":"C2"}]"#
+        );
+    }
+
+    #[test]
+    fn encode_then_decode_gives_the_records_back() {
+        let records = vec![
+            Record::Product(Product {
+                product_id: "P1".into(),
+                description: "Sofa, \"big\"".into(),
+                product_type: "livingroom".into(),
+                quantity_available: 2,
+            }),
+            Record::Product(Product {
+                product_id: "P2".into(),
+                description: "Lamp".into(),
+                product_type: "livingroom".into(),
+                quantity_available: 0,
+            }),
+        ];
+        let props = properties(
+            RecordKind::Product,
+            Some(&Origin {
+                file: "products.csv".into(),
+                line: 2,
+            }),
+        );
+        let decoded = decode(
+            RecordKind::Product,
+            &props,
+            &encode(&records),
+            DEFAULT_MAX_MESSAGE_BYTES,
+        )
+        .unwrap();
+        assert_eq!(decoded.records, records);
+        assert!(decoded.invalid.is_empty());
+        assert_eq!(header_str(&props, header::SOURCE_FILE).as_deref(), Some("products.csv"));
+        assert_eq!(header_i64(&props, header::SOURCE_LINE), Some(2));
+        assert!(header_i64(&props, header::PUBLISHED_MS).unwrap() > 1_600_000_000_000);
+    }
+
+    #[test]
+    fn missing_type_and_content_type_are_taken_from_the_queue() {
+        let decoded = decode(
+            RecordKind::Rental,
+            &BasicProperties::default(),
+            br#"{"product_id":"P1","user_id":"C1"}"#,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(decoded.records, vec![rental("P1", "C1")]);
+    }
+
+    #[test]
+    fn each_kind_of_poison_is_named() {
+        let body = br#"{"product_id":"P1","user_id":"C1"}"#;
+        let k = RecordKind::Rental;
+        let text = BasicProperties::default().with_content_type("text/plain".into());
+        assert!(matches!(decode(k, &text, body, 1024), Err(Poison::WrongContentType(_))));
+        assert!(matches!(
+            decode(k, &json_props("invoice"), body, 1024),
+            Err(Poison::UnknownKind(_))
+        ));
+        assert!(matches!(
+            decode(k, &json_props("customer"), body, 1024),
+            Err(Poison::KindMismatch {
+                found: RecordKind::Customer,
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode(k, &json_props("rental"), body, 10),
+            Err(Poison::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode(k, &json_props("rental"), b"{not json", 1024),
+            Err(Poison::NotJson(_))
+        ));
+        assert!(matches!(
+            decode(k, &json_props("rental"), b"\xff\xfe", 1024),
+            Err(Poison::NotJson(_))
+        ));
+        assert!(matches!(
+            decode(k, &json_props("rental"), b"42", 1024),
+            Err(Poison::WrongShape(_))
+        ));
+        assert!(matches!(
+            decode(k, &json_props("rental"), br#"{"product_id":"P1"}"#, 1024),
+            Err(Poison::InvalidRecord(r)) if r.contains("user_id")
+        ));
+        let charset = BasicProperties::default().with_content_type("application/json; charset=utf-8".into());
+        assert!(decode(k, &charset, body, 1024).is_ok());
+    }
+
+    #[test]
+    fn bad_records_in_an_array_are_set_aside_and_the_rest_kept() {
+        let body = br#"[{"product_id":"P1","user_id":"C1"},{"product_id":"","user_id":"C2"},7,{"product_id":"P3","user_id":"C3"}]"#;
+        let decoded = decode(RecordKind::Rental, &json_props("rental"), body, 4096).unwrap();
+        assert_eq!(decoded.records, vec![rental("P1", "C1"), rental("P3", "C3")]);
+        assert_eq!(decoded.invalid.iter().map(|i| i.index).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(decoded.invalid[1].json, "7");
+        assert!(
+            decoded.invalid[0].reason.contains("product_id"),
+            "{}",
+            decoded.invalid[0].reason
+        );
+    }
+
+    #[test]
+    fn dead_letter_properties_keep_the_original_and_add_the_reason() {
+        let original = properties(RecordKind::Customer, None);
+        let dead = dead_letter_properties(&original, "hp_norton.customers", "body is not JSON", Some(3));
+        assert_eq!(header_str(&dead, header::ERROR).as_deref(), Some("body is not JSON"));
+        assert_eq!(
+            header_str(&dead, header::ORIGINAL_QUEUE).as_deref(),
+            Some("hp_norton.customers")
+        );
+        assert_eq!(header_i64(&dead, header::RECORD_INDEX), Some(3));
+        assert_eq!(dead.kind(), original.kind());
+        assert!(header_i64(&dead, header::PUBLISHED_MS).is_some());
+    }
+
+    #[test]
+    fn short_strings_are_cut_on_a_character_boundary() {
+        let long = "é".repeat(200);
+        let cut = short(&long);
+        assert!(cut.as_str().len() <= 255);
+        assert!(cut.as_str().chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,402 @@
+//! The three kinds of record HP Norton loads, and the rules a record must
+//! pass before it may be stored.
+//!
+//! Field names match the CSV columns of the brief one for one, so a record
+//! reads the same in a CSV file, in a queue message and in MongoDB. Each kind
+//! has a business key (`user_id`, `product_id`, the `(product_id, user_id)`
+//! pair for a rental): the store writes on that key, so importing a record
+//! twice leaves one document, and the importer routes records by it so two
+//! writers never race on the same key.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which of the three record kinds a row, message or collection holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    Customer,
+    Product,
+    Rental,
+}
+
+impl RecordKind {
+    /// Every kind, in the order reports list them: customers, products, rentals.
+    pub const ALL: [RecordKind; 3] = [RecordKind::Customer, RecordKind::Product, RecordKind::Rental];
+
+    /// The name used on the wire: the AMQP `type` property and routing key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Customer => "customer",
+            RecordKind::Product => "product",
+            RecordKind::Rental => "rental",
+        }
+    }
+
+    /// The MongoDB collection (and queue suffix) for this kind.
+    pub fn collection(self) -> &'static str {
+        match self {
+            RecordKind::Customer => "customers",
+            RecordKind::Product => "products",
+            RecordKind::Rental => "rentals",
+        }
+    }
+
+    /// The CSV file name the brief gives this kind.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            RecordKind::Customer => "customers.csv",
+            RecordKind::Product => "products.csv",
+            RecordKind::Rental => "rentals.csv",
+        }
+    }
+
+    /// The CSV header, in the brief's column order.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            RecordKind::Customer => &["user_id", "name", "address", "zip_code", "phone_number", "email"],
+            RecordKind::Product => &["product_id", "description", "product_type", "quantity_available"],
+            RecordKind::Rental => &["product_id", "user_id"],
+        }
+    }
+
+    /// The fields that identify one record of this kind in the store.
+    pub fn key_fields(self) -> &'static [&'static str] {
+        match self {
+            RecordKind::Customer => &["user_id"],
+            RecordKind::Product => &["product_id"],
+            RecordKind::Rental => &["product_id", "user_id"],
+        }
+    }
+
+    /// Guess the kind of a CSV file from its header (column order ignored).
+    pub fn from_header<S: AsRef<str>>(header: &[S]) -> Option<RecordKind> {
+        let mut names: Vec<&str> = header.iter().map(|h| h.as_ref()).collect();
+        names.sort_unstable();
+        RecordKind::ALL.into_iter().find(|kind| {
+            let mut expected = kind.columns().to_vec();
+            expected.sort_unstable();
+            expected == names
+        })
+    }
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The name is neither a record kind nor a collection name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown record kind {0:?} (expected customer, product or rental)")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for RecordKind {
+    type Err = UnknownKind;
+
+    /// Accepts the singular wire name or the collection name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RecordKind::ALL
+            .into_iter()
+            .find(|k| s == k.as_str() || s == k.collection())
+            .ok_or_else(|| UnknownKind(s.to_string()))
+    }
+}
+
+/// A customer, as in `customers.csv`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    pub user_id: String,
+    pub name: String,
+    pub address: String,
+    pub zip_code: String,
+    pub phone_number: String,
+    pub email: String,
+}
+
+/// A product, as in `products.csv`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Product {
+    pub product_id: String,
+    pub description: String,
+    pub product_type: String,
+    pub quantity_available: u32,
+}
+
+/// A rental, as in `rentals.csv`: one customer renting one product.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rental {
+    pub product_id: String,
+    pub user_id: String,
+}
+
+/// Any one record, tagged with its kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Record {
+    Customer(Customer),
+    Product(Product),
+    Rental(Rental),
+}
+
+/// Why a record is not fit to store, in words a person can act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl Invalid {
+    fn new(field: &'static str, problem: impl Into<String>) -> Self {
+        Invalid {
+            field,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Longest identifier we accept; real ids are short, so anything longer is a
+/// shifted column or garbage.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest free-text field we accept.
+pub const MAX_TEXT_LEN: usize = 1024;
+
+fn check_id(field: &'static str, value: &str) -> Result<(), Invalid> {
+    if value.is_empty() {
+        return Err(Invalid::new(field, "is empty"));
+    }
+    if value.chars().count() > MAX_ID_LEN {
+        return Err(Invalid::new(field, format!("is longer than {MAX_ID_LEN} characters")));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Invalid::new(
+            field,
+            format!("{value:?} contains spaces or control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_text(field: &'static str, value: &str, required: bool) -> Result<(), Invalid> {
+    if required && value.trim().is_empty() {
+        return Err(Invalid::new(field, "is empty"));
+    }
+    if value.chars().count() > MAX_TEXT_LEN {
+        return Err(Invalid::new(field, format!("is longer than {MAX_TEXT_LEN} characters")));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(Invalid::new(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+fn check_email(value: &str) -> Result<(), Invalid> {
+    check_text("email", value, true)?;
+    let mut parts = value.split('@');
+    let (local, domain) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(l), Some(d), None) => (l, d),
+        _ => return Err(Invalid::new("email", format!("{value:?} is not an email address"))),
+    };
+    let domain_ok = domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.');
+    if local.is_empty() || !domain_ok || value.contains(char::is_whitespace) {
+        return Err(Invalid::new("email", format!("{value:?} is not an email address")));
+    }
+    Ok(())
+}
+
+impl Customer {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_id("user_id", &self.user_id)?;
+        check_text("name", &self.name, true)?;
+        check_text("address", &self.address, false)?;
+        check_text("zip_code", &self.zip_code, false)?;
+        check_text("phone_number", &self.phone_number, false)?;
+        check_email(&self.email)
+    }
+}
+
+impl Product {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_id("product_id", &self.product_id)?;
+        check_text("description", &self.description, true)?;
+        check_text("product_type", &self.product_type, true)
+    }
+}
+
+impl Rental {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        check_id("product_id", &self.product_id)?;
+        check_id("user_id", &self.user_id)
+    }
+}
+
+impl Record {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::Customer(_) => RecordKind::Customer,
+            Record::Product(_) => RecordKind::Product,
+            Record::Rental(_) => RecordKind::Rental,
+        }
+    }
+
+    /// The business key as one string (a rental's is `product_id/user_id`),
+    /// for routing and for messages to people.
+    pub fn key(&self) -> String {
+        match self {
+            Record::Customer(c) => c.user_id.clone(),
+            Record::Product(p) => p.product_id.clone(),
+            Record::Rental(r) => format!("{}/{}", r.product_id, r.user_id),
+        }
+    }
+
+    /// Feed the business key to a hasher without building a string.
+    pub fn hash_key<H: std::hash::Hasher>(&self, state: &mut H) {
+        use std::hash::Hash;
+        match self {
+            Record::Customer(c) => c.user_id.hash(state),
+            Record::Product(p) => p.product_id.hash(state),
+            Record::Rental(r) => {
+                r.product_id.hash(state);
+                r.user_id.hash(state);
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        match self {
+            Record::Customer(c) => c.validate(),
+            Record::Product(p) => p.validate(),
+            Record::Rental(r) => r.validate(),
+        }
+    }
+
+    /// Parse one JSON object as a record of `kind`, then validate it.
+    pub fn from_json(kind: RecordKind, json: &str) -> Result<Record, String> {
+        let record = match kind {
+            RecordKind::Customer => serde_json::from_str(json).map(Record::Customer),
+            RecordKind::Product => serde_json::from_str(json).map(Record::Product),
+            RecordKind::Rental => serde_json::from_str(json).map(Record::Rental),
+        }
+        .map_err(|e| format!("not a valid {kind} record: {e}"))?;
+        record.validate().map_err(|e| e.to_string())?;
+        Ok(record)
+    }
+
+    /// The record's fields as strings, in CSV column order.
+    pub fn to_fields(&self) -> Vec<String> {
+        match self {
+            Record::Customer(c) => vec![
+                c.user_id.clone(),
+                c.name.clone(),
+                c.address.clone(),
+                c.zip_code.clone(),
+                c.phone_number.clone(),
+                c.email.clone(),
+            ],
+            Record::Product(p) => vec![
+                p.product_id.clone(),
+                p.description.clone(),
+                p.product_type.clone(),
+                p.quantity_available.to_string(),
+            ],
+            Record::Rental(r) => vec![r.product_id.clone(), r.user_id.clone()],
+        }
+    }
+}
+
+impl From<Customer> for Record {
+    fn from(c: Customer) -> Self {
+        Record::Customer(c)
+    }
+}
+impl From<Product> for Record {
+    fn from(p: Product) -> Self {
+        Record::Product(p)
+    }
+}
+impl From<Rental> for Record {
+    fn from(r: Rental) -> Self {
+        Record::Rental(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn customer() -> Customer {
+        Customer {
+            user_id: "C000001".into(),
+            name: "Ada Lovelace".into(),
+            address: "12 St James's Square".into(),
+            zip_code: "98101".into(),
+            phone_number: "206-555-0100".into(),
+            email: "ada@example.com".into(),
+        }
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in RecordKind::ALL {
+            assert_eq!(kind.as_str().parse::<RecordKind>().unwrap(), kind);
+            assert_eq!(kind.collection().parse::<RecordKind>().unwrap(), kind);
+        }
+        assert!("invoices".parse::<RecordKind>().is_err());
+    }
+
+    #[test]
+    fn kind_is_detected_from_header_in_any_order() {
+        assert_eq!(
+            RecordKind::from_header(&["user_id", "product_id"]),
+            Some(RecordKind::Rental)
+        );
+        assert_eq!(
+            RecordKind::from_header(&["quantity_available", "product_id", "description", "product_type"]),
+            Some(RecordKind::Product)
+        );
+        assert_eq!(RecordKind::from_header(&["user_id"]), None);
+    }
+
+    #[test]
+    fn good_customer_passes_and_bad_fields_are_named() {
+        assert_eq!(customer().validate(), Ok(()));
+        let mut c = customer();
+        c.email = "not-an-email".into();
+        assert_eq!(c.validate().unwrap_err().field, "email");
+        let mut c = customer();
+        c.user_id = "C 1".into();
+        assert_eq!(c.validate().unwrap_err().field, "user_id");
+        let mut c = customer();
+        c.name = "  ".into();
+        assert_eq!(c.validate().unwrap_err().field, "name");
+    }
+
+    #[test]
+    fn json_parsing_rejects_unknown_fields_and_negative_stock() {
+        let ok = r#"{"product_id":"P1","description":"Sofa","product_type":"livingroom","quantity_available":3}"#;
+        assert!(
+            matches!(Record::from_json(RecordKind::Product, ok), Ok(Record::Product(p)) if p.quantity_available == 3)
+        );
+        let negative = ok.replace(":3", ":-3");
+        assert!(Record::from_json(RecordKind::Product, &negative).is_err());
+        let extra = r#"{"product_id":"P1","user_id":"C1","colour":"red"}"#;
+        let err = Record::from_json(RecordKind::Rental, extra).unwrap_err();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn rental_key_combines_both_ids() {
+        let r = Record::Rental(Rental {
+            product_id: "P1".into(),
+            user_id: "C9".into(),
+        });
+        assert_eq!(r.key(), "P1/C9");
+        assert_eq!(r.to_fields(), vec!["P1", "C9"]);
+    }
+}

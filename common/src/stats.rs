@@ -1,0 +1,216 @@
+//! The figures HP Norton asked for, per collection and per run: records
+//! processed, count before, count after and seconds taken, plus how many
+//! records were inserted, updated or rejected. Printed as a table for people
+//! and as JSON for scripts.
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// One collection's result of one import run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportStats {
+    pub collection: String,
+    /// Records taken from the queue and handled (inserted + updated + rejected).
+    pub processed: u64,
+    pub count_before: u64,
+    pub count_after: u64,
+    /// Wall time from this collection's first read to its last write.
+    #[serde(with = "seconds", rename = "seconds")]
+    pub elapsed: Duration,
+    pub inserted: u64,
+    pub updated: u64,
+    /// Records refused (invalid) and sent to the dead-letter queue.
+    pub rejected: u64,
+}
+
+impl ImportStats {
+    /// The four values of the brief: (processed, before, after, seconds).
+    pub fn tuple(&self) -> (u64, u64, u64, f64) {
+        (
+            self.processed,
+            self.count_before,
+            self.count_after,
+            self.elapsed.as_secs_f64(),
+        )
+    }
+
+    /// Records handled per second (0 when nothing took measurable time).
+    pub fn records_per_second(&self) -> f64 {
+        rate(self.processed, self.elapsed)
+    }
+}
+
+/// Records per second, 0 for an empty interval.
+pub fn rate(records: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        records as f64 / secs
+    } else {
+        0.0
+    }
+}
+
+/// Everything one import run reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportReport {
+    /// `linear` or `parallel`.
+    pub mode: String,
+    /// Customers, then products, then rentals.
+    pub collections: Vec<ImportStats>,
+    /// Wall time of the whole run (in parallel mode, less than the sum).
+    #[serde(with = "seconds", rename = "total_seconds")]
+    pub total: Duration,
+}
+
+impl ImportReport {
+    pub fn processed(&self) -> u64 {
+        self.collections.iter().map(|s| s.processed).sum()
+    }
+
+    /// A table for people.
+    pub fn to_table(&self) -> String {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+            "collection",
+            "processed",
+            "count before",
+            "count after",
+            "seconds",
+            "inserted",
+            "updated",
+            "rejected",
+            "records/s",
+        ]);
+        let row = |name: &str, processed, before: String, after: String, elapsed: Duration, ins, upd, rej| {
+            vec![
+                name.to_string(),
+                format!("{processed}"),
+                before,
+                after,
+                format!("{:.3}", elapsed.as_secs_f64()),
+                format!("{ins}"),
+                format!("{upd}"),
+                format!("{rej}"),
+                format!("{:.0}", rate(processed, elapsed)),
+            ]
+        };
+        for s in &self.collections {
+            table.add_row(row(
+                &s.collection,
+                s.processed,
+                s.count_before.to_string(),
+                s.count_after.to_string(),
+                s.elapsed,
+                s.inserted,
+                s.updated,
+                s.rejected,
+            ));
+        }
+        let sum = |f: fn(&ImportStats) -> u64| self.collections.iter().map(f).sum::<u64>();
+        table.add_row(row(
+            "total (wall time)",
+            self.processed(),
+            sum(|s| s.count_before).to_string(),
+            sum(|s| s.count_after).to_string(),
+            self.total,
+            sum(|s| s.inserted),
+            sum(|s| s.updated),
+            sum(|s| s.rejected),
+        ));
+        for column in 1..9 {
+            if let Some(c) = table.column_mut(column) {
+                c.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        format!("{} import\n{table}", self.mode)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serialises")
+    }
+}
+
+/// Serialise a `Duration` as fractional seconds, the unit HP Norton reads.
+pub mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> ImportReport {
+        ImportReport {
+            mode: "parallel".into(),
+            collections: vec![
+                ImportStats {
+                    collection: "customers".into(),
+                    processed: 1000,
+                    count_before: 0,
+                    count_after: 998,
+                    elapsed: Duration::from_millis(500),
+                    inserted: 998,
+                    updated: 0,
+                    rejected: 2,
+                },
+                ImportStats {
+                    collection: "products".into(),
+                    processed: 10,
+                    count_before: 10,
+                    count_after: 10,
+                    elapsed: Duration::from_millis(20),
+                    inserted: 0,
+                    updated: 10,
+                    rejected: 0,
+                },
+            ],
+            total: Duration::from_millis(510),
+        }
+    }
+
+    #[test]
+    fn tuple_holds_the_four_figures_of_the_brief() {
+        assert_eq!(report().collections[0].tuple(), (1000, 0, 998, 0.5));
+        assert_eq!(report().collections[0].records_per_second(), 2000.0);
+        assert_eq!(rate(5, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn json_uses_seconds_and_round_trips() {
+        let json = report().to_json();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(value["collections"][0]["seconds"], 0.5);
+        assert_eq!(value["total_seconds"], 0.51);
+        assert_eq!(value["collections"][1]["count_before"], 10);
+        let back: ImportReport = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, report());
+    }
+
+    #[test]
+    fn table_lists_every_collection_and_a_total() {
+        let table = report().to_table();
+        assert!(table.starts_with("parallel import"));
+        for needle in [
+            "customers",
+            "products",
+            "total (wall time)",
+            "count before",
+            "1010",
+            "0.510",
+            "2000",
+        ] {
+            assert!(table.contains(needle), "missing {needle} in\n{table}");
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! The MongoDB store: database `hp_norton` (configurable), collections
+//! `customers`, `products` and `rentals`, and the two read queries the
+//! business relies on.
+//!
+//! Every write is keyed on the record's business key with a unique index
+//! behind it, so the store holds at most one document per key whatever
+//! arrives twice: a redelivered message, a file published again, two
+//! consumers racing. A rental is identified by its `(product_id, user_id)`
+//! pair: the brief's rentals file has no other column, so a customer renting
+//! the same product twice is one rental.
+//!
+//! Batches go to the server as one `update` command holding one upsert
+//! statement per record, unordered: one round trip per batch instead of one
+//! per row, and a bad record cannot stop the rest of its batch. The `update`
+//! command (rather than the driver's newer `bulkWrite`, which needs 8.0) works
+//! on every MongoDB from 3.6 to 8, so the same code runs against the
+//! docker-compose stack and the local test server.
+
+use crate::record::{Customer, Product, Record, RecordKind};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::{Error as MongoError, ErrorKind};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, Database, IndexModel};
+use std::time::Duration;
+
+/// MongoDB's duplicate-key error code (the "E11000" in its messages).
+pub const DUPLICATE_KEY: i32 = 11000;
+
+/// Server error codes that mean "try again": the operation did not fail on
+/// its merits (the same list the driver retries reads on, plus time-outs).
+const TRANSIENT_CODES: [i32; 15] = [
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 134, 64,
+];
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("MongoDB: {0}")]
+    Mongo(#[from] MongoError),
+    #[error("MongoDB replied to {command} without {field}: {reply}")]
+    Reply {
+        command: &'static str,
+        field: &'static str,
+        reply: String,
+    },
+    #[error("MongoDB write concern not satisfied: {0}")]
+    WriteConcern(String),
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed: the server was unreachable,
+    /// stepping down or too busy, not that the request was wrong.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Mongo(e) => is_transient(e),
+            StoreError::WriteConcern(_) => true,
+            StoreError::Reply { .. } => false,
+        }
+    }
+}
+
+/// Whether a driver error is worth retrying.
+pub fn is_transient(error: &MongoError) -> bool {
+    if error.contains_label("RetryableWriteError") || error.contains_label("RetryableError") {
+        return true;
+    }
+    match error.kind.as_ref() {
+        ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } | ErrorKind::ServerSelection { .. } => true,
+        ErrorKind::Command(c) => TRANSIENT_CODES.contains(&c.code),
+        _ => false,
+    }
+}
+
+/// One record of a batch the server refused on its merits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedWrite {
+    /// Index of the record in the batch.
+    pub index: usize,
+    pub code: i32,
+    pub message: String,
+}
+
+/// What a batch write did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Records that created a new document.
+    pub inserted: u64,
+    /// Records whose key already had a document (changed or not).
+    pub updated: u64,
+    /// Records the server refused; the caller dead-letters them.
+    pub failed: Vec<FailedWrite>,
+}
+
+/// A connection to the store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    db: Database,
+}
+
+/// How many times a statement is sent again after a duplicate-key error
+/// from racing upserts (see [`Store::upsert`]).
+const DUPLICATE_KEY_RETRIES: usize = 3;
+
+impl Store {
+    /// Connect and check that the server answers.
+    pub async fn connect(uri: &str, database: &str) -> Result<Store, StoreError> {
+        let mut options = ClientOptions::parse(uri).await?;
+        if options.app_name.is_none() {
+            options.app_name = Some("hpn".into());
+        }
+        if options.server_selection_timeout.is_none() {
+            options.server_selection_timeout = Some(Duration::from_secs(10));
+        }
+        let client = Client::with_options(options)?;
+        let store = Store {
+            db: client.database(database),
+            client,
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn collection(&self, kind: RecordKind) -> Collection<Document> {
+        self.db.collection(kind.collection())
+    }
+
+    /// The unique indexes every write relies on, plus one for the rentals
+    /// query by customer. Creating an index that exists is a no-op.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        for kind in RecordKind::ALL {
+            let mut keys = Document::new();
+            for field in kind.key_fields() {
+                keys.insert(*field, 1);
+            }
+            let unique = IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().unique(true).build())
+                .build();
+            self.collection(kind).create_index(unique).await?;
+        }
+        Ok(())
+    }
+
+    /// Exact number of documents in a kind's collection.
+    pub async fn count(&self, kind: RecordKind) -> Result<u64, StoreError> {
+        Ok(self.collection(kind).count_documents(doc! {}).await?)
+    }
+
+    /// Drop the three collections (tests, demonstrations and `reset`).
+    pub async fn drop_collections(&self) -> Result<(), StoreError> {
+        for kind in RecordKind::ALL {
+            self.collection(kind).drop().await?;
+        }
+        Ok(())
+    }
+
+    /// Write a batch of records of one kind: one upsert per record, keyed on
+    /// its business key, in one unordered `update` command.
+    ///
+    /// Two upserts of the same new key racing on different connections can
+    /// both miss the document and both try to insert; the unique index lets
+    /// one win and gives the other E11000. Sending the loser again turns it
+    /// into an update of the winner's document, which is the outcome a
+    /// sequential run would have had, so such errors are retried here and
+    /// never reach the caller (MongoDB 4.2+ retries most of these itself).
+    pub async fn upsert(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
+        let mut outcome = WriteOutcome::default();
+        // Indexes into `records` of the statements still to send.
+        let mut pending: Vec<usize> = (0..records.len()).collect();
+        for attempt in 0..=DUPLICATE_KEY_RETRIES {
+            if pending.is_empty() {
+                break;
+            }
+            let statements: Vec<Document> = pending
+                .iter()
+                .map(|&i| {
+                    let record = &records[i];
+                    debug_assert_eq!(record.kind(), kind);
+                    doc! {"q": key_filter(record), "u": {"$set": to_document(record)}, "upsert": true}
+                })
+                .collect();
+            let reply = self
+                .db
+                .run_command(doc! {"update": kind.collection(), "updates": statements, "ordered": false})
+                .await?;
+            if let Ok(wce) = reply.get_document("writeConcernError") {
+                return Err(StoreError::WriteConcern(wce.to_string()));
+            }
+            let matched = number(&reply, "n")?;
+            let upserted = match reply.get_array("upserted") {
+                Ok(list) => list.len() as u64,
+                Err(_) => 0,
+            };
+            outcome.inserted += upserted;
+            outcome.updated += matched.saturating_sub(upserted);
+            let mut retry = Vec::new();
+            if let Ok(errors) = reply.get_array("writeErrors") {
+                for error in errors {
+                    let Bson::Document(error) = error else { continue };
+                    let index = number(error, "index")? as usize;
+                    let code = number(error, "code")? as i32;
+                    let record_index = pending[index];
+                    if code == DUPLICATE_KEY && attempt < DUPLICATE_KEY_RETRIES {
+                        retry.push(record_index);
+                    } else {
+                        outcome.failed.push(FailedWrite {
+                            index: record_index,
+                            code,
+                            message: error.get_str("errmsg").unwrap_or("").to_string(),
+                        });
+                    }
+                }
+            }
+            retry.sort_unstable();
+            pending = retry;
+        }
+        Ok(outcome)
+    }
+
+    /// The brief's first query: every product with stock, keyed by `product_id`.
+    pub async fn available_products(&self) -> Result<Vec<Product>, StoreError> {
+        let projection = doc! {"_id": 0, "product_id": 1, "description": 1, "product_type": 1, "quantity_available": 1};
+        let cursor = self
+            .db
+            .collection::<Product>(RecordKind::Product.collection())
+            .find(doc! {"quantity_available": {"$gt": 0}})
+            .projection(projection)
+            .sort(doc! {"product_id": 1})
+            .await?;
+        Ok(cursor.try_collect().await?)
+    }
+
+    /// The brief's second query: every customer who rented `product_id`.
+    pub async fn customers_renting(&self, product_id: &str) -> Result<Vec<Customer>, StoreError> {
+        let rentals = self
+            .collection(RecordKind::Rental)
+            .find(doc! {"product_id": product_id})
+            .projection(doc! {"_id": 0, "user_id": 1})
+            .await?;
+        let user_ids: Vec<String> = rentals
+            .try_collect::<Vec<Document>>()
+            .await?
+            .into_iter()
+            .filter_map(|d| d.get_str("user_id").ok().map(str::to_string))
+            .collect();
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let projection =
+            doc! {"_id": 0, "user_id": 1, "name": 1, "address": 1, "zip_code": 1, "phone_number": 1, "email": 1};
+        let cursor = self
+            .db
+            .collection::<Customer>(RecordKind::Customer.collection())
+            .find(doc! {"user_id": {"$in": user_ids}})
+            .projection(projection)
+            .sort(doc! {"user_id": 1})
+            .await?;
+        Ok(cursor.try_collect().await?)
+    }
+}
+
+/// Read an integer reply field, whatever width the server chose.
+fn number(reply: &Document, field: &'static str) -> Result<u64, StoreError> {
+    match reply.get(field) {
+        Some(Bson::Int32(n)) => Ok(*n as u64),
+        Some(Bson::Int64(n)) => Ok(*n as u64),
+        Some(Bson::Double(n)) => Ok(*n as u64),
+        _ => Err(StoreError::Reply {
+            command: "update",
+            field,
+            reply: reply.to_string(),
+        }),
+    }
+}
+
+/// The filter that finds a record's document by its business key.
+pub fn key_filter(record: &Record) -> Document {
+    match record {
+        Record::Customer(c) => doc! {"user_id": &c.user_id},
+        Record::Product(p) => doc! {"product_id": &p.product_id},
+        Record::Rental(r) => doc! {"product_id": &r.product_id, "user_id": &r.user_id},
+    }
+}
+
+/// The document stored for a record: its fields, with the same names as the
+/// CSV columns (quantities as 64-bit integers).
+pub fn to_document(record: &Record) -> Document {
+    match record {
+        Record::Customer(c) => doc! {
+            "user_id": &c.user_id,
+            "name": &c.name,
+            "address": &c.address,
+            "zip_code": &c.zip_code,
+            "phone_number": &c.phone_number,
+            "email": &c.email,
+        },
+        Record::Product(p) => doc! {
+            "product_id": &p.product_id,
+            "description": &p.description,
+            "product_type": &p.product_type,
+            "quantity_available": i64::from(p.quantity_available),
+        },
+        Record::Rental(r) => doc! {
+            "product_id": &r.product_id,
+            "user_id": &r.user_id,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Rental;
+
+    #[test]
+    fn documents_and_filters_use_the_csv_names() {
+        let r = Record::Rental(Rental {
+            product_id: "P1".into(),
+            user_id: "C1".into(),
+        });
+        assert_eq!(key_filter(&r), doc! {"product_id": "P1", "user_id": "C1"});
+        assert_eq!(to_document(&r), doc! {"product_id": "P1", "user_id": "C1"});
+        let p = Record::Product(Product {
+            product_id: "P1".into(),
+            description: "Sofa".into(),
+            product_type: "livingroom".into(),
+            quantity_available: 4,
+        });
+        assert_eq!(to_document(&p).get_i64("quantity_available"), Ok(4));
+        assert_eq!(key_filter(&p), doc! {"product_id": "P1"});
+    }
+
+    #[test]
+    fn reply_numbers_of_any_width_are_read() {
+        let reply = doc! {"a": 1_i32, "b": 2_i64, "c": 3.0_f64, "d": "x"};
+        assert_eq!(number(&reply, "a").unwrap(), 1);
+        assert_eq!(number(&reply, "b").unwrap(), 2);
+        assert_eq!(number(&reply, "c").unwrap(), 3);
+        assert!(number(&reply, "d").is_err());
+        assert!(number(&reply, "missing").is_err());
+    }
+}
