@@ -147,6 +147,11 @@ impl CsvSource {
         &self.file
     }
 
+    /// Roughly how far into the file the reader is, in bytes (for progress).
+    pub fn byte_position(&self) -> u64 {
+        self.reader.position().byte()
+    }
+
     fn reject(&self, line: u64, reason: impl Into<String>) -> Rejection {
         Rejection {
             file: self.file.clone(),

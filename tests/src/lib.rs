@@ -1,1 +1,128 @@
+//! Shared helpers for the integration tests, which run against real
+//! RabbitMQ and MongoDB servers (`scripts/services start`; addresses from
+//! `HPN_AMQP_URL` and `HPN_MONGODB_URI`, with the local defaults).
+//!
+//! Every test gets its own database and queue prefix from [`TestEnv`], so the
+//! tests run in parallel without seeing each other's data, and cleans up after
+//! itself with [`TestEnv::cleanup`].
 
+use hpn_common::{broker, ConnectionSettings, Record, RecordKind, Store};
+use lapin::{Channel, Connection};
+use mongodb::bson::{doc, Document};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// One test's private corner of the servers, and a scratch directory.
+pub struct TestEnv {
+    pub settings: ConnectionSettings,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// A fresh database and queue prefix named after the test.
+    pub fn new(test: &str) -> TestEnv {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("hpn_t_{}_{}_{n}", test, std::process::id());
+        let mut settings = ConnectionSettings::from_env();
+        settings.database = name.clone();
+        settings.queue_prefix = name;
+        TestEnv {
+            settings,
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::connect(&self.settings.mongodb_uri, &self.settings.database)
+            .await
+            .expect("MongoDB answers (run scripts/services start)")
+    }
+
+    /// A broker connection with the topology declared.
+    pub async fn channel(&self) -> (Connection, Channel) {
+        let connection = broker::connect(&self.settings.amqp_url, "hpn-tests")
+            .await
+            .expect("RabbitMQ answers (run scripts/services start)");
+        let channel = connection.create_channel().await.expect("channel");
+        self.settings
+            .topology()
+            .declare(&channel)
+            .await
+            .expect("declare topology");
+        (connection, channel)
+    }
+
+    /// Messages ready in a queue.
+    pub async fn ready(&self, queue: &str) -> u32 {
+        let (_connection, channel) = self.channel().await;
+        self.settings
+            .topology()
+            .ready_count(&channel, queue)
+            .await
+            .expect("queue exists")
+    }
+
+    /// Drop the test's database and delete its queues and exchanges.
+    pub async fn cleanup(self) {
+        if let Ok(store) = Store::connect(&self.settings.mongodb_uri, &self.settings.database).await {
+            let _ = store.database().drop().await;
+        }
+        if let Ok(connection) = broker::connect(&self.settings.amqp_url, "hpn-tests-cleanup").await {
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = self.settings.topology().delete(&channel).await;
+            }
+        }
+    }
+}
+
+/// Every document of a kind, without `_id`, sorted by business key: what a
+/// test compares against the source rows.
+pub async fn documents(store: &Store, kind: RecordKind) -> Vec<Document> {
+    use futures::TryStreamExt;
+    let mut sort = Document::new();
+    for key in kind.key_fields() {
+        sort.insert(*key, 1);
+    }
+    store
+        .collection(kind)
+        .find(doc! {})
+        .projection(doc! {"_id": 0})
+        .sort(sort)
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("read documents")
+}
+
+/// The documents a set of records should leave in the store, in the same order.
+pub fn expected_documents(kind: RecordKind, records: &[Record]) -> Vec<Document> {
+    let mut docs: Vec<(String, Document)> = records
+        .iter()
+        .filter(|r| r.kind() == kind)
+        .map(|r| (sort_key(r), hpn_common::store::to_document(r)))
+        .collect();
+    docs.sort_by(|a, b| a.0.cmp(&b.0));
+    docs.dedup_by(|a, b| a.0 == b.0);
+    docs.into_iter().map(|(_, d)| d).collect()
+}
+
+fn sort_key(record: &Record) -> String {
+    // Same order as sorting by the key fields in MongoDB (all are strings).
+    record.to_fields()[..record.kind().key_fields().len()].join("\u{0}")
+}
+
+/// Every valid record in a CSV file.
+pub fn read_csv(path: &Path) -> Vec<Record> {
+    hpn_common::csv_source::CsvSource::open(path)
+        .expect("readable CSV")
+        .filter_map(Result::ok)
+        .map(|row| row.record)
+        .collect()
+}

@@ -1,0 +1,329 @@
+//! Publishing CSV files to RabbitMQ.
+//!
+//! Each file runs as a small pipeline of two stages joined by a bounded
+//! channel, so reading and publishing overlap and memory stays flat whatever
+//! the file size:
+//!
+//! ```text
+//!  reader thread: CSV row ─► validate ─► pack N rows ─► (bounded channel) ─►
+//!  publisher task: encode ─► basic.publish (persistent, mandatory) ─► confirm window ─► done
+//!                    rejected rows ─► <file>.rejects.csv + a warning with file and line
+//! ```
+//!
+//! Publisher confirms are how we know the broker has taken responsibility
+//! for a message (written it to disk for a durable queue). Waiting for each
+//! confirm before the next publish would cap us at one message per round
+//! trip, so up to `confirm_window` publishes are in flight and the oldest is
+//! awaited when the window is full. A nack or an unroutable return fails the
+//! file: the run reports it rather than claiming rows it cannot vouch for.
+//! Files are published concurrently, one channel each.
+
+use hpn_common::csv_source::{CsvSource, RejectsWriter};
+use hpn_common::message::{self, Origin};
+use hpn_common::{broker, ConnectionSettings, Error, Record, RecordKind, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{Channel, Connection, PublisherConfirm};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// How the producer publishes.
+#[derive(Clone, Debug)]
+pub struct PublishOptions {
+    /// Records packed into one message (1: one JSON object per message).
+    pub rows_per_message: usize,
+    /// Publishes awaiting their confirm at most, per file.
+    pub confirm_window: usize,
+    /// Where rejects files go (default: beside each input file).
+    pub rejects_dir: Option<PathBuf>,
+    /// Draw progress bars on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions {
+            rows_per_message: 1,
+            confirm_window: 1024,
+            rejects_dir: None,
+            progress: false,
+        }
+    }
+}
+
+/// What publishing one file did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FileSummary {
+    pub file: PathBuf,
+    pub kind: RecordKind,
+    /// Records published and confirmed by the broker.
+    pub published: u64,
+    pub messages: u64,
+    /// Rows refused by validation, written to `rejects_file`.
+    pub rejected: u64,
+    pub rejects_file: Option<PathBuf>,
+    #[serde(with = "hpn_common::stats::seconds", rename = "seconds")]
+    pub elapsed: Duration,
+}
+
+/// The CSV files to publish: the files given, and the `*.csv` files of the
+/// directories given (rejects files excluded), customers before products
+/// before rentals.
+pub fn collect_inputs(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    name.ends_with(".csv") && !name.ends_with(".rejects.csv")
+                })
+                .collect();
+            found.sort_by_key(|p| {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let rank = RecordKind::ALL
+                    .iter()
+                    .position(|k| k.file_name() == name)
+                    .unwrap_or(RecordKind::ALL.len());
+                (rank, name)
+            });
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Publish every file, concurrently, and return one summary per file in the
+/// order given. Headers are checked for every file before anything is sent.
+pub async fn publish_files(
+    settings: &ConnectionSettings,
+    files: &[PathBuf],
+    options: &PublishOptions,
+) -> Result<Vec<FileSummary>> {
+    for file in files {
+        CsvSource::open(file)?;
+    }
+    let connection = broker::connect(&settings.amqp_url, "hpn-producer").await?;
+    let setup = connection.create_channel().await?;
+    settings.topology().declare(&setup).await?;
+    let bars = MultiProgress::with_draw_target(if options.progress && std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    });
+    let tasks = files
+        .iter()
+        .map(|file| publish_file(&connection, settings, file, options, &bars));
+    let summaries = futures::future::try_join_all(tasks).await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(summaries)
+}
+
+/// Records of one message and the line of the first, as the reader thread hands them on.
+struct Chunk {
+    line: u64,
+    records: Vec<Record>,
+}
+
+async fn publish_file(
+    connection: &Connection,
+    settings: &ConnectionSettings,
+    file: &Path,
+    options: &PublishOptions,
+    bars: &MultiProgress,
+) -> Result<FileSummary> {
+    let started = Instant::now();
+    let source = CsvSource::open(file)?;
+    let kind = source.kind();
+    let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+    let bar = bars.add(ProgressBar::new(size));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>14} [{bar:30}] {percent:>3}% {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(kind.collection());
+
+    let channel = connection.create_channel().await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+
+    // Enough chunks in hand to keep the publisher busy, no more.
+    let (tx, mut rx) = mpsc::channel::<Chunk>(64);
+    let rejects_path = RejectsWriter::path_for(file, options.rejects_dir.as_deref());
+    let rows_per_message = options.rows_per_message.max(1);
+    let reader_bar = bar.clone();
+    let reader = tokio::task::spawn_blocking(move || read_rows(source, rows_per_message, rejects_path, tx, reader_bar));
+
+    let origin_file = file.display().to_string();
+    let exchange = settings.topology().exchange();
+    let mut window: VecDeque<PublisherConfirm> = VecDeque::with_capacity(options.confirm_window);
+    let (mut published, mut messages) = (0u64, 0u64);
+    let publish_options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    while let Some(chunk) = rx.recv().await {
+        let origin = Origin {
+            file: origin_file.clone(),
+            line: chunk.line,
+        };
+        let body = message::encode(&chunk.records);
+        let properties = message::properties(kind, Some(&origin));
+        let confirm = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                kind.as_str().into(),
+                publish_options,
+                &body,
+                properties,
+            )
+            .await?;
+        window.push_back(confirm);
+        while window.len() >= options.confirm_window.max(1) {
+            check(window.pop_front().expect("window is not empty"), &channel).await?;
+        }
+        published += chunk.records.len() as u64;
+        messages += 1;
+        if messages % 256 == 0 {
+            let rate = published as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{published} rows, {rate:.0} rows/s"));
+        }
+    }
+    for confirm in window {
+        check(confirm, &channel).await?;
+    }
+    let (rejected, rejects_file) = reader.await.map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    let _ = channel.close(200, "done".into()).await;
+    let elapsed = started.elapsed();
+    bar.finish_with_message(format!(
+        "{published} rows in {:.2}s, {rejected} rejected",
+        elapsed.as_secs_f64()
+    ));
+    info!(file = %file.display(), %kind, published, messages, rejected, seconds = elapsed.as_secs_f64(), "file published");
+    Ok(FileSummary {
+        file: file.to_path_buf(),
+        kind,
+        published,
+        messages,
+        rejected,
+        rejects_file,
+        elapsed,
+    })
+}
+
+/// Wait for one confirm: an ack is success; a nack or a returned
+/// (unroutable) message fails the file.
+async fn check(confirm: PublisherConfirm, channel: &Channel) -> Result<()> {
+    let confirmation = confirm.await?;
+    if confirmation.is_nack() {
+        return Err(Error::NotConfirmed(format!(
+            "refused a message on channel {}",
+            channel.id()
+        )));
+    }
+    if let Some(returned) = confirmation.take_message() {
+        return Err(Error::NotConfirmed(format!(
+            "could not route a message to {}: {}",
+            returned.delivery.routing_key, returned.reply_text
+        )));
+    }
+    Ok(())
+}
+
+/// The reader stage: runs on a blocking thread, hands on chunks of valid
+/// records and writes rejections as it meets them.
+fn read_rows(
+    mut source: CsvSource,
+    rows_per_message: usize,
+    rejects_path: PathBuf,
+    tx: mpsc::Sender<Chunk>,
+    bar: ProgressBar,
+) -> Result<(u64, Option<PathBuf>)> {
+    let mut rejects = RejectsWriter::new(&rejects_path, source.kind());
+    let mut chunk = Chunk {
+        line: 0,
+        records: Vec::with_capacity(rows_per_message),
+    };
+    let mut rows = 0u64;
+    while let Some(row) = source.next() {
+        match row {
+            Ok(row) => {
+                if chunk.records.is_empty() {
+                    chunk.line = row.line;
+                }
+                chunk.records.push(row.record);
+                if chunk.records.len() == rows_per_message {
+                    let full = std::mem::replace(
+                        &mut chunk,
+                        Chunk {
+                            line: 0,
+                            records: Vec::with_capacity(rows_per_message),
+                        },
+                    );
+                    if tx.blocking_send(full).is_err() {
+                        // The publisher stopped on an error; it reports it.
+                        break;
+                    }
+                }
+            }
+            Err(rejection) => {
+                warn!("{rejection} (row kept in {})", rejects_path.display());
+                rejects.write(&rejection)?;
+            }
+        }
+        rows += 1;
+        if rows % 4096 == 0 {
+            bar.set_position(source.byte_position());
+        }
+    }
+    if !chunk.records.is_empty() {
+        let _ = tx.blocking_send(chunk);
+    }
+    bar.set_position(bar.length().unwrap_or(0));
+    let count = rejects.count();
+    Ok((count, rejects.finish()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directories_expand_to_their_csv_files_in_brief_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "rentals.csv",
+            "zz.csv",
+            "products.csv",
+            "customers.csv",
+            "customers.rejects.csv",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), "").unwrap();
+        }
+        let extra = dir.path().join("notes.txt");
+        let files = collect_inputs(&[dir.path().to_path_buf(), extra.clone()]).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            vec!["customers.csv", "products.csv", "rentals.csv", "zz.csv", "notes.txt"]
+        );
+    }
+}
