@@ -394,6 +394,12 @@ impl RejectsWriter {
         let line = rejection.line.to_string();
         let mut row: Vec<&str> = vec![&line, &rejection.reason];
         row.extend(rejection.raw.iter().map(String::as_str));
+        // Pad short rows so the file stays rectangular for spreadsheets;
+        // a row with extra fields keeps them.
+        let width = 2 + self.kind.columns().len();
+        if row.len() < width {
+            row.resize(width, "");
+        }
         w.write_record(&row)?;
         self.count += 1;
         Ok(())
@@ -533,7 +539,14 @@ mod tests {
             raw: vec!["C7".into(), "Bo".into(), "".into(), "".into(), "".into(), "x".into()],
         })
         .unwrap();
-        assert_eq!(w.count(), 1);
+        w.write(&Rejection {
+            file: source.clone(),
+            line: 8,
+            reason: "expected 6 fields".into(),
+            raw: vec!["C8".into(), "Cy".into()],
+        })
+        .unwrap();
+        assert_eq!(w.count(), 2);
         assert_eq!(w.finish().unwrap(), Some(path.clone()));
         let text = std::fs::read_to_string(&path).unwrap();
         let mut lines = text.lines();

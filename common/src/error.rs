@@ -16,6 +16,8 @@ pub enum Error {
     NotConfirmed(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("internal task failed: {0}")]
+    Task(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,1 +1,39 @@
+//! The importer: consumes the HP Norton queues and writes MongoDB.
+//!
+//! ```text
+//!  queue ──► consume (decode, dead-letter poison, route by key)
+//!              │ WorkItem { record, ticket }
+//!              ▼
+//!            write (one writer per key partition: batch, upsert, complete tickets)
+//!              │ ticket done
+//!              ▼
+//!            ack (in-order acknowledgement back on the consumer's channel)
+//! ```
+//!
+//! Modules:
+//! - [`config`]: connection settings and tuning knobs;
+//! - [`run`]: one-shot linear and parallel runs and their report ([`run_linear`], [`run_parallel`]);
+//! - [`consume`]: a consumer on one channel;
+//! - [`partition`]: routing records to writers by business key (and what that guarantees);
+//! - [`write`]: batching writers and their retry policy;
+//! - [`ack`]: tickets and in-order acknowledgement;
+//! - [`dead_letter`]: refused messages and records to the dead-letter queues, with reasons;
+//! - [`counters`]: live per-collection counts for the report;
+//! - [`query`]: the two business queries, printed for people or as JSON.
+//!
+//! Nothing is acknowledged before it is written: a crash at any point leaves
+//! unwritten messages in their queue, and writing them again is harmless
+//! because every write is keyed on the record's business key.
 
+pub mod ack;
+pub mod config;
+pub mod consume;
+pub mod counters;
+pub mod dead_letter;
+pub mod partition;
+pub mod query;
+pub mod run;
+pub mod write;
+
+pub use config::{Config, Tuning};
+pub use run::{import, run_linear, run_parallel, Mode};

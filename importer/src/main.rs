@@ -1,1 +1,122 @@
-fn main() {}
+//! `hpn-importer`: drain the queues into MongoDB (linear or parallel), run
+//! the business queries, or reset a database and its queues.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use hpn_common::{broker, ConnectionSettings, Store};
+use hpn_importer::{import, query, Config, Mode, Tuning};
+
+/// Import HP Norton records from RabbitMQ into MongoDB.
+#[derive(Parser)]
+#[command(name = "hpn-importer", version)]
+struct Cli {
+    #[command(flatten)]
+    connection: ConnectionSettings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drain the queues into MongoDB, print the report and exit.
+    Run {
+        /// linear: one queue at a time, one consumer; parallel: all queues at once.
+        #[arg(long, value_enum, default_value_t = Mode::Parallel)]
+        mode: Mode,
+        #[command(flatten)]
+        tuning: Tuning,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one of the brief's business queries.
+    Query {
+        #[command(subcommand)]
+        query: Query,
+        /// Print JSON keyed by product_id / user_id.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Drop the three collections and empty the queues (asks for --yes).
+    Reset {
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Query {
+    /// Every product with quantity_available > 0.
+    AvailableProducts,
+    /// Every customer who rented a product.
+    Rentals { product_id: String },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    hpn_common::telemetry::init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { mode, tuning, json } => {
+            let config = Config {
+                connection: cli.connection,
+                tuning,
+            };
+            let report = import(&config, mode).await?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                println!("{}", report.to_table());
+            }
+        }
+        Command::Query { query, json } => {
+            let store = Store::connect(&cli.connection.mongodb_uri, &cli.connection.database).await?;
+            match query {
+                Query::AvailableProducts => {
+                    let products = store.available_products().await?;
+                    if json {
+                        println!("{:#}", query::products_json(&products));
+                    } else {
+                        println!(
+                            "{}\n{} products available",
+                            query::products_table(&products),
+                            products.len()
+                        );
+                    }
+                }
+                Query::Rentals { product_id } => {
+                    let customers = store.customers_renting(&product_id).await?;
+                    if json {
+                        println!("{:#}", query::customers_json(&customers));
+                    } else {
+                        println!(
+                            "{}\n{} customers rented {product_id}",
+                            query::customers_table(&customers),
+                            customers.len()
+                        );
+                    }
+                }
+            }
+        }
+        Command::Reset { yes } => {
+            anyhow::ensure!(
+                yes,
+                "reset drops the {} collections and empties the {} queues: add --yes",
+                cli.connection.database,
+                cli.connection.queue_prefix
+            );
+            let store = Store::connect(&cli.connection.mongodb_uri, &cli.connection.database).await?;
+            store.drop_collections().await?;
+            let connection = broker::connect(&cli.connection.amqp_url, "hpn-importer (reset)").await?;
+            let channel = connection.create_channel().await?;
+            let topology = cli.connection.topology();
+            topology.declare(&channel).await?;
+            let purged = topology.purge(&channel).await?;
+            println!(
+                "dropped the collections of {}; purged {purged} messages",
+                cli.connection.database
+            );
+        }
+    }
+    Ok(())
+}

@@ -92,7 +92,7 @@ fn product(rng: &mut ChaCha8Rng, i: usize) -> Product {
 /// carries the product of the pair's first rental to its second.
 fn rental(rng: &mut ChaCha8Rng, i: usize, products: usize, first: &mut usize) -> Rental {
     let user = i / 2;
-    let product = if i % 2 == 0 || products < 2 {
+    let product = if i.is_multiple_of(2) || products < 2 {
         *first = rng.random_range(0..products);
         *first
     } else {

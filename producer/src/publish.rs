@@ -198,7 +198,7 @@ async fn publish_file(
         }
         published += chunk.records.len() as u64;
         messages += 1;
-        if messages % 256 == 0 {
+        if messages.is_multiple_of(256) {
             let rate = published as f64 / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{published} rows, {rate:.0} rows/s"));
         }
@@ -286,7 +286,7 @@ fn read_rows(
             }
         }
         rows += 1;
-        if rows % 4096 == 0 {
+        if rows.is_multiple_of(4096) {
             bar.set_position(source.byte_position());
         }
     }

@@ -1,0 +1,137 @@
+//! Acknowledging a message only once everything in it is safely written.
+//!
+//! A message's records can be spread over several writers (they are routed
+//! by key) and finish in any order. Each message gets a [`Ticket`] counting
+//! its records still to write; the writer that finishes the last one sends
+//! the delivery tag back to the consumer that owns the channel. There the
+//! [`AckTracker`] turns completions into as few `basic.ack` frames as
+//! possible: one ack with `multiple = true` covers every tag up to the
+//! highest completed one below the oldest still outstanding, so a tag is
+//! never acknowledged while an older message on the channel is unwritten.
+
+use lapin::BasicProperties;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// The records of one delivery still to be written.
+#[derive(Debug)]
+pub struct Ticket {
+    tag: u64,
+    remaining: AtomicUsize,
+    done: UnboundedSender<u64>,
+    /// The delivery's properties, for dead-lettering one of its records.
+    properties: BasicProperties,
+}
+
+impl Ticket {
+    /// A ticket for `records` records of delivery `tag`; when the last is
+    /// written, `tag` is sent on `done`. A ticket for no records is done at once.
+    pub fn new(tag: u64, records: usize, done: UnboundedSender<u64>, properties: BasicProperties) -> Arc<Ticket> {
+        if records == 0 {
+            let _ = done.send(tag);
+        }
+        Arc::new(Ticket {
+            tag,
+            remaining: AtomicUsize::new(records),
+            done,
+            properties,
+        })
+    }
+
+    pub fn properties(&self) -> &BasicProperties {
+        &self.properties
+    }
+
+    /// One of the ticket's records is written (or dead-lettered).
+    pub fn complete_one(&self) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The consumer may be gone if the run is failing; then the
+            // channel closes and the broker redelivers, which is safe.
+            let _ = self.done.send(self.tag);
+        }
+    }
+}
+
+/// Which deliveries on one channel are in hand, and which may be acknowledged.
+#[derive(Debug, Default)]
+pub struct AckTracker {
+    outstanding: BTreeSet<u64>,
+    completed: BTreeSet<u64>,
+}
+
+impl AckTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A delivery arrived and is now in hand.
+    pub fn delivered(&mut self, tag: u64) {
+        self.outstanding.insert(tag);
+    }
+
+    /// A delivery is fully written. Returns the tag to acknowledge with
+    /// `multiple = true`, if any tags became acknowledgeable.
+    pub fn completed(&mut self, tag: u64) -> Option<u64> {
+        if !self.outstanding.remove(&tag) {
+            return None;
+        }
+        self.completed.insert(tag);
+        let oldest_outstanding = self.outstanding.first().copied().unwrap_or(u64::MAX);
+        let highest = *self.completed.range(..oldest_outstanding).next_back()?;
+        self.completed = self.completed.split_off(&(highest + 1));
+        Some(highest)
+    }
+
+    /// Deliveries in hand, not yet acknowledged.
+    pub fn in_hand(&self) -> usize {
+        self.outstanding.len() + self.completed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.in_hand() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_only_a_contiguous_prefix_and_batches_it() {
+        let mut t = AckTracker::new();
+        for tag in 1..=5 {
+            t.delivered(tag);
+        }
+        assert_eq!(t.completed(2), None, "1 is still being written");
+        assert_eq!(t.completed(3), None);
+        assert_eq!(t.completed(1), Some(3), "1..=3 go in one ack");
+        assert_eq!(t.in_hand(), 2);
+        assert_eq!(t.completed(5), None);
+        assert_eq!(t.completed(4), Some(5));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn unknown_or_repeated_completions_ack_nothing() {
+        let mut t = AckTracker::new();
+        t.delivered(7);
+        assert_eq!(t.completed(6), None);
+        assert_eq!(t.completed(7), Some(7));
+        assert_eq!(t.completed(7), None);
+    }
+
+    #[test]
+    fn ticket_reports_once_when_its_last_record_is_written() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let ticket = Ticket::new(9, 3, tx.clone(), BasicProperties::default());
+        ticket.complete_one();
+        ticket.complete_one();
+        assert!(rx.try_recv().is_err());
+        ticket.complete_one();
+        assert_eq!(rx.try_recv(), Ok(9));
+        let _empty = Ticket::new(10, 0, tx, BasicProperties::default());
+        assert_eq!(rx.try_recv(), Ok(10));
+    }
+}

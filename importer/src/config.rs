@@ -1,0 +1,101 @@
+//! The importer's settings: where the servers are (shared with the
+//! producer) and how hard to push them. Every knob is a flag and an
+//! environment variable; the defaults are what the benchmarks found best on
+//! a 2-core machine running both servers.
+
+use hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES;
+use hpn_common::ConnectionSettings;
+use std::time::Duration;
+
+/// Everything an import run needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub connection: ConnectionSettings,
+    pub tuning: Tuning,
+}
+
+impl Config {
+    /// Connection settings from the environment, default tuning.
+    pub fn from_env() -> Config {
+        Config {
+            connection: ConnectionSettings::from_env(),
+            tuning: Tuning::default(),
+        }
+    }
+}
+
+/// How the importer batches, buffers and spreads its work.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Records written to MongoDB in one round trip at most.
+    #[arg(long, env = "HPN_BATCH_SIZE", default_value_t = 1000)]
+    pub batch_size: usize,
+    /// A batch that is not full is written after this many milliseconds.
+    #[arg(long, env = "HPN_FLUSH_MS", default_value_t = 20)]
+    pub flush_ms: u64,
+    /// Unacknowledged messages the broker may send each consumer.
+    #[arg(long, env = "HPN_PREFETCH", default_value_t = 2000)]
+    pub prefetch: u16,
+    /// Parallel mode: consumers (channels) per queue.
+    #[arg(long, env = "HPN_CONSUMERS", default_value_t = 2)]
+    pub consumers: usize,
+    /// Parallel mode: writers per collection (records are routed to them by key).
+    #[arg(long, env = "HPN_WRITERS", default_value_t = 2)]
+    pub writers: usize,
+    /// One-shot runs: how long a consumer waits without deliveries before
+    /// checking whether its queue is empty.
+    #[arg(long, env = "HPN_IDLE_MS", default_value_t = 50)]
+    pub idle_ms: u64,
+    /// Messages larger than this go to the dead-letter queue.
+    #[arg(long, env = "HPN_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            batch_size: 1000,
+            flush_ms: 20,
+            prefetch: 2000,
+            consumers: 2,
+            writers: 2,
+            idle_ms: 50,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+}
+
+impl Tuning {
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flush_ms)
+    }
+
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tuning: Tuning,
+    }
+
+    #[test]
+    fn cli_defaults_match_the_library_defaults() {
+        // Ignore the environment: it may set HPN_* for a run.
+        let parsed = Cli::try_parse_from(["x"]).unwrap().tuning;
+        if std::env::vars().all(|(k, _)| !k.starts_with("HPN_")) {
+            assert_eq!(parsed, Tuning::default());
+        }
+        let custom = Cli::try_parse_from(["x", "--batch-size", "10", "--writers", "4"])
+            .unwrap()
+            .tuning;
+        assert_eq!((custom.batch_size, custom.writers), (10, 4));
+    }
+}

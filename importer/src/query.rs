@@ -1,0 +1,110 @@
+//! The two business queries of the brief, formatted for a terminal or as
+//! JSON keyed the way the brief describes: products by `product_id`,
+//! customers by `user_id`.
+
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use hpn_common::{Customer, Product};
+use serde_json::{json, Map, Value};
+
+/// Available products as a JSON object keyed by `product_id`.
+pub fn products_json(products: &[Product]) -> Value {
+    let map: Map<String, Value> = products
+        .iter()
+        .map(|p| {
+            let value = json!({
+                "description": p.description,
+                "product_type": p.product_type,
+                "quantity_available": p.quantity_available,
+            });
+            (p.product_id.clone(), value)
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// Customers as a JSON object keyed by `user_id`.
+pub fn customers_json(customers: &[Customer]) -> Value {
+    let map: Map<String, Value> = customers
+        .iter()
+        .map(|c| {
+            let value = json!({
+                "name": c.name,
+                "address": c.address,
+                "phone_number": c.phone_number,
+                "email": c.email,
+            });
+            (c.user_id.clone(), value)
+        })
+        .collect();
+    Value::Object(map)
+}
+
+pub fn products_table(products: &[Product]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "product_id",
+        "description",
+        "product_type",
+        "quantity_available",
+    ]);
+    for p in products {
+        table.add_row(vec![
+            p.product_id.clone(),
+            p.description.clone(),
+            p.product_type.clone(),
+            p.quantity_available.to_string(),
+        ]);
+    }
+    table
+}
+
+pub fn customers_table(customers: &[Customer]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["user_id", "name", "address", "phone_number", "email"]);
+    for c in customers {
+        table.add_row(vec![
+            c.user_id.clone(),
+            c.name.clone(),
+            c.address.clone(),
+            c.phone_number.clone(),
+            c.email.clone(),
+        ]);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_keyed_by_business_key() {
+        let products = vec![Product {
+            product_id: "P1".into(),
+            description: "Sofa".into(),
+            product_type: "livingroom".into(),
+            quantity_available: 2,
+        }];
+        let value = products_json(&products);
+        assert_eq!(value["P1"]["quantity_available"], 2);
+        assert_eq!(value["P1"]["description"], "Sofa");
+        let customers = vec![Customer {
+            user_id: "C1".into(),
+            name: "Ann".into(),
+            address: "1 Main St".into(),
+            zip_code: "98101".into(),
+            phone_number: "555".into(),
+            email: "ann@example.com".into(),
+        }];
+        let value = customers_json(&customers);
+        assert_eq!(value["C1"]["email"], "ann@example.com");
+        assert!(
+            value["C1"].get("zip_code").is_none(),
+            "the brief's query lists no zip code"
+        );
+        assert!(products_table(&products).to_string().contains("Sofa"));
+        assert!(customers_table(&customers).to_string().contains("ann@example.com"));
+    }
+}

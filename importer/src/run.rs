@@ -1,0 +1,174 @@
+//! One-shot import runs: drain the queues into MongoDB and report.
+//!
+//! - **linear**: one queue at a time (customers, products, rentals), one
+//!   consumer and one writer: the old loaders' order, through the queue.
+//! - **parallel**: all three queues at once, `consumers` per queue and
+//!   `writers` per collection, records routed to writers by key.
+//!
+//! Each collection's figures are taken around its own import: the count
+//! before, the time from its first consumer starting to its last writer
+//! finishing, the count after.
+
+use crate::config::{Config, Tuning};
+use crate::consume::{ConsumerTask, StopWhen};
+use crate::counters::Counters;
+use crate::dead_letter::DeadLetters;
+use crate::partition::Router;
+use crate::write::{RetryPolicy, Writer};
+use hpn_common::{broker, Error, ImportReport, ImportStats, RecordKind, Result, Store, Topology};
+use lapin::Connection;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// How an import run spreads its work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Linear,
+    Parallel,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Linear => "linear",
+            Mode::Parallel => "parallel",
+        }
+    }
+}
+
+/// The linear entry point of the brief: customers, then products, then rentals.
+pub async fn run_linear(config: &Config) -> Result<Vec<ImportStats>> {
+    Ok(import(config, Mode::Linear).await?.collections)
+}
+
+/// The parallel entry point of the brief: all collections at once.
+pub async fn run_parallel(config: &Config) -> Result<Vec<ImportStats>> {
+    Ok(import(config, Mode::Parallel).await?.collections)
+}
+
+/// The connections a run shares between its tasks.
+pub(crate) struct Services {
+    pub store: Store,
+    pub connection: Connection,
+    pub topology: Topology,
+    pub dead_letters: DeadLetters,
+}
+
+impl Services {
+    pub(crate) async fn connect(config: &Config, name: &str) -> Result<Services> {
+        let settings = &config.connection;
+        let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
+        store.ensure_indexes().await?;
+        let connection = broker::connect(&settings.amqp_url, name).await?;
+        let topology = settings.topology();
+        topology.declare(&connection.create_channel().await?).await?;
+        let dead_letters = DeadLetters::open(&connection, topology.clone()).await?;
+        Ok(Services {
+            store,
+            connection,
+            topology,
+            dead_letters,
+        })
+    }
+}
+
+/// Drain the queues in `mode` and report per collection (customers first).
+pub async fn import(config: &Config, mode: Mode) -> Result<ImportReport> {
+    let services = Services::connect(config, &format!("hpn-importer ({})", mode.as_str())).await?;
+    let started = Instant::now();
+    let result = match mode {
+        Mode::Linear => {
+            let mut collections = Vec::new();
+            for kind in RecordKind::ALL {
+                match import_collection(&services, &config.tuning, kind, 1, 1).await {
+                    Ok(stats) => collections.push(stats),
+                    Err(e) => return close_with(services, Err(e)).await,
+                }
+            }
+            Ok(collections)
+        }
+        Mode::Parallel => {
+            let (consumers, writers) = (config.tuning.consumers.max(1), config.tuning.writers.max(1));
+            let runs =
+                RecordKind::ALL.map(|kind| import_collection(&services, &config.tuning, kind, consumers, writers));
+            futures::future::try_join_all(runs).await
+        }
+    };
+    let report = result.map(|collections| ImportReport {
+        mode: mode.as_str().to_string(),
+        collections,
+        total: started.elapsed(),
+    });
+    close_with(services, report).await
+}
+
+async fn close_with<T>(services: Services, result: Result<T>) -> Result<T> {
+    // Closing the connection returns anything unacknowledged to its queue.
+    let _ = services.connection.close(200, "done".into()).await;
+    result
+}
+
+/// Import one collection's queue until it is drained.
+async fn import_collection(
+    services: &Services,
+    tuning: &Tuning,
+    kind: RecordKind,
+    consumers: usize,
+    writers: usize,
+) -> Result<ImportStats> {
+    let count_before = services.store.count(kind).await?;
+    let started = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let mut tasks = JoinSet::new();
+    let mut inboxes = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let (tx, rx) = mpsc::channel(tuning.batch_size.max(1) * 2);
+        inboxes.push(tx);
+        tasks.spawn(
+            Writer {
+                kind,
+                store: services.store.clone(),
+                rx,
+                batch_size: tuning.batch_size.max(1),
+                flush_interval: tuning.flush_interval(),
+                counters: counters.clone(),
+                dead_letters: services.dead_letters.clone(),
+                retry: RetryPolicy::ONE_SHOT,
+            }
+            .run(),
+        );
+    }
+    let router = Router::new(inboxes);
+    for _ in 0..consumers {
+        let channel = services.connection.create_channel().await?;
+        tasks.spawn(
+            ConsumerTask {
+                kind,
+                channel,
+                topology: services.topology.clone(),
+                router: router.clone(),
+                dead_letters: services.dead_letters.clone(),
+                counters: counters.clone(),
+                prefetch: tuning.prefetch,
+                max_message_bytes: tuning.max_message_bytes,
+                stop: StopWhen::Drained { idle: tuning.idle() },
+            }
+            .run(),
+        );
+    }
+    // The writers stop once every consumer (holding a router) has finished.
+    drop(router);
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.map_err(|e| Error::Task(e.to_string())).and_then(|r| r);
+        if let Err(e) = outcome {
+            tasks.abort_all();
+            return Err(e);
+        }
+    }
+    let elapsed = started.elapsed();
+    let count_after = services.store.count(kind).await?;
+    Ok(counters.stats(kind, count_before, count_after, elapsed))
+}

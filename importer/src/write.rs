@@ -1,0 +1,165 @@
+//! Writers: each owns one partition of one collection's keys, gathers the
+//! records routed to it into batches and writes each batch in one round
+//! trip.
+//!
+//! A batch is written when it is full (`batch_size`) or when its oldest
+//! record has waited `flush_ms`, whichever comes first: full batches under
+//! load for throughput, a short wait under light load for latency. Only
+//! after the batch is written are its records' tickets completed, which is
+//! what lets the consumer acknowledge the messages: nothing is acknowledged
+//! before it is in MongoDB.
+
+use crate::ack::Ticket;
+use crate::counters::Counters;
+use crate::dead_letter::DeadLetters;
+use hpn_common::store::{StoreError, WriteOutcome};
+use hpn_common::{Record, RecordKind, Result, Store};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::warn;
+
+/// One record on its way to a writer, with the ticket of its delivery.
+#[derive(Debug)]
+pub struct WorkItem {
+    pub record: Record,
+    pub ticket: Arc<Ticket>,
+}
+
+/// How a writer reacts to a database that does not answer.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts per batch before the writer gives up (None: never).
+    pub max_attempts: Option<u32>,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// For one-shot runs: a few attempts over about ten seconds, then fail
+    /// the run (its messages stay in the queue).
+    pub const ONE_SHOT: RetryPolicy = RetryPolicy {
+        max_attempts: Some(6),
+        first_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(4),
+    };
+
+    /// The wait before attempt `attempt + 1` (capped exponential, with jitter
+    /// so writers that failed together do not retry together).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.first_backoff.saturating_mul(1 << attempt.min(16));
+        let capped = exp.min(self.max_backoff);
+        let jitter = rand_fraction();
+        capped.mul_f64(0.5 + jitter / 2.0)
+    }
+}
+
+/// A cheap, good-enough fraction in [0, 1) for jitter.
+fn rand_fraction() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(Instant::now()) % 10_000) as f64 / 10_000.0
+}
+
+/// One partition's writer.
+pub struct Writer {
+    pub kind: RecordKind,
+    pub store: Store,
+    pub rx: mpsc::Receiver<WorkItem>,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub counters: Arc<Counters>,
+    pub dead_letters: DeadLetters,
+    pub retry: RetryPolicy,
+}
+
+impl Writer {
+    /// Write until every sender is gone and the last batch is in.
+    pub async fn run(mut self) -> Result<()> {
+        let mut records = Vec::with_capacity(self.batch_size);
+        let mut tickets = Vec::with_capacity(self.batch_size);
+        let mut deadline = Instant::now();
+        loop {
+            let next = if records.is_empty() {
+                self.rx.recv().await
+            } else {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.flush(&mut records, &mut tickets).await?;
+                        continue;
+                    }
+                }
+            };
+            let Some(item) = next else {
+                self.flush(&mut records, &mut tickets).await?;
+                return Ok(());
+            };
+            if records.is_empty() {
+                deadline = Instant::now() + self.flush_interval;
+            }
+            records.push(item.record);
+            tickets.push(item.ticket);
+            if records.len() >= self.batch_size {
+                self.flush(&mut records, &mut tickets).await?;
+            }
+        }
+    }
+
+    async fn flush(&self, records: &mut Vec<Record>, tickets: &mut Vec<Arc<Ticket>>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let outcome = self.write_with_retry(records).await?;
+        for failed in &outcome.failed {
+            let record = &records[failed.index];
+            let reason = format!("MongoDB refused the record (code {}): {}", failed.code, failed.message);
+            let body = hpn_common::message::encode(std::slice::from_ref(record));
+            self.dead_letters
+                .send(self.kind, tickets[failed.index].properties(), &body, &reason, None)
+                .await?;
+        }
+        self.counters.add_written(outcome.inserted, outcome.updated);
+        self.counters.add_rejected(outcome.failed.len() as u64);
+        for ticket in tickets.drain(..) {
+            ticket.complete_one();
+        }
+        records.clear();
+        Ok(())
+    }
+
+    async fn write_with_retry(&self, records: &[Record]) -> Result<WriteOutcome> {
+        let mut attempt = 0;
+        loop {
+            match self.store.upsert(self.kind, records).await {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) if e.is_transient() && self.retry.max_attempts.is_none_or(|max| attempt + 1 < max) => {
+                    let wait = self.retry.backoff(attempt);
+                    warn!(kind = %self.kind, attempt = attempt + 1, "write failed, retrying in {wait:?}: {e}");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(StoreError::into(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let p = RetryPolicy::ONE_SHOT;
+        for attempt in 0..20 {
+            let wait = p.backoff(attempt);
+            let full = p.first_backoff.saturating_mul(1 << attempt.min(16)).min(p.max_backoff);
+            assert!(
+                wait >= full / 2 && wait <= full,
+                "attempt {attempt}: {wait:?} vs {full:?}"
+            );
+        }
+        assert!(p.backoff(10) <= p.max_backoff);
+    }
+}

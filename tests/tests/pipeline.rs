@@ -1,0 +1,235 @@
+//! End to end on real servers: CSV → producer → RabbitMQ → importer → MongoDB,
+//! in linear and parallel mode.
+
+use hpn_common::message::header;
+use hpn_common::{ImportStats, RecordKind};
+use hpn_importer::{run_linear, run_parallel, Config};
+use hpn_producer::generate::{generate, DEFAULT_SEED};
+use hpn_producer::{publish_files, PublishOptions};
+use hpn_tests::{documents, expected_documents, read_csv, TestEnv};
+use lapin::options::BasicGetOptions;
+use std::path::PathBuf;
+
+const RECORDS: usize = 1000;
+
+fn config(env: &TestEnv) -> Config {
+    Config {
+        connection: env.settings.clone(),
+        tuning: Default::default(),
+    }
+}
+
+/// Generate the sample files into the test's directory and publish them.
+async fn publish_sample(env: &TestEnv, options: &PublishOptions) -> Vec<PathBuf> {
+    let files = generate(&env.path("data"), RECORDS, DEFAULT_SEED).unwrap();
+    let paths: Vec<PathBuf> = files.paths().iter().map(|p| p.to_path_buf()).collect();
+    let summaries = publish_files(&env.settings, &paths, options).await.unwrap();
+    for s in &summaries {
+        assert_eq!((s.published, s.rejected), (RECORDS as u64, 0), "{s:?}");
+    }
+    paths
+}
+
+fn assert_fresh_import(stats: &[ImportStats]) {
+    let names: Vec<&str> = stats.iter().map(|s| s.collection.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["customers", "products", "rentals"],
+        "customers, then products, then rentals"
+    );
+    for s in stats {
+        assert_eq!(s.processed, RECORDS as u64, "{s:?}");
+        assert_eq!(s.count_before, 0, "{s:?}");
+        assert_eq!(s.count_after, RECORDS as u64, "{s:?}");
+        assert_eq!((s.inserted, s.updated, s.rejected), (RECORDS as u64, 0, 0), "{s:?}");
+        assert!(s.elapsed.as_secs_f64() > 0.0, "{s:?}");
+    }
+}
+
+/// The store holds exactly the CSV rows, no more, no less.
+async fn assert_store_matches(env: &TestEnv, files: &[PathBuf]) {
+    let store = env.store().await;
+    for (kind, file) in RecordKind::ALL.into_iter().zip(files) {
+        let expected = expected_documents(kind, &read_csv(file));
+        assert_eq!(expected.len(), RECORDS);
+        assert_eq!(
+            documents(&store, kind).await,
+            expected,
+            "{kind} documents differ from {}",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn linear_import_loads_every_row_and_reports_the_four_figures() {
+    let env = TestEnv::new("e2e_linear");
+    let files = publish_sample(&env, &PublishOptions::default()).await;
+    let stats = run_linear(&config(&env)).await.unwrap();
+    assert_fresh_import(&stats);
+    assert_store_matches(&env, &files).await;
+    for kind in RecordKind::ALL {
+        assert_eq!(
+            env.ready(&env.settings.topology().queue(kind)).await,
+            0,
+            "{kind} queue drained"
+        );
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn parallel_import_loads_every_row_and_equals_linear() {
+    let parallel = TestEnv::new("e2e_parallel");
+    let files = publish_sample(&parallel, &PublishOptions::default()).await;
+    let mut cfg = config(&parallel);
+    cfg.tuning.consumers = 3;
+    cfg.tuning.writers = 3;
+    let stats = run_parallel(&cfg).await.unwrap();
+    assert_fresh_import(&stats);
+    assert_store_matches(&parallel, &files).await;
+
+    let linear = TestEnv::new("e2e_parallel_vs_linear");
+    publish_sample(&linear, &PublishOptions::default()).await;
+    run_linear(&config(&linear)).await.unwrap();
+    let (a, b) = (parallel.store().await, linear.store().await);
+    for kind in RecordKind::ALL {
+        assert_eq!(
+            documents(&a, kind).await,
+            documents(&b, kind).await,
+            "{kind}: parallel and linear differ"
+        );
+    }
+    parallel.cleanup().await;
+    linear.cleanup().await;
+}
+
+#[tokio::test]
+async fn importing_the_same_records_twice_changes_no_count() {
+    let env = TestEnv::new("e2e_twice");
+    let options = PublishOptions {
+        rows_per_message: 50,
+        ..PublishOptions::default()
+    };
+    let files = publish_sample(&env, &options).await;
+    run_parallel(&config(&env)).await.unwrap();
+    publish_sample(&env, &options).await;
+    let second = run_parallel(&config(&env)).await.unwrap();
+    for s in &second {
+        assert_eq!(s.processed, RECORDS as u64, "{s:?}");
+        assert_eq!(
+            (s.count_before, s.count_after),
+            (RECORDS as u64, RECORDS as u64),
+            "{s:?}"
+        );
+        assert_eq!((s.inserted, s.updated), (0, RECORDS as u64), "{s:?}");
+    }
+    assert_store_matches(&env, &files).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_rows_are_reported_with_their_lines_and_good_rows_still_go_in() {
+    let env = TestEnv::new("e2e_rejects");
+    let file = env.path("customers.csv");
+    std::fs::write(
+        &file,
+        "user_id,name,address,zip_code,phone_number,email\n\
+         C1,Ann,1 Main St,98101,555-0101,ann@example.com\n\
+         C2,Bob,2 Main St,98101,555-0102,not-an-email\n\
+         C3,Cy,3 Main St,98101,555-0103\n\
+         C4,Di,4 Main St,98101,555-0104,di@example.com\n\
+         ,Ed,5 Main St,98101,555-0105,ed@example.com\n",
+    )
+    .unwrap();
+    let summaries = publish_files(&env.settings, std::slice::from_ref(&file), &PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((summaries[0].published, summaries[0].rejected), (2, 3));
+    let rejects_file = summaries[0].rejects_file.clone().expect("a rejects file");
+    assert_eq!(rejects_file, env.path("customers.rejects.csv"));
+    let rejects: Vec<(String, String)> = csv::Reader::from_path(&rejects_file)
+        .unwrap()
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[0].to_string(), r[1].to_string())
+        })
+        .collect();
+    let lines: Vec<&str> = rejects.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(lines, vec!["3", "4", "6"]);
+    assert!(rejects[0].1.contains("email"), "{rejects:?}");
+    assert!(rejects[1].1.contains("expected 6 fields"), "{rejects:?}");
+    assert!(rejects[2].1.contains("user_id"), "{rejects:?}");
+
+    let stats = run_linear(&config(&env)).await.unwrap();
+    assert_eq!((stats[0].processed, stats[0].count_after), (2, 2));
+    let ids: Vec<String> = documents(&env.store().await, RecordKind::Customer)
+        .await
+        .iter()
+        .map(|d| d.get_str("user_id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec!["C1", "C4"]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_poison_message_goes_to_the_dead_letter_queue_with_its_reason() {
+    let env = TestEnv::new("e2e_poison");
+    let (_connection, channel) = env.channel().await;
+    let topology = env.settings.topology();
+    let publish = |body: &'static [u8]| {
+        let channel = channel.clone();
+        let exchange = topology.exchange();
+        async move {
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "product".into(),
+                    Default::default(),
+                    body,
+                    hpn_common::message::properties(RecordKind::Product, None),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    publish(br#"{"product_id":"P1","description":"Sofa","product_type":"livingroom","quantity_available":1}"#).await;
+    publish(b"this is not json").await;
+    publish(br#"[{"product_id":"P2","description":"Bed","product_type":"bedroom","quantity_available":2},{"product_id":"P3"}]"#).await;
+
+    let stats = run_parallel(&config(&env)).await.unwrap();
+    let products = &stats[1];
+    assert_eq!(
+        (products.inserted, products.rejected, products.count_after),
+        (2, 2, 2),
+        "{products:?}"
+    );
+
+    let dead = topology.dead_letter_queue(RecordKind::Product);
+    let mut reasons = Vec::new();
+    while let Some(message) = channel
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let props = &message.delivery.properties;
+        reasons.push((
+            hpn_common::message::header_str(props, header::ERROR).unwrap(),
+            String::from_utf8_lossy(&message.delivery.data).into_owned(),
+        ));
+    }
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].0.contains("body is not JSON") && reasons[0].1 == "this is not json",
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].0.contains("description") && reasons[1].1.contains("P3"),
+        "{reasons:?}"
+    );
+    env.cleanup().await;
+}
