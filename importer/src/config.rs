@@ -12,6 +12,10 @@ use std::time::Duration;
 pub struct Config {
     pub connection: ConnectionSettings,
     pub tuning: Tuning,
+    /// Each imported rental takes one unit of its product's stock, once per
+    /// rental however often it is delivered (see `Store::take_stock`). Off by
+    /// default: the brief's store keeps stock as the products file says.
+    pub rentals_take_stock: bool,
 }
 
 impl Config {
@@ -20,6 +24,7 @@ impl Config {
         Config {
             connection: ConnectionSettings::from_env(),
             tuning: Tuning::default(),
+            rentals_take_stock: false,
         }
     }
 }

@@ -19,7 +19,8 @@
 //! - [`ack`]: tickets and in-order acknowledgement;
 //! - [`dead_letter`]: refused messages and records to the dead-letter queues, with reasons;
 //! - [`counters`]: live per-collection counts for the report;
-//! - [`query`]: the two business queries, printed for people or as JSON.
+//! - [`query`]: the two business queries, printed for people or as JSON;
+//! - [`contention`]: racing consumers breaking naive writes on purpose, beside the safe ones.
 //!
 //! Nothing is acknowledged before it is written: a crash at any point leaves
 //! unwritten messages in their queue, and writing them again is harmless
@@ -28,6 +29,7 @@
 pub mod ack;
 pub mod config;
 pub mod consume;
+pub mod contention;
 pub mod counters;
 pub mod dead_letter;
 pub mod partition;

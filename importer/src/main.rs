@@ -25,6 +25,10 @@ enum Command {
         mode: Mode,
         #[command(flatten)]
         tuning: Tuning,
+        /// Each rental takes one unit of its product's stock (once, however
+        /// often it is delivered); rentals with no stock are dead-lettered.
+        #[arg(long, env = "HPN_RENTALS_TAKE_STOCK")]
+        rentals_take_stock: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -35,6 +39,15 @@ enum Command {
         query: Query,
         /// Print JSON keyed by product_id / user_id.
         #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Show racing consumers breaking naive writes, and the safe strategies
+    /// (on a scratch database and scratch queues).
+    Contention {
+        #[command(flatten)]
+        options: hpn_importer::contention::ContentionOptions,
+        /// Print the rows as JSON.
+        #[arg(long)]
         json: bool,
     },
     /// Drop the three collections and empty the queues (asks for --yes).
@@ -57,10 +70,16 @@ async fn main() -> Result<()> {
     hpn_common::telemetry::init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { mode, tuning, json } => {
+        Command::Run {
+            mode,
+            tuning,
+            rentals_take_stock,
+            json,
+        } => {
             let config = Config {
                 connection: cli.connection,
                 tuning,
+                rentals_take_stock,
             };
             let report = import(&config, mode).await?;
             if json {
@@ -96,6 +115,14 @@ async fn main() -> Result<()> {
                         );
                     }
                 }
+            }
+        }
+        Command::Contention { options, json } => {
+            let rows = hpn_importer::contention::run(&cli.connection, &options).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{}", hpn_importer::contention::table(&rows));
             }
         }
         Command::Reset { yes } => {

@@ -9,7 +9,7 @@
 //! before, the time from its first consumer starting to its last writer
 //! finishing, the count after.
 
-use crate::config::{Config, Tuning};
+use crate::config::Config;
 use crate::consume::{ConsumerTask, StopWhen};
 use crate::counters::Counters;
 use crate::dead_letter::DeadLetters;
@@ -83,7 +83,7 @@ pub async fn import(config: &Config, mode: Mode) -> Result<ImportReport> {
         Mode::Linear => {
             let mut collections = Vec::new();
             for kind in RecordKind::ALL {
-                match import_collection(&services, &config.tuning, kind, 1, 1).await {
+                match import_collection(&services, config, kind, 1, 1).await {
                     Ok(stats) => collections.push(stats),
                     Err(e) => return close_with(services, Err(e)).await,
                 }
@@ -92,9 +92,19 @@ pub async fn import(config: &Config, mode: Mode) -> Result<ImportReport> {
         }
         Mode::Parallel => {
             let (consumers, writers) = (config.tuning.consumers.max(1), config.tuning.writers.max(1));
-            let runs =
-                RecordKind::ALL.map(|kind| import_collection(&services, &config.tuning, kind, consumers, writers));
-            futures::future::try_join_all(runs).await
+            let import = |kind| import_collection(&services, config, kind, consumers, writers);
+            if config.rentals_take_stock {
+                // Rentals take stock from products, so products must be in
+                // first: customers and products together, then rentals.
+                match futures::future::try_join(import(RecordKind::Customer), import(RecordKind::Product)).await {
+                    Ok((customers, products)) => import(RecordKind::Rental)
+                        .await
+                        .map(|rentals| vec![customers, products, rentals]),
+                    Err(e) => Err(e),
+                }
+            } else {
+                futures::future::try_join_all(RecordKind::ALL.map(import)).await
+            }
         }
     };
     let report = result.map(|collections| ImportReport {
@@ -114,11 +124,12 @@ async fn close_with<T>(services: Services, result: Result<T>) -> Result<T> {
 /// Import one collection's queue until it is drained.
 async fn import_collection(
     services: &Services,
-    tuning: &Tuning,
+    config: &Config,
     kind: RecordKind,
     consumers: usize,
     writers: usize,
 ) -> Result<ImportStats> {
+    let tuning = &config.tuning;
     let count_before = services.store.count(kind).await?;
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
@@ -137,6 +148,7 @@ async fn import_collection(
                 counters: counters.clone(),
                 dead_letters: services.dead_letters.clone(),
                 retry: RetryPolicy::ONE_SHOT,
+                rentals_take_stock: config.rentals_take_stock,
             }
             .run(),
         );

@@ -12,8 +12,9 @@
 use crate::ack::Ticket;
 use crate::counters::Counters;
 use crate::dead_letter::DeadLetters;
-use hpn_common::store::{StoreError, WriteOutcome};
+use hpn_common::store::{StockOutcome, StoreError};
 use hpn_common::{Record, RecordKind, Result, Store};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -71,6 +72,8 @@ pub struct Writer {
     pub counters: Arc<Counters>,
     pub dead_letters: DeadLetters,
     pub retry: RetryPolicy,
+    /// Rentals take stock from their product before they are stored.
+    pub rentals_take_stock: bool,
 }
 
 impl Writer {
@@ -110,13 +113,13 @@ impl Writer {
         if records.is_empty() {
             return Ok(());
         }
-        let outcome = self.write_with_retry(records).await?;
+        if self.kind == RecordKind::Rental && self.rentals_take_stock {
+            self.take_stock(records, tickets).await?;
+        }
+        let outcome = self.retrying(|| self.store.upsert(self.kind, records)).await?;
         for failed in &outcome.failed {
-            let record = &records[failed.index];
             let reason = format!("MongoDB refused the record (code {}): {}", failed.code, failed.message);
-            let body = hpn_common::message::encode(std::slice::from_ref(record));
-            self.dead_letters
-                .send(self.kind, tickets[failed.index].properties(), &body, &reason, None)
+            self.dead_letter(&records[failed.index], &tickets[failed.index], &reason)
                 .await?;
         }
         self.counters.add_written(outcome.inserted, outcome.updated);
@@ -128,18 +131,65 @@ impl Writer {
         Ok(())
     }
 
-    async fn write_with_retry(&self, records: &[Record]) -> Result<WriteOutcome> {
+    /// Take stock for each rental, in order, and set aside (dead-letter) the
+    /// rentals that cannot have any. Stock is taken before the rental is
+    /// stored: after a crash in between, the redelivered rental finds its
+    /// unit already taken (`AlreadyTaken`) and is only stored, so stock is
+    /// never taken twice and never left untaken for a stored rental.
+    async fn take_stock(&self, records: &mut Vec<Record>, tickets: &mut Vec<Arc<Ticket>>) -> Result<()> {
+        let mut kept_records = Vec::with_capacity(records.len());
+        let mut kept_tickets = Vec::with_capacity(tickets.len());
+        for (record, ticket) in records.drain(..).zip(tickets.drain(..)) {
+            let Record::Rental(rental) = &record else { continue };
+            let outcome = self
+                .retrying(|| self.store.take_stock(&rental.product_id, &rental.user_id))
+                .await?;
+            let refusal = match outcome {
+                StockOutcome::Taken | StockOutcome::AlreadyTaken => None,
+                StockOutcome::OutOfStock => Some(format!("product {} is out of stock", rental.product_id)),
+                StockOutcome::UnknownProduct => Some(format!("product {} does not exist", rental.product_id)),
+            };
+            match refusal {
+                None => {
+                    kept_records.push(record);
+                    kept_tickets.push(ticket);
+                }
+                Some(reason) => {
+                    self.dead_letter(&record, &ticket, &reason).await?;
+                    self.counters.add_rejected(1);
+                    ticket.complete_one();
+                }
+            }
+        }
+        *records = kept_records;
+        *tickets = kept_tickets;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, record: &Record, ticket: &Ticket, reason: &str) -> Result<()> {
+        let body = hpn_common::message::encode(std::slice::from_ref(record));
+        self.dead_letters
+            .send(self.kind, ticket.properties(), &body, reason, None)
+            .await
+    }
+
+    /// Run a store operation, retrying transient failures by the policy.
+    async fn retrying<T, F, Fut>(&self, operation: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = std::result::Result<T, StoreError>>,
+    {
         let mut attempt = 0;
         loop {
-            match self.store.upsert(self.kind, records).await {
-                Ok(outcome) => return Ok(outcome),
+            match operation().await {
+                Ok(value) => return Ok(value),
                 Err(e) if e.is_transient() && self.retry.max_attempts.is_none_or(|max| attempt + 1 < max) => {
                     let wait = self.retry.backoff(attempt);
-                    warn!(kind = %self.kind, attempt = attempt + 1, "write failed, retrying in {wait:?}: {e}");
+                    warn!(kind = %self.kind, attempt = attempt + 1, "MongoDB failed, retrying in {wait:?}: {e}");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(StoreError::into(e)),
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -16,6 +16,7 @@ fn config(env: &TestEnv) -> Config {
     Config {
         connection: env.settings.clone(),
         tuning: Default::default(),
+        rentals_take_stock: false,
     }
 }
 
