@@ -255,6 +255,16 @@ impl Record {
         }
     }
 
+    /// The business key as its parts (the second is empty but for rentals),
+    /// for comparing keys without building strings.
+    pub fn key_parts(&self) -> (&str, &str) {
+        match self {
+            Record::Customer(c) => (&c.user_id, ""),
+            Record::Product(p) => (&p.product_id, ""),
+            Record::Rental(r) => (&r.product_id, &r.user_id),
+        }
+    }
+
     /// Feed the business key to a hasher without building a string.
     pub fn hash_key<H: std::hash::Hasher>(&self, state: &mut H) {
         use std::hash::Hash;

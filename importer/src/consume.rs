@@ -86,7 +86,13 @@ impl ConsumerTask {
             tokio::select! {
                 biased;
                 Some(tag) = done_rx.recv() => {
-                    if let Some(up_to) = tracker.completed(tag) {
+                    // A written batch completes many deliveries at once: take
+                    // every completion already waiting, then send one ack.
+                    let mut ack = tracker.completed(tag);
+                    while let Ok(tag) = done_rx.try_recv() {
+                        ack = tracker.completed(tag).or(ack);
+                    }
+                    if let Some(up_to) = ack {
                         self.channel.basic_ack(up_to, BasicAckOptions { multiple: true }).await?;
                     }
                 }

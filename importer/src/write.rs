@@ -116,7 +116,7 @@ impl Writer {
         if self.kind == RecordKind::Rental && self.rentals_take_stock {
             self.take_stock(records, tickets).await?;
         }
-        let outcome = self.retrying(|| self.store.upsert(self.kind, records)).await?;
+        let outcome = self.retrying(|| self.store.write(self.kind, records)).await?;
         for failed in &outcome.failed {
             let reason = format!("MongoDB refused the record (code {}): {}", failed.code, failed.message);
             self.dead_letter(&records[failed.index], &tickets[failed.index], &reason)
