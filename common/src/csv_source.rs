@@ -223,14 +223,20 @@ impl Iterator for CsvSource {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let mut row = std::mem::take(&mut self.row);
-            let read = self.reader.read_byte_record(&mut row);
+            let read = {
+                let _stage = tracing::debug_span!(target: "stage", "csv_parse").entered();
+                self.reader.read_byte_record(&mut row)
+            };
             self.row = row;
             let line = self.row.position().map(|p| p.line()).unwrap_or(0);
             return match read {
                 Ok(false) => None,
                 // A blank line is not a row (see `MarkBlankLines`); skip it.
                 Ok(true) if is_blank(&self.row) => continue,
-                Ok(true) => Some(self.parse_row(line)),
+                Ok(true) => {
+                    let _stage = tracing::debug_span!(target: "stage", "validate").entered();
+                    Some(self.parse_row(line))
+                }
                 Err(e) => {
                     let line = e.position().map(|p| p.line()).unwrap_or(line);
                     match e.kind() {

@@ -20,6 +20,7 @@
 //! - [`stats`]: the per-collection figures every import run reports;
 //! - [`config`]: connection settings shared by both binaries;
 //! - [`telemetry`]: logging set-up;
+//! - [`profile`]: per-stage timings from tracing spans, and peak memory;
 //! - [`error`]: the error type of library code.
 
 pub mod broker;
@@ -27,6 +28,7 @@ pub mod config;
 pub mod csv_source;
 pub mod error;
 pub mod message;
+pub mod profile;
 pub mod record;
 pub mod stats;
 pub mod store;

@@ -61,6 +61,12 @@ pub struct ImportReport {
     /// Wall time of the whole run (in parallel mode, less than the sum).
     #[serde(with = "seconds", rename = "total_seconds")]
     pub total: Duration,
+    /// The process's peak resident memory, where the platform tells.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
+    /// Per-stage timings, when stage profiling was on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<crate::profile::StageTime>,
 }
 
 impl ImportReport {
@@ -176,6 +182,8 @@ mod tests {
                 },
             ],
             total: Duration::from_millis(510),
+            peak_rss_bytes: None,
+            stages: Vec::new(),
         }
     }
 

@@ -1,14 +1,23 @@
 //! Logging setup for the binaries: `tracing` to stderr, filtered by
 //! `RUST_LOG` (default `info` for our crates, `warn` for libraries), so
-//! stdout carries only the report and can be piped.
+//! stdout carries only the report and can be piped. With
+//! `HPN_PROFILE_STAGES` set, stage spans are also collected for the
+//! profile (see [`crate::profile`]).
 
-use tracing_subscriber::EnvFilter;
+use crate::profile::{self, StageLayer};
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,hpn_common=info,hpn_producer=info,hpn_importer=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter(filter);
+    let stages = profile::stages_requested()
+        .then(|| StageLayer.with_filter(Targets::new().with_target(profile::TARGET, LevelFilter::DEBUG)));
+    let _ = tracing_subscriber::registry().with(logs).with(stages).try_init();
 }

@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// When a consumer stops.
 #[derive(Clone, Debug)]
@@ -93,10 +94,13 @@ impl ConsumerTask {
                         ack = tracker.completed(tag).or(ack);
                     }
                     if let Some(up_to) = ack {
-                        self.channel.basic_ack(up_to, BasicAckOptions { multiple: true }).await?;
+                        self.channel
+                            .basic_ack(up_to, BasicAckOptions { multiple: true })
+                            .instrument(tracing::debug_span!(target: "stage", "ack"))
+                            .await?;
                     }
                 }
-                next = consumer.next(), if stream_open => match next {
+                next = consumer.next().instrument(tracing::debug_span!(target: "stage", "broker_to_consumer")), if stream_open => match next {
                     None => stream_open = false,
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(delivery)) => {
@@ -131,7 +135,11 @@ impl ConsumerTask {
             data,
             ..
         } = delivery;
-        match message::decode(self.kind, &properties, &data, self.max_message_bytes) {
+        let decoded = {
+            let _stage = tracing::debug_span!(target: "stage", "decode").entered();
+            message::decode(self.kind, &properties, &data, self.max_message_bytes)
+        };
+        match decoded {
             Err(poison) => {
                 self.dead_letters
                     .send(self.kind, &properties, &data, &poison.to_string(), None)
@@ -153,15 +161,19 @@ impl ConsumerTask {
                 }
                 self.counters.add_rejected(decoded.invalid.len() as u64);
                 let ticket = Ticket::new(delivery_tag, decoded.records.len(), done.clone(), properties);
-                for record in decoded.records {
-                    let item = WorkItem {
-                        record,
-                        ticket: ticket.clone(),
-                    };
-                    if self.router.send(item).await.is_err() {
-                        return Err(Error::Task(format!("the {} writer stopped", self.kind)));
+                let route = async {
+                    for record in decoded.records {
+                        let item = WorkItem {
+                            record,
+                            ticket: ticket.clone(),
+                        };
+                        if self.router.send(item).await.is_err() {
+                            return Err(Error::Task(format!("the {} writer stopped", self.kind)));
+                        }
                     }
-                }
+                    Ok(())
+                };
+                route.instrument(tracing::debug_span!(target: "stage", "route")).await?;
             }
         }
         Ok(())

@@ -42,7 +42,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ExchangeKind};
 use mongodb::bson::{doc, Document};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Barrier;
@@ -80,10 +80,10 @@ impl Default for ContentionOptions {
 }
 
 /// One line of the report: one strategy in one scenario.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScenarioRow {
-    pub scenario: &'static str,
-    pub strategy: &'static str,
+    pub scenario: String,
+    pub strategy: String,
     pub consumers: usize,
     /// Messages handled, over all consumers.
     pub operations: u64,
@@ -92,7 +92,7 @@ pub struct ScenarioRow {
     /// What the data should end as, and what it ended as (see `measure`).
     pub expected: u64,
     pub found: u64,
-    pub measure: &'static str,
+    pub measure: String,
     /// What else happened, in words.
     pub notes: String,
 }
@@ -148,8 +148,8 @@ pub fn table(rows: &[ScenarioRow]) -> Table {
                 .join(", ")
         };
         table.add_row(vec![
-            r.scenario.to_string(),
-            r.strategy.to_string(),
+            r.scenario.clone(),
+            r.strategy.clone(),
             r.consumers.to_string(),
             r.operations.to_string(),
             errors,
@@ -493,14 +493,14 @@ async fn duplicate_keys(
         ),
     };
     Ok(ScenarioRow {
-        scenario: "duplicate keys",
-        strategy: strategy_name,
+        scenario: "duplicate keys".into(),
+        strategy: strategy_name.into(),
         consumers: scratch.consumers,
         operations,
         errors,
         expected: options.keys as u64,
         found: documents,
-        measure: "documents",
+        measure: "documents".into(),
         notes,
     })
 }
@@ -643,14 +643,14 @@ async fn lost_updates(scratch: &Scratch, options: &ContentionOptions, strategy: 
         ),
     };
     Ok(ScenarioRow {
-        scenario: "lost updates",
-        strategy: name,
+        scenario: "lost updates".into(),
+        strategy: name.into(),
         consumers: scratch.consumers,
         operations,
         errors,
         expected,
         found: remaining,
-        measure: "units in stock",
+        measure: "units in stock".into(),
         notes,
     })
 }

@@ -17,6 +17,7 @@
 //! - [`partition`]: routing records to writers by business key (and what that guarantees);
 //! - [`write`]: batching writers and their retry policy;
 //! - [`ack`]: tickets and in-order acknowledgement;
+//! - [`direct`]: the write path fed straight from CSV, no broker (for the benchmark);
 //! - [`dead_letter`]: refused messages and records to the dead-letter queues, with reasons;
 //! - [`counters`]: live per-collection counts for the report;
 //! - [`query`]: the two business queries, printed for people or as JSON;
@@ -32,6 +33,7 @@ pub mod consume;
 pub mod contention;
 pub mod counters;
 pub mod dead_letter;
+pub mod direct;
 pub mod partition;
 pub mod query;
 pub mod run;

@@ -32,6 +32,10 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Sample the CPU during the run and write a flamegraph SVG here
+        /// (needs a build with `--features profiling`).
+        #[arg(long)]
+        profile_cpu: Option<std::path::PathBuf>,
     },
     /// Run one of the brief's business queries.
     Query {
@@ -75,13 +79,18 @@ async fn main() -> Result<()> {
             tuning,
             rentals_take_stock,
             json,
+            profile_cpu,
         } => {
+            let profiler = cpu_profile::start(profile_cpu.as_deref())?;
             let config = Config {
                 connection: cli.connection,
                 tuning,
                 rentals_take_stock,
             };
-            let report = import(&config, mode).await?;
+            let mut report = import(&config, mode).await?;
+            report.peak_rss_bytes = hpn_common::profile::peak_rss_bytes();
+            report.stages = hpn_common::profile::stage_times();
+            cpu_profile::finish(profiler, profile_cpu.as_deref())?;
             if json {
                 println!("{}", report.to_json());
             } else {
@@ -146,4 +155,53 @@ async fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sampling CPU profiles, when the binary is built with `profiling`.
+#[cfg(feature = "profiling")]
+mod cpu_profile {
+    use anyhow::{Context, Result};
+    use std::path::Path;
+
+    pub type Profiler = Option<pprof::ProfilerGuard<'static>>;
+
+    pub fn start(path: Option<&Path>) -> Result<Profiler> {
+        path.map(|_| {
+            pprof::ProfilerGuardBuilder::default()
+                .frequency(499)
+                .build()
+                .context("starting the CPU profiler")
+        })
+        .transpose()
+    }
+
+    pub fn finish(profiler: Profiler, path: Option<&Path>) -> Result<()> {
+        let (Some(guard), Some(path)) = (profiler, path) else {
+            return Ok(());
+        };
+        let report = guard.report().build().context("building the CPU profile")?;
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        report.flamegraph(file).context("writing the flamegraph")?;
+        Ok(())
+    }
+}
+
+#[cfg(not(feature = "profiling"))]
+mod cpu_profile {
+    use anyhow::Result;
+    use std::path::Path;
+
+    pub type Profiler = ();
+
+    pub fn start(path: Option<&Path>) -> Result<Profiler> {
+        anyhow::ensure!(
+            path.is_none(),
+            "this hpn-importer was built without CPU profiling: build with --features profiling"
+        );
+        Ok(())
+    }
+
+    pub fn finish(_: Profiler, _: Option<&Path>) -> Result<()> {
+        Ok(())
+    }
 }

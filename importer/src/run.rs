@@ -111,6 +111,8 @@ pub async fn import(config: &Config, mode: Mode) -> Result<ImportReport> {
         mode: mode.as_str().to_string(),
         collections,
         total: started.elapsed(),
+        peak_rss_bytes: None,
+        stages: Vec::new(),
     });
     close_with(services, report).await
 }
@@ -146,7 +148,7 @@ async fn import_collection(
                 batch_size: tuning.batch_size.max(1),
                 flush_interval: tuning.flush_interval(),
                 counters: counters.clone(),
-                dead_letters: services.dead_letters.clone(),
+                dead_letters: Some(services.dead_letters.clone()),
                 retry: RetryPolicy::ONE_SHOT,
                 rentals_take_stock: config.rentals_take_stock,
             }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 /// One record on its way to a writer, with the ticket of its delivery.
 #[derive(Debug)]
@@ -70,7 +70,9 @@ pub struct Writer {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub counters: Arc<Counters>,
-    pub dead_letters: DeadLetters,
+    /// Where refused records go; without one (the direct path, which has no
+    /// broker) they are logged and counted as rejected.
+    pub dead_letters: Option<DeadLetters>,
     pub retry: RetryPolicy,
     /// Rentals take stock from their product before they are stored.
     pub rentals_take_stock: bool,
@@ -116,7 +118,10 @@ impl Writer {
         if self.kind == RecordKind::Rental && self.rentals_take_stock {
             self.take_stock(records, tickets).await?;
         }
-        let outcome = self.retrying(|| self.store.write(self.kind, records)).await?;
+        let outcome = self
+            .retrying(|| self.store.write(self.kind, records))
+            .instrument(tracing::debug_span!(target: "stage", "write"))
+            .await?;
         for failed in &outcome.failed {
             let reason = format!("MongoDB refused the record (code {}): {}", failed.code, failed.message);
             self.dead_letter(&records[failed.index], &tickets[failed.index], &reason)
@@ -167,10 +172,18 @@ impl Writer {
     }
 
     async fn dead_letter(&self, record: &Record, ticket: &Ticket, reason: &str) -> Result<()> {
-        let body = hpn_common::message::encode(std::slice::from_ref(record));
-        self.dead_letters
-            .send(self.kind, ticket.properties(), &body, reason, None)
-            .await
+        match &self.dead_letters {
+            Some(dead_letters) => {
+                let body = hpn_common::message::encode(std::slice::from_ref(record));
+                dead_letters
+                    .send(self.kind, ticket.properties(), &body, reason, None)
+                    .await
+            }
+            None => {
+                warn!(kind = %self.kind, key = %record.key(), "record refused: {reason}");
+                Ok(())
+            }
+        }
     }
 
     /// Run a store operation, retrying transient failures by the policy.

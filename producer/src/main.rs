@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use hpn_common::ConnectionSettings;
+use hpn_common::{profile, ConnectionSettings};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, FileSummary, PublishOptions};
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// Records packed into one message (1 sends one JSON object per message).
-        #[arg(long, env = "HPN_ROWS_PER_MESSAGE", default_value_t = 1)]
+        #[arg(long, env = "HPN_ROWS_PER_MESSAGE", default_value_t = hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)]
         rows_per_message: usize,
         /// Publishes awaiting a broker confirm at most, per file.
         #[arg(long, env = "HPN_CONFIRM_WINDOW", default_value_t = 1024)]
@@ -78,15 +78,42 @@ async fn main() -> Result<()> {
                 rejects_dir,
                 progress: !json,
             };
+            let started = std::time::Instant::now();
             let summaries = publish_files(&cli.connection, &files, &options).await?;
+            let report = PublishReport {
+                seconds: started.elapsed().as_secs_f64(),
+                published: summaries.iter().map(|s| s.published).sum(),
+                peak_rss_bytes: profile::peak_rss_bytes(),
+                stages: profile::stage_times(),
+                files: summaries,
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&summaries)?);
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{}", table(&summaries));
+                println!("{}", table(&report.files));
+                println!(
+                    "{} records published in {:.3}s ({:.0} records/s)",
+                    report.published,
+                    report.seconds,
+                    report.published as f64 / report.seconds.max(1e-9)
+                );
             }
         }
     }
     Ok(())
+}
+
+/// What `publish --json` prints.
+#[derive(serde::Serialize)]
+struct PublishReport {
+    /// Wall time of the whole publish, all files.
+    seconds: f64,
+    published: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_rss_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    stages: Vec<profile::StageTime>,
+    files: Vec<FileSummary>,
 }
 
 fn table(summaries: &[FileSummary]) -> Table {

@@ -1,0 +1,177 @@
+//! The servers' raw limits, measured in the same run with the same client
+//! libraries: what MongoDB takes through `insert_many`, and what RabbitMQ
+//! takes as confirmed persistent publishes and as consumed messages. The
+//! product's figures are judged against these, so a slow machine lowers the
+//! bar and a fast one raises it.
+
+use futures::StreamExt;
+use hpn_common::message;
+use hpn_common::{broker, Record, RecordKind, Store};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use mongodb::bson::Document;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// `insert_many` of `docs` in batches of `batch`, `concurrency` batches at a
+/// time, into a fresh collection with the kind's unique index. Records/s.
+pub async fn insert_many(
+    store: &Store,
+    kind: RecordKind,
+    docs: &[Document],
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let collection = store
+        .database()
+        .collection::<Document>(&format!("raw_{}", kind.collection()));
+    collection.drop().await?;
+    let mut keys = Document::new();
+    for field in kind.key_fields() {
+        keys.insert(*field, 1);
+    }
+    collection
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(keys)
+                .options(mongodb::options::IndexOptions::builder().unique(true).build())
+                .build(),
+        )
+        .await?;
+    let started = Instant::now();
+    futures::stream::iter(docs.chunks(batch.max(1)))
+        .map(|chunk| {
+            let collection = collection.clone();
+            async move { collection.insert_many(chunk.to_vec()).ordered(false).await.map(|_| ()) }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let elapsed = started.elapsed();
+    collection.drop().await?;
+    Ok(docs.len() as f64 / elapsed.as_secs_f64())
+}
+
+/// The importer's keyed upsert (`Store::upsert`) in batches, for comparison
+/// with `insert_many` on the same documents. Records/s.
+pub async fn upsert(
+    store: &Store,
+    kind: RecordKind,
+    records: &[Record],
+    batch: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    store.collection(kind).drop().await?;
+    store.ensure_indexes().await?;
+    let started = Instant::now();
+    futures::stream::iter(records.chunks(batch.max(1)))
+        .map(|chunk| async move { store.upsert(kind, chunk).await.map(|_| ()) })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let elapsed = started.elapsed();
+    store.collection(kind).drop().await?;
+    Ok(records.len() as f64 / elapsed.as_secs_f64())
+}
+
+/// Broker limits for one payload shape.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct BrokerLimits {
+    /// Confirmed persistent publishes per second.
+    pub publish_per_s: f64,
+    /// Messages consumed (and acknowledged) per second.
+    pub consume_per_s: f64,
+}
+
+/// Publish `count` copies of `body` to a scratch durable queue with confirms
+/// (`window` in flight, on `channels` channels), then consume them all.
+pub async fn broker(
+    amqp_url: &str,
+    queue: &str,
+    body: &[u8],
+    kind: RecordKind,
+    count: usize,
+    window: usize,
+    channels: usize,
+) -> anyhow::Result<BrokerLimits> {
+    let connection = broker::connect(amqp_url, "hpn-bench (raw limits)").await?;
+    let setup = connection.create_channel().await?;
+    setup.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
+    setup
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
+        .await?;
+
+    let started = Instant::now();
+    let per_channel = count.div_ceil(channels.max(1));
+    let mut publishers = Vec::new();
+    for c in 0..channels.max(1) {
+        let channel = connection.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let n = per_channel.min(count.saturating_sub(c * per_channel));
+        let (body, queue) = (body.to_vec(), queue.to_string());
+        publishers.push(tokio::spawn(async move {
+            let mut in_flight = VecDeque::with_capacity(window);
+            for _ in 0..n {
+                let confirm = channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        message::properties(kind, None),
+                    )
+                    .await?;
+                in_flight.push_back(confirm);
+                if in_flight.len() >= window.max(1) {
+                    anyhow::ensure!(in_flight.pop_front().expect("not empty").await?.is_ack(), "nack");
+                }
+            }
+            for confirm in in_flight {
+                anyhow::ensure!(confirm.await?.is_ack(), "nack");
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for p in publishers {
+        p.await??;
+    }
+    let publish_per_s = count as f64 / started.elapsed().as_secs_f64();
+
+    let channel = connection.create_channel().await?;
+    channel.basic_qos(2000, BasicQosOptions::default()).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut received = 0;
+    while received < count {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("consumer ended"))??;
+        received += 1;
+        if received % 500 == 0 || received == count {
+            channel
+                .basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
+                .await?;
+        }
+    }
+    let consume_per_s = count as f64 / started.elapsed().as_secs_f64();
+    setup.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
+    let _ = connection.close(200, "done".into()).await;
+    Ok(BrokerLimits {
+        publish_per_s,
+        consume_per_s,
+    })
+}

@@ -1,0 +1,570 @@
+//! `hpn-bench`: measures the pipeline against the old loader and against the
+//! servers' raw limits, all in one run on the local services, and writes
+//! `findings.md` from the recorded results.
+//!
+//! - `hpn-bench run`: generate data sets, measure every mode at every size
+//!   (repeated; medians and spread), the raw limits, per-stage profiles,
+//!   peak memory and the contention demonstration; write
+//!   `bench/results/<date>-<host>.json` and a chart; print HP Norton's tuples
+//!   and the ratio table.
+//! - `hpn-bench findings`: regenerate `findings.md` from the newest results file.
+
+mod chart;
+mod findings;
+mod limits;
+mod measure;
+mod results;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use hpn_common::{ConnectionSettings, RecordKind, Store};
+use hpn_importer::Tuning;
+use measure::{Bench, Profile, DIRECT_PARALLEL, LINEAR, MODES, PARALLEL, PARALLEL_ONE_ROW};
+use results::{Limits, Machine, Results, Servers, Settings, SizeResults, Target};
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "hpn-bench",
+    version,
+    about = "Benchmark the HP Norton pipeline and write findings.md"
+)]
+struct Cli {
+    #[command(flatten)]
+    connection: ConnectionSettings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure everything and record the results.
+    Run {
+        /// Records per file for each data set.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+        sizes: Vec<usize>,
+        /// Also run 1,000,000 records per file (parallel mode, once) for the memory targets.
+        #[arg(long)]
+        million: bool,
+        /// Runs per mode and size (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Also write a CPU flamegraph of the importer (needs hpn-importer built with --features profiling).
+        #[arg(long)]
+        profile: bool,
+        /// Records per message for the producer in the linear and parallel modes.
+        #[arg(long, default_value_t = hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)]
+        rows_per_message: usize,
+        #[command(flatten)]
+        tuning: Tuning,
+        /// Where the data sets are generated.
+        #[arg(long, default_value = "data/bench")]
+        data: PathBuf,
+        /// Where results, chart and flamegraph go.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
+    /// Write findings.md from a results file (default: the newest in bench/results).
+    Findings {
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long, default_value = "findings.md")]
+        out: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    hpn_common::telemetry::init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            sizes,
+            million,
+            repeats,
+            profile,
+            rows_per_message,
+            tuning,
+            data,
+            out,
+        } => {
+            let results = run(
+                cli.connection,
+                sizes,
+                million,
+                repeats.max(1),
+                profile,
+                rows_per_message,
+                tuning,
+                &data,
+                &out,
+            )
+            .await?;
+            print_summary(&results);
+        }
+        Command::Findings { results, out } => {
+            let path = match results {
+                Some(path) => path,
+                None => newest_results(Path::new("bench/results"))?,
+            };
+            let results: Results =
+                serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+            std::fs::write(&out, findings::render(&results, &path.display().to_string()))?;
+            eprintln!("wrote {} from {}", out.display(), path.display());
+        }
+    }
+    Ok(())
+}
+
+fn newest_results(dir: &Path) -> Result<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    files
+        .pop()
+        .with_context(|| format!("no results file in {}: run `hpn-bench run` first", dir.display()))
+}
+
+fn say(message: impl AsRef<str>) {
+    eprintln!("hpn-bench: {}", message.as_ref());
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    connection: ConnectionSettings,
+    sizes: Vec<usize>,
+    million: bool,
+    repeats: usize,
+    profile: bool,
+    rows_per_message: usize,
+    tuning: Tuning,
+    data: &Path,
+    out: &Path,
+) -> Result<Results> {
+    std::fs::create_dir_all(out)?;
+    let started = now_rfc3339();
+    let host = hostname();
+    let stem = format!("{}-{host}", &started[..19].replace(':', ""));
+    let mut bench = Bench::new(connection.clone(), tuning.clone(), rows_per_message)?;
+
+    let mut all_sizes = sizes.clone();
+    if million {
+        all_sizes.push(1_000_000);
+    }
+    let mut files_by_size = Vec::new();
+    for &size in &all_sizes {
+        let dir = data.join(size.to_string());
+        say(format!("generating {size} records per file in {}", dir.display()));
+        let generated = hpn_producer::generate::generate(&dir, size, hpn_producer::generate::DEFAULT_SEED)?;
+        files_by_size.push((
+            size,
+            generated.paths().iter().map(|p| p.to_path_buf()).collect::<Vec<_>>(),
+        ));
+    }
+
+    say("measuring the raw limits of MongoDB and RabbitMQ");
+    let limit_file = &files_by_size
+        .iter()
+        .filter(|(s, _)| *s <= 100_000)
+        .max_by_key(|(s, _)| *s)
+        .context("a size up to 100,000")?
+        .1[0];
+    let limits = measure_limits(&connection, limit_file).await?;
+
+    let mut size_results = Vec::new();
+    let mut memory = Vec::new();
+    for (size, files) in files_by_size.iter().filter(|(s, _)| sizes.contains(s)) {
+        let mut runs: Vec<Vec<measure::Run>> = MODES.iter().map(|_| Vec::new()).collect();
+        for repeat in 0..repeats {
+            for (i, mode) in MODES.iter().enumerate() {
+                say(format!("{size} records per file, run {}/{repeats}: {mode}", repeat + 1));
+                runs[i].push(bench.run(mode, files, Profile::default()).await?);
+            }
+        }
+        let records = 3 * *size as u64;
+        size_results.push(SizeResults {
+            records_per_file: *size,
+            modes: MODES
+                .iter()
+                .zip(&runs)
+                .map(|(mode, r)| measure::summarise(mode, records, r))
+                .collect(),
+        });
+        memory.extend(
+            MODES
+                .iter()
+                .zip(&runs)
+                .filter_map(|(mode, r)| measure::memory(*size, mode, r)),
+        );
+    }
+    if million {
+        say("1,000,000 records per file: parallel, once, for peak memory");
+        let files = &files_by_size.last().expect("the million").1;
+        let run = bench.run(PARALLEL, files, Profile::default()).await?;
+        memory.extend(measure::memory(1_000_000, PARALLEL, std::slice::from_ref(&run)));
+    }
+
+    let profile_size = sizes
+        .iter()
+        .copied()
+        .filter(|s| *s <= 100_000)
+        .max()
+        .unwrap_or(sizes[0]);
+    let profile_files = &files_by_size
+        .iter()
+        .find(|(s, _)| *s == profile_size)
+        .expect("generated")
+        .1;
+    let flamegraph = profile.then(|| format!("{stem}-importer-flamegraph.svg"));
+    let mut profiles = Vec::new();
+    for mode in [LINEAR, PARALLEL] {
+        say(format!("profiling stages: {mode}, {profile_size} records per file"));
+        let cpu = flamegraph.as_ref().filter(|_| mode == PARALLEL).map(|f| out.join(f));
+        let run = bench
+            .run(
+                mode,
+                profile_files,
+                Profile {
+                    stages: true,
+                    cpu: cpu.as_deref(),
+                },
+            )
+            .await?;
+        profiles.push(measure::stage_profile(mode, profile_size, &run));
+    }
+
+    say("contention demonstration");
+    let mut scratch = connection.clone();
+    scratch.database = format!("hpn_bench_{}", std::process::id());
+    scratch.queue_prefix = scratch.database.clone();
+    let contention = hpn_importer::contention::run(&scratch, &Default::default()).await?;
+    Store::connect(&scratch.mongodb_uri, &format!("{}_contention", scratch.database))
+        .await?
+        .database()
+        .drop()
+        .await?;
+
+    let chart = format!("{stem}.svg");
+    let mut results = Results {
+        started,
+        host,
+        machine: machine(),
+        servers: servers(&connection).await,
+        settings: Settings {
+            repeats,
+            rows_per_message,
+            consumers: tuning.consumers,
+            writers: tuning.writers,
+            batch_size: tuning.batch_size,
+            prefetch: tuning.prefetch,
+        },
+        limits,
+        sizes: size_results,
+        profiles,
+        memory,
+        targets: Vec::new(),
+        contention,
+        chart: chart.clone(),
+        flamegraph,
+    };
+    results.targets = targets(&results);
+    chart::draw(&results, &out.join(&chart))?;
+    let path = out.join(format!("{stem}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    say(format!("results in {}", path.display()));
+    Ok(results)
+}
+
+async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Result<Limits> {
+    let records = measure::customer_records(customers, 100_000)?;
+    let documents: Vec<_> = records.iter().map(hpn_common::store::to_document).collect();
+    let store = Store::connect(
+        &connection.mongodb_uri,
+        &format!("hpn_bench_limits_{}", std::process::id()),
+    )
+    .await?;
+    let mut insert_many = Vec::new();
+    for concurrency in [1, 2, 4] {
+        insert_many.push((
+            concurrency,
+            limits::insert_many(&store, RecordKind::Customer, &documents, 1000, concurrency).await?,
+        ));
+    }
+    let upsert_per_s = limits::upsert(&store, RecordKind::Customer, &records, 1000, 2).await?;
+    store.database().drop().await?;
+    let insert_many_per_s = insert_many.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+
+    let queue = format!("hpn_bench_limits_{}", std::process::id());
+    let one = hpn_common::message::encode(&records[..1]);
+    let count = records.len().min(50_000);
+    let (mut publish, mut consume) = (0.0f64, 0.0f64);
+    for (window, channels) in [(1024, 1), (4096, 1), (1024, 3)] {
+        let l = limits::broker(
+            &connection.amqp_url,
+            &queue,
+            &one,
+            RecordKind::Customer,
+            count,
+            window,
+            channels,
+        )
+        .await?;
+        publish = publish.max(l.publish_per_s);
+        consume = consume.max(l.consume_per_s);
+    }
+    let hundred = hpn_common::message::encode(&records[..100.min(records.len())]);
+    let batched = limits::broker(
+        &connection.amqp_url,
+        &queue,
+        &hundred,
+        RecordKind::Customer,
+        count / 100,
+        256,
+        1,
+    )
+    .await?;
+    Ok(Limits {
+        documents: documents.len(),
+        insert_many,
+        insert_many_per_s,
+        upsert_per_s,
+        publish_one_row_per_s: publish,
+        consume_one_row_per_s: consume,
+        publish_hundred_rows_records_per_s: batched.publish_per_s * 100.0,
+        consume_hundred_rows_records_per_s: batched.consume_per_s * 100.0,
+    })
+}
+
+fn ratio_target(name: &str, description: &str, measured: Option<f64>, bar: f64) -> Target {
+    Target {
+        name: name.into(),
+        description: description.into(),
+        measured,
+        bar: format!("≥ {bar}"),
+        met: measured.map(|m| m >= bar),
+    }
+}
+
+/// Issue 4's bars, each against figures of this run.
+fn targets(results: &Results) -> Vec<Target> {
+    let l = &results.limits;
+    let size = |n: usize| results.sizes.iter().find(|s| s.records_per_file == n);
+    let rate = |n: usize, mode: &str| size(n).and_then(|s| s.modes.iter().find(|m| m.mode == mode));
+    let at = 100_000;
+    let mut targets = vec![
+        ratio_target(
+            "import_one_record_messages",
+            "import from one-record-per-message queues / min(raw consume, raw insert_many)",
+            rate(at, PARALLEL_ONE_ROW)
+                .map(|m| m.import_records_per_s / l.consume_one_row_per_s.min(l.insert_many_per_s)),
+            0.8,
+        ),
+        ratio_target(
+            "end_to_end_parallel",
+            "end to end (publish + import), parallel, 100,000 per file / raw insert_many",
+            rate(at, PARALLEL).map(|m| m.records_per_s / l.insert_many_per_s),
+            0.8,
+        ),
+        ratio_target(
+            "direct_parallel",
+            "direct parallel / raw insert_many",
+            rate(at, DIRECT_PARALLEL).map(|m| m.records_per_s / l.insert_many_per_s),
+            0.9,
+        ),
+        ratio_target(
+            "linear_vs_baseline",
+            "linear through the queue / baseline",
+            rate(at, LINEAR)
+                .zip(rate(at, measure::BASELINE))
+                .map(|(lin, base)| lin.records_per_s / base.records_per_s),
+            10.0,
+        ),
+    ];
+    for (name, description, bar, pick) in [
+        (
+            "importer_memory",
+            "importer peak RSS at 1,000,000 per file (MiB)",
+            64.0,
+            0,
+        ),
+        (
+            "producer_memory",
+            "producer peak RSS at 1,000,000 per file (MiB)",
+            32.0,
+            1,
+        ),
+    ] {
+        let measured = results
+            .memory
+            .iter()
+            .filter(|m| m.records_per_file == 1_000_000)
+            .filter_map(|m| {
+                if pick == 0 {
+                    m.importer_peak_rss_bytes
+                } else {
+                    m.producer_peak_rss_bytes
+                }
+            })
+            .max()
+            .map(|b| b as f64 / (1024.0 * 1024.0));
+        targets.push(Target {
+            name: name.into(),
+            description: description.into(),
+            measured,
+            bar: format!("≤ {bar} MiB"),
+            met: measured.map(|m| m <= bar),
+        });
+    }
+    for mode in [LINEAR, PARALLEL] {
+        let measured = rate(100_000, mode)
+            .zip(rate(10_000, mode))
+            .map(|(big, small)| big.records_per_s / small.records_per_s);
+        targets.push(Target {
+            name: format!("linear_growth_{}", if mode == LINEAR { "linear" } else { "parallel" }),
+            description: format!("records/s at 100,000 / at 10,000, {mode}"),
+            measured,
+            bar: "0.8 to 1.2".into(),
+            met: measured.map(|m| (0.8..=1.2).contains(&m)),
+        });
+    }
+    targets
+}
+
+fn print_summary(results: &Results) {
+    println!("HP Norton tuples (processed, count before, count after, seconds), median run:");
+    let mut tuples = Table::new();
+    tuples.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "records/file",
+        "mode",
+        "customers",
+        "products",
+        "rentals",
+    ]);
+    for size in &results.sizes {
+        for m in &size.modes {
+            let mut row = vec![size.records_per_file.to_string(), m.mode.clone()];
+            for c in &m.collections {
+                let (p, b, a, s) = c.tuple();
+                row.push(format!("({p}, {b}, {a}, {s:.3})"));
+            }
+            tuples.add_row(row);
+        }
+    }
+    println!("{tuples}");
+    println!(
+        "Medians of {} runs each; spread = fastest..slowest total.",
+        results.settings.repeats
+    );
+    let mut ratios = Table::new();
+    ratios.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "records/file",
+        "mode",
+        "records/s",
+        "spread (s)",
+        "× baseline",
+        "× raw insert_many",
+        "× linear",
+    ]);
+    for size in &results.sizes {
+        let base = size
+            .modes
+            .iter()
+            .find(|m| m.mode == measure::BASELINE)
+            .map(|m| m.records_per_s);
+        let linear = size.modes.iter().find(|m| m.mode == LINEAR).map(|m| m.records_per_s);
+        for m in &size.modes {
+            ratios.add_row(vec![
+                size.records_per_file.to_string(),
+                m.mode.clone(),
+                format!("{:.0}", m.records_per_s),
+                format!("{:.2}..{:.2}", m.min_seconds, m.max_seconds),
+                base.map(|b| format!("{:.2}", m.records_per_s / b)).unwrap_or_default(),
+                format!("{:.2}", m.records_per_s / results.limits.insert_many_per_s),
+                linear
+                    .map(|l| format!("{:.2}", m.records_per_s / l))
+                    .unwrap_or_default(),
+            ]);
+        }
+    }
+    println!("{ratios}");
+    let mut targets = Table::new();
+    targets
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["target", "measured", "bar", "met"]);
+    for t in &results.targets {
+        targets.add_row(vec![
+            t.description.clone(),
+            t.measured
+                .map(|m| format!("{m:.2}"))
+                .unwrap_or_else(|| "not measured".into()),
+            t.bar.clone(),
+            match t.met {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => "-".into(),
+            },
+        ]);
+    }
+    println!("{targets}");
+}
+
+fn now_rfc3339() -> String {
+    let output = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output();
+    output
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| s.len() >= 19)
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn machine() -> Machine {
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(0);
+    Machine {
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        memory_bytes,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|k| k.trim().to_string())
+            .unwrap_or_default(),
+    }
+}
+
+async fn servers(connection: &ConnectionSettings) -> Servers {
+    let mongodb = match Store::connect(&connection.mongodb_uri, "admin").await {
+        Ok(store) => store
+            .database()
+            .run_command(mongodb::bson::doc! {"buildInfo": 1})
+            .await
+            .ok()
+            .and_then(|d| d.get_str("version").ok().map(str::to_string))
+            .unwrap_or_else(|| "unknown".into()),
+        Err(_) => "unknown".into(),
+    };
+    let rabbitmq = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "rabbitmq-server"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown (not a Debian package here)".into());
+    Servers { rabbitmq, mongodb }
+}

@@ -1,0 +1,363 @@
+//! Running the modes and collecting their figures.
+//!
+//! Every run gets a fresh database and fresh queues (a unique name for
+//! both), dropped afterwards. The queued modes run the real binaries,
+//! `hpn-producer` and `hpn-importer`, as child processes and read their JSON
+//! reports, so what is timed is exactly what HP Norton would run and the
+//! peak memory reported is each process's own. The baseline and the direct
+//! modes run in this process. Repeats run the modes in turn (mode A, B, C,
+//! then A, B, C again) so slow drift on a shared machine spreads over all
+//! modes instead of landing on one.
+
+use crate::results::{median, Memory, ModeResult, RunTimes, StageProfile};
+use anyhow::{bail, Context, Result};
+use hpn_common::csv_source::CsvSource;
+use hpn_common::profile::StageTime;
+use hpn_common::{broker, ConnectionSettings, ImportReport, ImportStats, RecordKind, Store};
+use hpn_importer::{Config, Mode, Tuning};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokio::process::Command;
+
+/// The modes, in the order they run and are reported.
+pub const BASELINE: &str = "baseline: insert_one per row, no queue";
+pub const LINEAR: &str = "linear (queue, end to end)";
+pub const PARALLEL: &str = "parallel (queue, end to end)";
+pub const PARALLEL_ONE_ROW: &str = "parallel, 1 record per message";
+pub const DIRECT_LINEAR: &str = "direct linear (no queue)";
+pub const DIRECT_PARALLEL: &str = "direct parallel (no queue)";
+pub const MODES: [&str; 6] = [
+    BASELINE,
+    LINEAR,
+    PARALLEL,
+    PARALLEL_ONE_ROW,
+    DIRECT_LINEAR,
+    DIRECT_PARALLEL,
+];
+
+/// One run of one mode.
+pub struct Run {
+    pub times: RunTimes,
+    pub collections: Vec<ImportStats>,
+    pub producer_rss: Option<u64>,
+    pub importer_rss: Option<u64>,
+    pub producer_stages: Vec<StageTime>,
+    pub importer_stages: Vec<StageTime>,
+}
+
+pub struct Bench {
+    pub connection: ConnectionSettings,
+    pub tuning: Tuning,
+    pub rows_per_message: usize,
+    /// Where hpn-producer and hpn-importer are.
+    pub bin_dir: PathBuf,
+    next: usize,
+}
+
+impl Bench {
+    pub fn new(connection: ConnectionSettings, tuning: Tuning, rows_per_message: usize) -> Result<Bench> {
+        let bin_dir = std::env::current_exe()?
+            .parent()
+            .context("the bench binary has a directory")?
+            .to_path_buf();
+        for bin in ["hpn-producer", "hpn-importer"] {
+            if !bin_dir.join(bin).exists() {
+                bail!(
+                    "{bin} is not beside hpn-bench in {}: build the workspace first",
+                    bin_dir.display()
+                );
+            }
+        }
+        Ok(Bench {
+            connection,
+            tuning,
+            rows_per_message,
+            bin_dir,
+            next: 0,
+        })
+    }
+
+    /// Fresh, unique names for one run.
+    fn fresh(&mut self) -> ConnectionSettings {
+        self.next += 1;
+        let name = format!("hpn_bench_{}_{}", std::process::id(), self.next);
+        ConnectionSettings {
+            database: name.clone(),
+            queue_prefix: name,
+            ..self.connection.clone()
+        }
+    }
+
+    async fn cleanup(&self, settings: &ConnectionSettings) -> Result<()> {
+        let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
+        store.database().drop().await?;
+        let connection = broker::connect(&settings.amqp_url, "hpn-bench (cleanup)").await?;
+        settings.topology().delete(&connection.create_channel().await?).await?;
+        let _ = connection.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    /// Run one mode once on `files` (customers, products, rentals).
+    pub async fn run(&mut self, mode: &str, files: &[PathBuf], profile: Profile<'_>) -> Result<Run> {
+        let settings = self.fresh();
+        let result = self.run_in(&settings, mode, files, profile).await;
+        self.cleanup(&settings).await?;
+        result
+    }
+
+    async fn run_in(
+        &self,
+        settings: &ConnectionSettings,
+        mode: &str,
+        files: &[PathBuf],
+        profile: Profile<'_>,
+    ) -> Result<Run> {
+        let config = Config {
+            connection: settings.clone(),
+            tuning: self.tuning.clone(),
+            rentals_take_stock: false,
+        };
+        match mode {
+            BASELINE => {
+                let started = Instant::now();
+                let collections = baseline(settings, files).await?;
+                Ok(Run::in_process(
+                    RunTimes {
+                        publish_seconds: None,
+                        import_seconds: started.elapsed().as_secs_f64(),
+                    },
+                    collections,
+                ))
+            }
+            DIRECT_LINEAR | DIRECT_PARALLEL => {
+                let mode = if mode == DIRECT_LINEAR {
+                    Mode::Linear
+                } else {
+                    Mode::Parallel
+                };
+                let report = hpn_importer::direct::import_files(&config, files, mode).await?;
+                Ok(Run::in_process(
+                    RunTimes {
+                        publish_seconds: None,
+                        import_seconds: report.total.as_secs_f64(),
+                    },
+                    report.collections,
+                ))
+            }
+            LINEAR | PARALLEL | PARALLEL_ONE_ROW => {
+                let rows = if mode == PARALLEL_ONE_ROW {
+                    1
+                } else {
+                    self.rows_per_message
+                };
+                let import_mode = if mode == LINEAR { "linear" } else { "parallel" };
+                let published = self.publish(settings, files, rows, profile.stages).await?;
+                let (report, importer_rss) = self.import(settings, import_mode, profile).await?;
+                let expected = published["published"].as_u64().unwrap_or(0);
+                let processed = report.processed();
+                if processed != expected {
+                    bail!("{mode}: published {expected} records but the import processed {processed}");
+                }
+                Ok(Run {
+                    times: RunTimes {
+                        publish_seconds: published["seconds"].as_f64(),
+                        import_seconds: report.total.as_secs_f64(),
+                    },
+                    collections: report.collections,
+                    producer_rss: published["peak_rss_bytes"].as_u64(),
+                    importer_rss,
+                    producer_stages: serde_json::from_value(published["stages"].clone()).unwrap_or_default(),
+                    importer_stages: report.stages,
+                })
+            }
+            other => bail!("unknown mode {other}"),
+        }
+    }
+
+    fn command(&self, bin: &str, settings: &ConnectionSettings, stages: bool) -> Command {
+        let mut command = Command::new(self.bin_dir.join(bin));
+        command
+            .env("HPN_AMQP_URL", &settings.amqp_url)
+            .env("HPN_MONGODB_URI", &settings.mongodb_uri)
+            .env("HPN_DATABASE", &settings.database)
+            .env("HPN_QUEUE_PREFIX", &settings.queue_prefix)
+            .env("HPN_PROFILE_STAGES", if stages { "1" } else { "0" })
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn publish(
+        &self,
+        settings: &ConnectionSettings,
+        files: &[PathBuf],
+        rows: usize,
+        stages: bool,
+    ) -> Result<Value> {
+        let mut command = self.command("hpn-producer", settings, stages);
+        command
+            .arg("publish")
+            .arg("--json")
+            .arg("--rows-per-message")
+            .arg(rows.to_string())
+            .args(files);
+        json_output(command).await
+    }
+
+    async fn import(
+        &self,
+        settings: &ConnectionSettings,
+        mode: &str,
+        profile: Profile<'_>,
+    ) -> Result<(ImportReport, Option<u64>)> {
+        let t = &self.tuning;
+        let mut command = self.command("hpn-importer", settings, profile.stages);
+        command.args(["run", "--json", "--mode", mode]);
+        for (flag, value) in [
+            ("--batch-size", t.batch_size.to_string()),
+            ("--flush-ms", t.flush_ms.to_string()),
+            ("--prefetch", t.prefetch.to_string()),
+            ("--consumers", t.consumers.to_string()),
+            ("--writers", t.writers.to_string()),
+            ("--idle-ms", t.idle_ms.to_string()),
+        ] {
+            command.arg(flag).arg(value);
+        }
+        if let Some(path) = profile.cpu {
+            command.arg("--profile-cpu").arg(path);
+        }
+        let report: ImportReport = serde_json::from_value(json_output(command).await?)?;
+        let rss = report.peak_rss_bytes;
+        Ok((report, rss))
+    }
+}
+
+/// What to record besides the timings.
+#[derive(Clone, Copy, Default)]
+pub struct Profile<'a> {
+    /// Per-stage timings from the binaries.
+    pub stages: bool,
+    /// A CPU flamegraph of the importer, written here.
+    pub cpu: Option<&'a Path>,
+}
+
+impl Run {
+    fn in_process(times: RunTimes, collections: Vec<ImportStats>) -> Run {
+        Run {
+            times,
+            collections,
+            producer_rss: None,
+            importer_rss: None,
+            producer_stages: Vec::new(),
+            importer_stages: Vec::new(),
+        }
+    }
+}
+
+async fn json_output(mut command: Command) -> Result<Value> {
+    let output = command.output().await.context("starting a pipeline binary")?;
+    if !output.status.success() {
+        bail!(
+            "{:?} failed: {}",
+            command.as_std(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    serde_json::from_slice(&output.stdout).context("reading a pipeline binary's JSON")
+}
+
+/// The old loaders, rebuilt faithfully: read each CSV file and `insert_one`
+/// every row, one file after the other, no queue and no batching (and, as
+/// in the old store, no unique indexes to maintain).
+async fn baseline(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Vec<ImportStats>> {
+    let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
+    let mut stats = Vec::new();
+    for file in files {
+        let source = CsvSource::open(file)?;
+        let kind = source.kind();
+        let collection = store.collection(kind);
+        let count_before = store.count(kind).await?;
+        let started = Instant::now();
+        let (mut inserted, mut rejected) = (0, 0);
+        for row in source {
+            match row {
+                Ok(row) => {
+                    collection
+                        .insert_one(hpn_common::store::to_document(&row.record))
+                        .await?;
+                    inserted += 1;
+                }
+                Err(_) => rejected += 1,
+            }
+        }
+        let elapsed = started.elapsed();
+        stats.push(ImportStats {
+            collection: kind.collection().to_string(),
+            processed: inserted + rejected,
+            count_before,
+            count_after: store.count(kind).await?,
+            elapsed,
+            inserted,
+            updated: 0,
+            rejected,
+        });
+    }
+    Ok(stats)
+}
+
+/// Summarise the repeats of one mode: medians, spread, the median run's tuples.
+pub fn summarise(mode: &str, records: u64, runs: &[Run]) -> ModeResult {
+    let totals: Vec<f64> = runs.iter().map(|r| r.times.total()).collect();
+    let total_seconds = median(&totals);
+    let import_seconds = median(&runs.iter().map(|r| r.times.import_seconds).collect::<Vec<_>>());
+    let publishes: Vec<f64> = runs.iter().filter_map(|r| r.times.publish_seconds).collect();
+    let median_run = runs
+        .iter()
+        .min_by(|a, b| {
+            (a.times.total() - total_seconds)
+                .abs()
+                .total_cmp(&(b.times.total() - total_seconds).abs())
+        })
+        .expect("at least one run");
+    ModeResult {
+        mode: mode.to_string(),
+        records,
+        runs: runs.iter().map(|r| r.times.clone()).collect(),
+        publish_seconds: (!publishes.is_empty()).then(|| median(&publishes)),
+        import_seconds,
+        total_seconds,
+        min_seconds: totals.iter().copied().fold(f64::INFINITY, f64::min),
+        max_seconds: totals.iter().copied().fold(0.0, f64::max),
+        records_per_s: records as f64 / total_seconds.max(1e-9),
+        import_records_per_s: records as f64 / import_seconds.max(1e-9),
+        collections: median_run.collections.clone(),
+    }
+}
+
+/// The largest peak memory over the runs of a mode, if the mode ran child processes.
+pub fn memory(records_per_file: usize, mode: &str, runs: &[Run]) -> Option<Memory> {
+    let producer = runs.iter().filter_map(|r| r.producer_rss).max();
+    let importer = runs.iter().filter_map(|r| r.importer_rss).max();
+    (producer.is_some() || importer.is_some()).then(|| Memory {
+        records_per_file,
+        mode: mode.to_string(),
+        producer_peak_rss_bytes: producer,
+        importer_peak_rss_bytes: importer,
+    })
+}
+
+pub fn stage_profile(mode: &str, records_per_file: usize, run: &Run) -> StageProfile {
+    StageProfile {
+        mode: mode.to_string(),
+        records_per_file,
+        producer: run.producer_stages.clone(),
+        importer: run.importer_stages.clone(),
+    }
+}
+
+/// Every record in the files, for the raw limits: the customers file.
+pub fn customer_records(file: &Path, at_most: usize) -> Result<Vec<hpn_common::Record>> {
+    let source = CsvSource::open_as(file, RecordKind::Customer)?;
+    Ok(source.filter_map(|r| r.ok()).take(at_most).map(|r| r.record).collect())
+}

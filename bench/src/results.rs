@@ -1,0 +1,163 @@
+//! The results file: every figure of one benchmark run, written as JSON to
+//! `bench/results/<date>-<host>.json`, and read back to write `findings.md`.
+
+use hpn_common::profile::StageTime;
+use hpn_common::ImportStats;
+use hpn_importer::contention::ScenarioRow;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Results {
+    /// UTC date and time the run started (RFC 3339).
+    pub started: String,
+    pub host: String,
+    pub machine: Machine,
+    pub servers: Servers,
+    pub settings: Settings,
+    pub limits: Limits,
+    pub sizes: Vec<SizeResults>,
+    /// Per-stage timings from one extra, profiled run per mode.
+    pub profiles: Vec<StageProfile>,
+    /// Peak memory of each process, per size and mode.
+    pub memory: Vec<Memory>,
+    pub targets: Vec<Target>,
+    pub contention: Vec<ScenarioRow>,
+    /// File names (beside the results file) of the chart and the flamegraph.
+    pub chart: String,
+    pub flamegraph: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Machine {
+    pub cores: usize,
+    pub memory_bytes: u64,
+    pub kernel: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Servers {
+    pub rabbitmq: String,
+    pub mongodb: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Settings {
+    pub repeats: usize,
+    /// The producer's default rows per message, used by the linear and parallel modes.
+    pub rows_per_message: usize,
+    pub consumers: usize,
+    pub writers: usize,
+    pub batch_size: usize,
+    pub prefetch: u16,
+}
+
+/// What the servers take, measured in this run with the same client libraries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Limits {
+    /// Documents in the `insert_many` measurement.
+    pub documents: usize,
+    /// (concurrent batches, documents/s), batches of 1,000.
+    pub insert_many: Vec<(usize, f64)>,
+    /// The best of those.
+    pub insert_many_per_s: f64,
+    /// The same documents as keyed upserts (`Store::upsert`, 2 batches at a
+    /// time): why the importer inserts first and upserts only existing keys.
+    pub upsert_per_s: f64,
+    /// Confirmed persistent publishes of one record per message, best of the tried settings.
+    pub publish_one_row_per_s: f64,
+    /// Consumed (and acknowledged) messages of one record each.
+    pub consume_one_row_per_s: f64,
+    /// Records/s published and consumed in messages of 100 records.
+    pub publish_hundred_rows_records_per_s: f64,
+    pub consume_hundred_rows_records_per_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SizeResults {
+    /// Records per file (three files).
+    pub records_per_file: usize,
+    pub modes: Vec<ModeResult>,
+}
+
+/// One mode at one size, over the repeats.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModeResult {
+    pub mode: String,
+    /// Records moved per run (all files).
+    pub records: u64,
+    pub runs: Vec<RunTimes>,
+    /// Medians over the runs, in seconds.
+    pub publish_seconds: Option<f64>,
+    pub import_seconds: f64,
+    pub total_seconds: f64,
+    /// Fastest and slowest total, in seconds.
+    pub min_seconds: f64,
+    pub max_seconds: f64,
+    /// Records per second, end to end (by the median total) and for the import phase alone.
+    pub records_per_s: f64,
+    pub import_records_per_s: f64,
+    /// HP Norton's figures per collection, from the median run.
+    pub collections: Vec<ImportStats>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunTimes {
+    pub publish_seconds: Option<f64>,
+    pub import_seconds: f64,
+}
+
+impl RunTimes {
+    pub fn total(&self) -> f64 {
+        self.publish_seconds.unwrap_or(0.0) + self.import_seconds
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageProfile {
+    pub mode: String,
+    pub records_per_file: usize,
+    pub producer: Vec<StageTime>,
+    pub importer: Vec<StageTime>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Memory {
+    pub records_per_file: usize,
+    pub mode: String,
+    pub producer_peak_rss_bytes: Option<u64>,
+    pub importer_peak_rss_bytes: Option<u64>,
+}
+
+/// One of issue 4's bars, with the figure measured against it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Target {
+    pub name: String,
+    pub description: String,
+    /// The measured value: a ratio, or MiB for memory targets.
+    pub measured: Option<f64>,
+    pub bar: String,
+    pub met: Option<bool>,
+}
+
+/// The median of some numbers (the mean of the middle two for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+}

@@ -1,0 +1,117 @@
+//! The importer's write path fed straight from CSV files, with no broker.
+//!
+//! Not how HP Norton runs the importer: this exists so the benchmark can
+//! show what the queue itself costs. The records go through the same
+//! validation, key routing, batching writers and keyed writes as a queued
+//! import; only the producer, RabbitMQ and the consumers are left out.
+
+use crate::ack::Ticket;
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::partition::partition;
+use crate::run::Mode;
+use crate::write::{RetryPolicy, WorkItem, Writer};
+use hpn_common::csv_source::CsvSource;
+use hpn_common::{Error, ImportReport, ImportStats, Result, Store};
+use lapin::BasicProperties;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// Import `files` (one per kind) straight into the store: one after the
+/// other with one writer (linear), or all at once with `writers` writers
+/// each (parallel).
+pub async fn import_files(config: &Config, files: &[PathBuf], mode: Mode) -> Result<ImportReport> {
+    let store = Store::connect(&config.connection.mongodb_uri, &config.connection.database).await?;
+    store.ensure_indexes().await?;
+    let started = Instant::now();
+    let mut collections = match mode {
+        Mode::Linear => {
+            let mut stats = Vec::new();
+            for file in files {
+                stats.push(import_file(&store, config, file, 1).await?);
+            }
+            stats
+        }
+        Mode::Parallel => {
+            let writers = config.tuning.writers.max(1);
+            futures::future::try_join_all(files.iter().map(|f| import_file(&store, config, f, writers))).await?
+        }
+    };
+    collections.sort_by_key(|s| {
+        hpn_common::RecordKind::ALL
+            .iter()
+            .position(|k| k.collection() == s.collection)
+    });
+    Ok(ImportReport {
+        mode: format!("direct {}", mode.as_str()),
+        collections,
+        total: started.elapsed(),
+        peak_rss_bytes: None,
+        stages: Vec::new(),
+    })
+}
+
+async fn import_file(store: &Store, config: &Config, file: &Path, writers: usize) -> Result<ImportStats> {
+    let source = CsvSource::open(file)?;
+    let kind = source.kind();
+    let tuning = &config.tuning;
+    let count_before = store.count(kind).await?;
+    let started = Instant::now();
+    let counters = Arc::new(Counters::default());
+    let mut tasks = JoinSet::new();
+    let mut inboxes = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let (tx, rx) = mpsc::channel(tuning.batch_size.max(1) * 2);
+        inboxes.push(tx);
+        tasks.spawn(
+            Writer {
+                kind,
+                store: store.clone(),
+                rx,
+                batch_size: tuning.batch_size.max(1),
+                flush_interval: tuning.flush_interval(),
+                counters: counters.clone(),
+                dead_letters: None,
+                retry: RetryPolicy::ONE_SHOT,
+                rentals_take_stock: config.rentals_take_stock,
+            }
+            .run(),
+        );
+    }
+    let rejected = counters.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        // Nobody acknowledges anything here: completions go nowhere.
+        let (done, _) = mpsc::unbounded_channel();
+        for row in source {
+            match row {
+                Ok(row) => {
+                    let ticket = Ticket::new(row.line, 1, done.clone(), BasicProperties::default());
+                    let inbox = &inboxes[partition(&row.record, inboxes.len())];
+                    if inbox
+                        .blocking_send(WorkItem {
+                            record: row.record,
+                            ticket,
+                        })
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(rejection) => {
+                    tracing::warn!("{rejection}");
+                    rejected.add_rejected(1);
+                }
+            }
+        }
+    });
+    reader.await.map_err(|e| Error::Task(e.to_string()))?;
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| Error::Task(e.to_string()))??;
+    }
+    let elapsed = started.elapsed();
+    let count_after = store.count(kind).await?;
+    Ok(counters.stats(kind, count_before, count_after, elapsed))
+}
