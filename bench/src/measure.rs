@@ -218,6 +218,7 @@ impl Bench {
             ("--batch-size", t.batch_size.to_string()),
             ("--flush-ms", t.flush_ms.to_string()),
             ("--prefetch", t.prefetch.to_string()),
+            ("--prefetch-records", t.prefetch_records.to_string()),
             ("--consumers", t.consumers.to_string()),
             ("--writers", t.writers.to_string()),
             ("--idle-ms", t.idle_ms.to_string()),

@@ -38,9 +38,14 @@ pub struct Tuning {
     /// A batch that is not full is written after this many milliseconds.
     #[arg(long, env = "HPN_FLUSH_MS", default_value_t = 20)]
     pub flush_ms: u64,
-    /// Unacknowledged messages the broker may send each consumer.
+    /// Unacknowledged messages the broker may send each consumer, at most.
     #[arg(long, env = "HPN_PREFETCH", default_value_t = 2000)]
     pub prefetch: u16,
+    /// Records each consumer aims to have in hand: the message prefetch is
+    /// set from it and the records per message seen so far, so memory stays
+    /// flat whether messages carry one record or a hundred.
+    #[arg(long, env = "HPN_PREFETCH_RECORDS", default_value_t = 4000)]
+    pub prefetch_records: usize,
     /// Parallel mode: consumers (channels) per queue.
     #[arg(long, env = "HPN_CONSUMERS", default_value_t = 2)]
     pub consumers: usize,
@@ -48,8 +53,8 @@ pub struct Tuning {
     #[arg(long, env = "HPN_WRITERS", default_value_t = 2)]
     pub writers: usize,
     /// One-shot runs: how long a consumer waits without deliveries before
-    /// checking whether its queue is empty.
-    #[arg(long, env = "HPN_IDLE_MS", default_value_t = 50)]
+    /// checking whether its queue is empty (checking early is harmless).
+    #[arg(long, env = "HPN_IDLE_MS", default_value_t = 10)]
     pub idle_ms: u64,
     /// Messages larger than this go to the dead-letter queue.
     #[arg(long, env = "HPN_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
@@ -62,9 +67,10 @@ impl Default for Tuning {
             batch_size: 1000,
             flush_ms: 20,
             prefetch: 2000,
+            prefetch_records: 4000,
             consumers: 2,
             writers: 2,
-            idle_ms: 50,
+            idle_ms: 10,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         }
     }

@@ -51,7 +51,9 @@ pub struct ConsumerTask {
     pub router: Router,
     pub dead_letters: DeadLetters,
     pub counters: Arc<Counters>,
+    /// The most messages in hand, and the records to aim for (see [`Prefetch`]).
     pub prefetch: u16,
+    pub prefetch_records: usize,
     pub max_message_bytes: usize,
     pub stop: StopWhen,
 }
@@ -59,8 +61,9 @@ pub struct ConsumerTask {
 impl ConsumerTask {
     pub async fn run(self) -> Result<()> {
         let queue = self.topology.queue(self.kind);
+        let mut prefetch = Prefetch::new(self.prefetch, self.prefetch_records);
         self.channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch.current, BasicQosOptions::default())
             .await?;
         let mut consumer = self
             .channel
@@ -106,7 +109,10 @@ impl ConsumerTask {
                     Some(Ok(delivery)) => {
                         idle_deadline = Instant::now() + idle;
                         tracker.delivered(delivery.delivery_tag);
-                        self.handle(delivery, &done_tx).await?;
+                        let records = self.handle(delivery, &done_tx).await?;
+                        if let Some(change) = prefetch.observe(records) {
+                            self.channel.basic_qos(change, BasicQosOptions::default()).await?;
+                        }
                     }
                 },
                 _ = shutdown.cancelled(), if subscribed => {
@@ -128,7 +134,8 @@ impl ConsumerTask {
     }
 
     /// Decode one delivery; dead-letter what cannot be used; route the rest.
-    async fn handle(&self, delivery: Delivery, done: &mpsc::UnboundedSender<u64>) -> Result<()> {
+    /// Returns how many records the message held.
+    async fn handle(&self, delivery: Delivery, done: &mpsc::UnboundedSender<u64>) -> Result<usize> {
         let Delivery {
             delivery_tag,
             properties,
@@ -146,6 +153,7 @@ impl ConsumerTask {
                     .await?;
                 self.counters.add_rejected(1);
                 let _ = done.send(delivery_tag);
+                Ok(1)
             }
             Ok(decoded) => {
                 for invalid in &decoded.invalid {
@@ -160,6 +168,7 @@ impl ConsumerTask {
                         .await?;
                 }
                 self.counters.add_rejected(decoded.invalid.len() as u64);
+                let records = decoded.records.len() + decoded.invalid.len();
                 let ticket = Ticket::new(delivery_tag, decoded.records.len(), done.clone(), properties);
                 let route = async {
                     for record in decoded.records {
@@ -174,8 +183,75 @@ impl ConsumerTask {
                     Ok(())
                 };
                 route.instrument(tracing::debug_span!(target: "stage", "route")).await?;
+                Ok(records)
             }
         }
-        Ok(())
+    }
+}
+
+/// The consumer's prefetch, in messages, set from a target in records.
+///
+/// RabbitMQ limits a consumer by messages, not records or bytes, and a
+/// message may hold one record or a hundred. A fixed message prefetch is
+/// either too small for one-record messages (writers starve) or far too
+/// large for batched ones (hundreds of thousands of records buffered). So
+/// the consumer starts small and, as it learns how many records a message
+/// holds, sets `basic.qos` to hold about `records` records in hand.
+#[derive(Debug)]
+pub struct Prefetch {
+    pub current: u16,
+    max: u16,
+    records: usize,
+    messages_seen: u64,
+    records_seen: u64,
+}
+
+impl Prefetch {
+    /// Messages in hand before anything is known about their size.
+    const START: u16 = 16;
+
+    pub fn new(max: u16, records: usize) -> Prefetch {
+        Prefetch {
+            current: Self::START.min(max.max(1)),
+            max: max.max(1),
+            records: records.max(1),
+            messages_seen: 0,
+            records_seen: 0,
+        }
+    }
+
+    /// A message of `records` records arrived; returns a new prefetch when
+    /// the right one has moved by at least half from the current one.
+    pub fn observe(&mut self, records: usize) -> Option<u16> {
+        self.messages_seen += 1;
+        self.records_seen += records.max(1) as u64;
+        let per_message = self.records_seen as f64 / self.messages_seen as f64;
+        let want = ((self.records as f64 / per_message) as u64).clamp(1, u64::from(self.max)) as u16;
+        let (low, high) = (self.current / 2, self.current.saturating_add(self.current / 2));
+        if want < low || want > high {
+            self.current = want;
+            Some(want)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_holds_about_the_target_in_records() {
+        let mut p = Prefetch::new(2000, 4000);
+        assert_eq!(p.current, 16);
+        assert_eq!(p.observe(1), Some(2000), "one-record messages: as many as allowed");
+        let mut p = Prefetch::new(2000, 4000);
+        assert_eq!(p.observe(100), Some(40), "hundred-record messages: forty");
+        assert_eq!(p.observe(100), None, "no change, no frame");
+        let mut p = Prefetch::new(50, 4000);
+        assert_eq!(p.observe(1), Some(50), "never above the configured maximum");
+        let mut p = Prefetch::new(8, 4000);
+        assert_eq!(p.current, 8, "never starts above the maximum either");
     }
 }

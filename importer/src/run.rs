@@ -167,6 +167,7 @@ async fn import_collection(
                 dead_letters: services.dead_letters.clone(),
                 counters: counters.clone(),
                 prefetch: tuning.prefetch,
+                prefetch_records: tuning.prefetch_records,
                 max_message_bytes: tuning.max_message_bytes,
                 stop: StopWhen::Drained { idle: tuning.idle() },
             }
