@@ -139,6 +139,12 @@ impl Store {
         Ok(store)
     }
 
+    /// Close the connections cleanly. Without this, the driver's background
+    /// tasks can outlive the runtime at process exit and panic there.
+    pub async fn shutdown(self) {
+        self.client.shutdown().await;
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.db.run_command(doc! {"ping": 1}).await?;
         Ok(())

@@ -34,6 +34,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// The prefetch limit applies to the channel (one consumer per channel
+/// here). RabbitMQ applies a per-consumer limit only to consumers created
+/// after it is set, so only a channel-wide one can be changed while
+/// consuming, which [`Prefetch`] needs. (Quorum queues do not support
+/// channel-wide limits; our queues are classic.)
+const CHANNEL_WIDE: BasicQosOptions = BasicQosOptions { global: true };
+
 /// When a consumer stops.
 #[derive(Clone, Debug)]
 pub enum StopWhen {
@@ -62,9 +69,7 @@ impl ConsumerTask {
     pub async fn run(self) -> Result<()> {
         let queue = self.topology.queue(self.kind);
         let mut prefetch = Prefetch::new(self.prefetch, self.prefetch_records);
-        self.channel
-            .basic_qos(prefetch.current, BasicQosOptions::default())
-            .await?;
+        self.channel.basic_qos(prefetch.current, CHANNEL_WIDE).await?;
         let mut consumer = self
             .channel
             .basic_consume(
@@ -111,7 +116,8 @@ impl ConsumerTask {
                         tracker.delivered(delivery.delivery_tag);
                         let records = self.handle(delivery, &done_tx).await?;
                         if let Some(change) = prefetch.observe(records) {
-                            self.channel.basic_qos(change, BasicQosOptions::default()).await?;
+                            tracing::debug!(queue = %queue, prefetch = change, "prefetch changed");
+                            self.channel.basic_qos(change, CHANNEL_WIDE).await?;
                         }
                     }
                 },
@@ -251,7 +257,7 @@ mod tests {
         assert_eq!(p.observe(100), None, "no change, no frame");
         let mut p = Prefetch::new(50, 4000);
         assert_eq!(p.observe(1), Some(50), "never above the configured maximum");
-        let mut p = Prefetch::new(8, 4000);
+        let p = Prefetch::new(8, 4000);
         assert_eq!(p.current, 8, "never starts above the maximum either");
     }
 }

@@ -45,6 +45,7 @@ pub async fn import_files(config: &Config, files: &[PathBuf], mode: Mode) -> Res
             .iter()
             .position(|k| k.collection() == s.collection)
     });
+    store.shutdown().await;
     Ok(ImportReport {
         mode: format!("direct {}", mode.as_str()),
         collections,

@@ -191,14 +191,15 @@ mod cpu_profile {
     use anyhow::Result;
     use std::path::Path;
 
-    pub type Profiler = ();
+    /// Nothing to hold: this build has no profiler.
+    pub struct Profiler;
 
     pub fn start(path: Option<&Path>) -> Result<Profiler> {
         anyhow::ensure!(
             path.is_none(),
             "this hpn-importer was built without CPU profiling: build with --features profiling"
         );
-        Ok(())
+        Ok(Profiler)
     }
 
     pub fn finish(_: Profiler, _: Option<&Path>) -> Result<()> {

@@ -120,6 +120,7 @@ pub async fn import(config: &Config, mode: Mode) -> Result<ImportReport> {
 async fn close_with<T>(services: Services, result: Result<T>) -> Result<T> {
     // Closing the connection returns anything unacknowledged to its queue.
     let _ = services.connection.close(200, "done".into()).await;
+    services.store.shutdown().await;
     result
 }
 
