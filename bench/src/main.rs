@@ -252,6 +252,12 @@ async fn run(
     let mut results = Results {
         started,
         host,
+        commit: std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
         machine: machine(),
         servers: servers(&connection).await,
         settings: Settings {

@@ -93,8 +93,11 @@ impl Bench {
         let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
         store.database().drop().await?;
         let connection = broker::connect(&settings.amqp_url, "hpn-bench (cleanup)").await?;
-        settings.topology().delete(&connection.create_channel().await?).await?;
+        let channel = connection.create_channel().await?;
+        settings.topology().delete(&channel).await?;
+        let _ = channel.close(200, "done".into()).await;
         let _ = connection.close(200, "done".into()).await;
+        store.shutdown().await;
         Ok(())
     }
 

@@ -11,6 +11,8 @@ pub struct Results {
     /// UTC date and time the run started (RFC 3339).
     pub started: String,
     pub host: String,
+    /// The commit measured (`git rev-parse HEAD`), when run from a checkout.
+    pub commit: Option<String>,
     pub machine: Machine,
     pub servers: Servers,
     pub settings: Settings,
