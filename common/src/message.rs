@@ -42,6 +42,10 @@ pub mod header {
     pub const ORIGINAL_QUEUE: &str = "x-hpn-original-queue";
     /// On dead-lettered records split out of an array: the record's index.
     pub const RECORD_INDEX: &str = "x-hpn-record-index";
+    /// Set by the importer when it puts a redelivered message back on its
+    /// queue: how many deliveries of it ended without it being written
+    /// (integer). Publishers leave it out.
+    pub const ATTEMPTS: &str = "x-hpn-attempts";
 }
 
 /// Where a message's records came from, for the headers.
@@ -238,6 +242,14 @@ pub fn dead_letter_properties(
     if let Some(index) = record_index {
         headers.insert(header::RECORD_INDEX.into(), AMQPValue::LongLongInt(index as i64));
     }
+    original.clone().with_headers(headers).with_delivery_mode(PERSISTENT)
+}
+
+/// The properties of a message put back on its queue after `failed`
+/// deliveries that ended without it being written.
+pub fn retry_properties(original: &BasicProperties, failed: u32) -> BasicProperties {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    headers.insert(header::ATTEMPTS.into(), AMQPValue::LongLongInt(i64::from(failed)));
     original.clone().with_headers(headers).with_delivery_mode(PERSISTENT)
 }
 

@@ -109,6 +109,10 @@ pub enum StockOutcome {
     UnknownProduct,
 }
 
+/// How long an operation waits for a reachable server before failing, unless
+/// the URI says otherwise (`serverSelectionTimeoutMS`).
+pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A connection to the store.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -127,8 +131,11 @@ impl Store {
         if options.app_name.is_none() {
             options.app_name = Some("hpn".into());
         }
+        // The driver's default (30 s) would hide a database outage inside
+        // each call; a short one hands it to our callers, who log it once,
+        // count it and back off (see the importer's `write::RetryPolicy`).
         if options.server_selection_timeout.is_none() {
-            options.server_selection_timeout = Some(Duration::from_secs(10));
+            options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         }
         let client = Client::with_options(options)?;
         let store = Store {

@@ -14,8 +14,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 pub fn init() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,hpn_common=info,hpn_producer=info,hpn_importer=info"));
+    // Colours only for a person at a terminal, not in log files or journals.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter);
     let stages = profile::stages_requested()
         .then(|| StageLayer.with_filter(Targets::new().with_target(profile::TARGET, LevelFilter::DEBUG)));

@@ -3,6 +3,7 @@
 //! environment variable; the defaults are what the benchmarks found best on
 //! a 2-core machine running both servers.
 
+use crate::attempts::DEFAULT_MAX_ATTEMPTS;
 use hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES;
 use hpn_common::ConnectionSettings;
 use std::time::Duration;
@@ -59,6 +60,11 @@ pub struct Tuning {
     /// Messages larger than this go to the dead-letter queue.
     #[arg(long, env = "HPN_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Deliveries of one message that may end without it being written (the
+    /// importer stopped or lost its connection while holding it) before it
+    /// goes to the dead-letter queue. Poison it can recognise goes at once.
+    #[arg(long, env = "HPN_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    pub max_attempts: u32,
 }
 
 impl Default for Tuning {
@@ -72,6 +78,7 @@ impl Default for Tuning {
             writers: 2,
             idle_ms: 10,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
     }
 }

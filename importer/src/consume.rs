@@ -10,12 +10,17 @@
 //! database is slower than the broker: memory stays flat however deep the
 //! queue.
 //!
+//! A redelivered message is counted and put back on its queue, or
+//! dead-lettered once it has failed too often (see [`crate::attempts`]).
+//!
 //! A one-shot consumer stops when its queue is empty: after `idle` with no
 //! delivery it asks the broker how many messages are ready; at zero it
 //! cancels its subscription, finishes what is in hand and returns. A
 //! long-running consumer stops when told to shut down, the same way.
 
 use crate::ack::{AckTracker, Ticket};
+use crate::attempts::{self, Verdict};
+use crate::config::Tuning;
 use crate::counters::Counters;
 use crate::dead_letter::DeadLetters;
 use crate::partition::Router;
@@ -62,10 +67,39 @@ pub struct ConsumerTask {
     pub prefetch: u16,
     pub prefetch_records: usize,
     pub max_message_bytes: usize,
+    /// Failed deliveries of one message allowed (see [`crate::attempts`]).
+    pub max_attempts: u32,
     pub stop: StopWhen,
 }
 
 impl ConsumerTask {
+    /// A consumer of `kind`'s queue on `channel`, limits from `tuning`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: RecordKind,
+        channel: Channel,
+        topology: Topology,
+        router: Router,
+        dead_letters: DeadLetters,
+        counters: Arc<Counters>,
+        tuning: &Tuning,
+        stop: StopWhen,
+    ) -> ConsumerTask {
+        ConsumerTask {
+            kind,
+            channel,
+            topology,
+            router,
+            dead_letters,
+            counters,
+            prefetch: tuning.prefetch,
+            prefetch_records: tuning.prefetch_records,
+            max_message_bytes: tuning.max_message_bytes,
+            max_attempts: tuning.max_attempts,
+            stop,
+        }
+    }
+
     pub async fn run(self) -> Result<()> {
         let queue = self.topology.queue(self.kind);
         let mut prefetch = Prefetch::new(self.prefetch, self.prefetch_records);
@@ -113,6 +147,7 @@ impl ConsumerTask {
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(delivery)) => {
                         idle_deadline = Instant::now() + idle;
+                        self.counters.message_consumed();
                         tracker.delivered(delivery.delivery_tag);
                         let records = self.handle(delivery, &done_tx).await?;
                         if let Some(change) = prefetch.observe(records) {
@@ -146,8 +181,27 @@ impl ConsumerTask {
             delivery_tag,
             properties,
             data,
+            redelivered,
             ..
         } = delivery;
+        match attempts::verdict(&properties, redelivered, self.max_attempts) {
+            Verdict::Process => {}
+            Verdict::Retry { failed } => {
+                // Counted and put back; acknowledged only once the copy is confirmed.
+                self.dead_letters.retry(self.kind, &properties, &data, failed).await?;
+                let _ = done.send(delivery_tag);
+                return Ok(1);
+            }
+            Verdict::GiveUp { failed } => {
+                let reason = attempts::give_up_reason(failed);
+                self.dead_letters
+                    .send(self.kind, &properties, &data, &reason, None)
+                    .await?;
+                self.counters.add_rejected(1);
+                let _ = done.send(delivery_tag);
+                return Ok(1);
+            }
+        }
         let decoded = {
             let _stage = tracing::debug_span!(target: "stage", "decode").entered();
             message::decode(self.kind, &properties, &data, self.max_message_bytes)

@@ -1,26 +1,91 @@
 //! Live per-collection counts, shared by the consumers (which reject
 //! poison) and the writers (which insert and update), turned into the
-//! report's [`ImportStats`] at the end of a run.
+//! report's [`ImportStats`] at the end of a run; in `serve`, also fed to the
+//! Prometheus metrics.
 
+use crate::metrics::Metrics;
 use hpn_common::{ImportStats, RecordKind};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counters {
     pub inserted: AtomicU64,
     pub updated: AtomicU64,
     pub rejected: AtomicU64,
+    metrics: Option<(RecordKind, Arc<Metrics>)>,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("inserted", &self.inserted)
+            .field("updated", &self.updated)
+            .field("rejected", &self.rejected)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Counters {
+    /// Counters that also feed `metrics` under `kind`'s collection.
+    pub fn with_metrics(kind: RecordKind, metrics: Arc<Metrics>) -> Counters {
+        Counters {
+            metrics: Some((kind, metrics)),
+            ..Counters::default()
+        }
+    }
+
     pub fn add_written(&self, inserted: u64, updated: u64) {
         self.inserted.fetch_add(inserted, Relaxed);
         self.updated.fetch_add(updated, Relaxed);
+        if let Some((kind, m)) = &self.metrics {
+            m.record(*kind, "written", inserted);
+            m.record(*kind, "updated", updated);
+        }
     }
 
+    /// Records refused and sent to the dead-letter queue.
     pub fn add_rejected(&self, n: u64) {
         self.rejected.fetch_add(n, Relaxed);
+        if let Some((kind, m)) = &self.metrics {
+            m.record(*kind, "dead_lettered", n);
+        }
+    }
+
+    pub fn message_consumed(&self) {
+        if let Some((kind, m)) = &self.metrics {
+            m.messages_consumed.get_or_create(&Metrics::collection(*kind)).inc();
+        }
+    }
+
+    pub fn mongodb_retried(&self) {
+        if let Some((_, m)) = &self.metrics {
+            m.retries.get_or_create(&Metrics::server("mongodb")).inc();
+        }
+    }
+
+    pub fn batch_written(&self, seconds: f64) {
+        if let Some((kind, m)) = &self.metrics {
+            m.batch_write_seconds
+                .get_or_create(&Metrics::collection(*kind))
+                .observe(seconds);
+        }
+    }
+
+    /// A record published at `published_ms` (epoch milliseconds) is written now.
+    pub fn end_to_end(&self, published_ms: i64) {
+        if let Some((kind, m)) = &self.metrics {
+            let seconds = (hpn_common::message::now_ms() - published_ms).max(0) as f64 / 1000.0;
+            m.end_to_end_seconds
+                .get_or_create(&Metrics::collection(*kind))
+                .observe(seconds);
+        }
+    }
+
+    /// Whether anything reads the per-record figures (so the writer can skip them).
+    pub fn has_metrics(&self) -> bool {
+        self.metrics.is_some()
     }
 
     pub fn stats(&self, kind: RecordKind, count_before: u64, count_after: u64, elapsed: Duration) -> ImportStats {

@@ -1,5 +1,6 @@
 //! Sending refused messages and records to the dead-letter queue of their
-//! kind, with the reason in a header.
+//! kind, with the reason in a header; and putting redelivered messages back
+//! on their queue with a count of failed deliveries (see `attempts`).
 //!
 //! RabbitMQ can dead-letter a rejected message by itself, but it records
 //! only "rejected", not why; an operator needs the why. So the importer
@@ -46,10 +47,28 @@ impl DeadLetters {
             .unwrap_or_default();
         warn!(%queue, record_index, "dead-lettered{source}: {reason}");
         let properties = message::dead_letter_properties(original, &queue, reason, record_index);
+        self.publish(self.topology.dead_letter_exchange(), kind, body, properties)
+            .await
+    }
+
+    /// Put a redelivered message back on its own queue, counting `failed`
+    /// failed deliveries (see `attempts`), and wait until the broker has it.
+    pub async fn retry(&self, kind: RecordKind, original: &BasicProperties, body: &[u8], failed: u32) -> Result<()> {
+        let properties = message::retry_properties(original, failed);
+        self.publish(self.topology.exchange(), kind, body, properties).await
+    }
+
+    async fn publish(
+        &self,
+        exchange: String,
+        kind: RecordKind,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<()> {
         let confirm = self
             .channel
             .basic_publish(
-                self.topology.dead_letter_exchange().into(),
+                exchange.as_str().into(),
                 self.topology.routing_key(kind).into(),
                 BasicPublishOptions {
                     mandatory: true,
@@ -61,7 +80,9 @@ impl DeadLetters {
             .await?
             .await?;
         if confirm.is_nack() || confirm.take_message().is_some() {
-            return Err(Error::NotConfirmed(format!("did not take a dead letter for {queue}")));
+            return Err(Error::NotConfirmed(format!(
+                "{exchange} did not take a message for {kind}"
+            )));
         }
         Ok(())
     }

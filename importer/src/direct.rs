@@ -8,9 +8,8 @@
 use crate::ack::Ticket;
 use crate::config::Config;
 use crate::counters::Counters;
-use crate::partition::partition;
 use crate::run::Mode;
-use crate::write::{RetryPolicy, WorkItem, Writer};
+use crate::write::{self, RetryPolicy, WorkItem};
 use hpn_common::csv_source::CsvSource;
 use hpn_common::{Error, ImportReport, ImportStats, Result, Store};
 use lapin::BasicProperties;
@@ -58,29 +57,13 @@ pub async fn import_files(config: &Config, files: &[PathBuf], mode: Mode) -> Res
 async fn import_file(store: &Store, config: &Config, file: &Path, writers: usize) -> Result<ImportStats> {
     let source = CsvSource::open(file)?;
     let kind = source.kind();
-    let tuning = &config.tuning;
     let count_before = store.count(kind).await?;
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let mut tasks = JoinSet::new();
-    let mut inboxes = Vec::with_capacity(writers);
-    for _ in 0..writers {
-        let (tx, rx) = mpsc::channel(tuning.batch_size.max(1) * 2);
-        inboxes.push(tx);
-        tasks.spawn(
-            Writer {
-                kind,
-                store: store.clone(),
-                rx,
-                batch_size: tuning.batch_size.max(1),
-                flush_interval: tuning.flush_interval(),
-                counters: counters.clone(),
-                dead_letters: None,
-                retry: RetryPolicy::ONE_SHOT,
-                rentals_take_stock: config.rentals_take_stock,
-            }
-            .run(),
-        );
+    let (router, partition) = write::partition(kind, writers, store, config, &counters, None, RetryPolicy::ONE_SHOT);
+    for writer in partition {
+        tasks.spawn(writer.run());
     }
     let rejected = counters.clone();
     let reader = tokio::task::spawn_blocking(move || {
@@ -90,8 +73,7 @@ async fn import_file(store: &Store, config: &Config, file: &Path, writers: usize
             match row {
                 Ok(row) => {
                     let ticket = Ticket::new(row.line, 1, done.clone(), BasicProperties::default());
-                    let inbox = &inboxes[partition(&row.record, inboxes.len())];
-                    if inbox
+                    if router
                         .blocking_send(WorkItem {
                             record: row.record,
                             ticket,

@@ -49,11 +49,21 @@ impl Router {
 
     /// Hand a record to its writer, waiting while that writer is full.
     /// Fails only if the writer has stopped.
-    pub async fn send(&self, item: WorkItem) -> Result<(), WorkItem> {
+    pub async fn send(&self, item: WorkItem) -> Result<(), WriterStopped> {
         let writer = &self.writers[self.partition(&item.record)];
-        writer.send(item).await.map_err(|e| e.0)
+        writer.send(item).await.map_err(|_| WriterStopped)
+    }
+
+    /// [`Router::send`] from a blocking thread (the direct path's CSV reader).
+    pub fn blocking_send(&self, item: WorkItem) -> Result<(), WriterStopped> {
+        let writer = &self.writers[self.partition(&item.record)];
+        writer.blocking_send(item).map_err(|_| WriterStopped)
     }
 }
+
+/// The writer a record belongs to has stopped (the run is failing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterStopped;
 
 /// The partition of a record's key among `partitions`.
 pub fn partition(record: &Record, partitions: usize) -> usize {

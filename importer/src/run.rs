@@ -13,13 +13,11 @@ use crate::config::Config;
 use crate::consume::{ConsumerTask, StopWhen};
 use crate::counters::Counters;
 use crate::dead_letter::DeadLetters;
-use crate::partition::Router;
-use crate::write::{RetryPolicy, Writer};
+use crate::write::{self, RetryPolicy};
 use hpn_common::{broker, Error, ImportReport, ImportStats, RecordKind, Result, Store, Topology};
 use lapin::Connection;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// How an import run spreads its work.
@@ -137,41 +135,31 @@ async fn import_collection(
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let mut tasks = JoinSet::new();
-    let mut inboxes = Vec::with_capacity(writers);
-    for _ in 0..writers {
-        let (tx, rx) = mpsc::channel(tuning.batch_size.max(1) * 2);
-        inboxes.push(tx);
-        tasks.spawn(
-            Writer {
-                kind,
-                store: services.store.clone(),
-                rx,
-                batch_size: tuning.batch_size.max(1),
-                flush_interval: tuning.flush_interval(),
-                counters: counters.clone(),
-                dead_letters: Some(services.dead_letters.clone()),
-                retry: RetryPolicy::ONE_SHOT,
-                rentals_take_stock: config.rentals_take_stock,
-            }
-            .run(),
-        );
+    let (router, partition) = write::partition(
+        kind,
+        writers,
+        &services.store,
+        config,
+        &counters,
+        Some(&services.dead_letters),
+        RetryPolicy::ONE_SHOT,
+    );
+    for writer in partition {
+        tasks.spawn(writer.run());
     }
-    let router = Router::new(inboxes);
     for _ in 0..consumers {
         let channel = services.connection.create_channel().await?;
         tasks.spawn(
-            ConsumerTask {
+            ConsumerTask::new(
                 kind,
                 channel,
-                topology: services.topology.clone(),
-                router: router.clone(),
-                dead_letters: services.dead_letters.clone(),
-                counters: counters.clone(),
-                prefetch: tuning.prefetch,
-                prefetch_records: tuning.prefetch_records,
-                max_message_bytes: tuning.max_message_bytes,
-                stop: StopWhen::Drained { idle: tuning.idle() },
-            }
+                services.topology.clone(),
+                router.clone(),
+                services.dead_letters.clone(),
+                counters.clone(),
+                tuning,
+                StopWhen::Drained { idle: tuning.idle() },
+            )
             .run(),
         );
     }

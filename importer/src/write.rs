@@ -10,8 +10,10 @@
 //! before it is in MongoDB.
 
 use crate::ack::Ticket;
+use crate::config::Config;
 use crate::counters::Counters;
 use crate::dead_letter::DeadLetters;
+use crate::partition::Router;
 use hpn_common::store::{StockOutcome, StoreError};
 use hpn_common::{Record, RecordKind, Result, Store};
 use std::future::Future;
@@ -38,6 +40,15 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// For the long-running importer: never give up on a database that is
+    /// down; consuming pauses meanwhile (the writers stop taking records,
+    /// the consumers' prefetch fills, the broker stops delivering).
+    pub const FOREVER: RetryPolicy = RetryPolicy {
+        max_attempts: None,
+        first_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(2),
+    };
+
     /// For one-shot runs: a few attempts over about ten seconds, then fail
     /// the run (its messages stay in the queue).
     pub const ONE_SHOT: RetryPolicy = RetryPolicy {
@@ -76,6 +87,39 @@ pub struct Writer {
     pub retry: RetryPolicy,
     /// Rentals take stock from their product before they are stored.
     pub rentals_take_stock: bool,
+}
+
+/// The `writers` writers of one collection (at least one), not yet
+/// running, and the router that sends each record to the one owning its key.
+/// The writers stop once every clone of the router is dropped.
+pub fn partition(
+    kind: RecordKind,
+    writers: usize,
+    store: &Store,
+    config: &Config,
+    counters: &Arc<Counters>,
+    dead_letters: Option<&DeadLetters>,
+    retry: RetryPolicy,
+) -> (Router, Vec<Writer>) {
+    let batch_size = config.tuning.batch_size.max(1);
+    let (inboxes, writers) = (0..writers.max(1))
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(batch_size * 2);
+            let writer = Writer {
+                kind,
+                store: store.clone(),
+                rx,
+                batch_size,
+                flush_interval: config.tuning.flush_interval(),
+                counters: counters.clone(),
+                dead_letters: dead_letters.cloned(),
+                retry,
+                rentals_take_stock: config.rentals_take_stock,
+            };
+            (tx, writer)
+        })
+        .unzip();
+    (Router::new(inboxes), writers)
 }
 
 impl Writer {
@@ -118,10 +162,21 @@ impl Writer {
         if self.kind == RecordKind::Rental && self.rentals_take_stock {
             self.take_stock(records, tickets).await?;
         }
+        let started = std::time::Instant::now();
         let outcome = self
             .retrying(|| self.store.write(self.kind, records))
             .instrument(tracing::debug_span!(target: "stage", "write"))
             .await?;
+        self.counters.batch_written(started.elapsed().as_secs_f64());
+        if self.counters.has_metrics() {
+            for ticket in tickets.iter() {
+                if let Some(published) =
+                    hpn_common::message::header_i64(ticket.properties(), hpn_common::message::header::PUBLISHED_MS)
+                {
+                    self.counters.end_to_end(published);
+                }
+            }
+        }
         for failed in &outcome.failed {
             let reason = format!("MongoDB refused the record (code {}): {}", failed.code, failed.message);
             self.dead_letter(&records[failed.index], &tickets[failed.index], &reason)
@@ -195,10 +250,21 @@ impl Writer {
         let mut attempt = 0;
         loop {
             match operation().await {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    if attempt > 0 {
+                        tracing::info!(kind = %self.kind, attempts = attempt + 1, "MongoDB answers again");
+                    }
+                    return Ok(value);
+                }
                 Err(e) if e.is_transient() && self.retry.max_attempts.is_none_or(|max| attempt + 1 < max) => {
                     let wait = self.retry.backoff(attempt);
-                    warn!(kind = %self.kind, attempt = attempt + 1, "MongoDB failed, retrying in {wait:?}: {e}");
+                    self.counters.mongodb_retried();
+                    // Said once per outage, not once per attempt.
+                    if attempt == 0 {
+                        warn!(kind = %self.kind, "MongoDB failed, retrying with backoff until it answers: {e}");
+                    } else {
+                        tracing::debug!(kind = %self.kind, attempt = attempt + 1, "retrying in {wait:?}: {e}");
+                    }
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

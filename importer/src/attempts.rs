@@ -1,0 +1,107 @@
+//! Bounded delivery attempts: a message that keeps coming back goes to the
+//! dead-letter queue instead of being retried forever.
+//!
+//! Poison the importer can recognise (not JSON, wrong shape, invalid
+//! record, unknown kind, too large, wrong content type) is dead-lettered on
+//! its first delivery: trying again cannot help. What it cannot recognise
+//! is a message on which processing fails without saying why: the process
+//! crashes or is killed while holding it, or the connection drops. The broker
+//! then delivers it again with `redelivered` set, and on a classic queue it
+//! would do so forever, because a classic queue counts no deliveries
+//! (quorum queues have `x-delivery-limit`, but they cannot take the
+//! channel-wide prefetch the consumers adjust, see `consume`).
+//!
+//! So the importer keeps the count in the message itself. A delivery that
+//! arrives redelivered is not processed at once: a copy goes back to the
+//! same queue with `x-hpn-attempts` one higher, confirmed by the broker, and
+//! only then is the original acknowledged (a crash in between leaves both
+//! copies, which the keyed writes make harmless). The copy is processed when
+//! it comes round. Once `max_attempts` deliveries have ended without the
+//! message being written, it is dead-lettered with the count in the reason.
+//!
+//! The price: a redelivered message is published once more and waits behind
+//! the messages queued after it, so per-key order does not hold across a
+//! redelivery (with several consumers on a queue RabbitMQ does not keep it
+//! across a requeue either). A broker restart or an importer crash costs one
+//! republish per message that was in hand, a few hundred at most.
+
+use hpn_common::message::{self, header};
+use lapin::BasicProperties;
+
+/// The default for `--max-attempts`: a message may fail five deliveries.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// What to do with a delivery, given the deliveries of it that failed before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A first delivery, or a copy put back earlier: process it.
+    Process,
+    /// Redelivered: put a copy back, counting `failed` failed deliveries.
+    Retry { failed: u32 },
+    /// Redelivered for the last time allowed: dead-letter it.
+    GiveUp { failed: u32 },
+}
+
+/// Decide for a delivery with these properties and `redelivered` flag, when
+/// at most `max_attempts` deliveries of one message may fail.
+pub fn verdict(properties: &BasicProperties, redelivered: bool, max_attempts: u32) -> Verdict {
+    if !redelivered {
+        return Verdict::Process;
+    }
+    let earlier = message::header_i64(properties, header::ATTEMPTS).unwrap_or(0);
+    let failed = u32::try_from(earlier.max(0)).unwrap_or(u32::MAX).saturating_add(1);
+    if failed >= max_attempts.max(1) {
+        Verdict::GiveUp { failed }
+    } else {
+        Verdict::Retry { failed }
+    }
+}
+
+/// The reason written on a message that ran out of attempts.
+pub fn give_up_reason(failed: u32) -> String {
+    let times = if failed == 1 { "once" } else { "times" };
+    let count = if failed == 1 {
+        String::new()
+    } else {
+        format!("{failed} ")
+    };
+    format!(
+        "delivered {count}{times} without being written: the importer stopped or lost its \
+         connection while holding it each time (see its log), so it is set aside"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hpn_common::RecordKind;
+
+    #[test]
+    fn first_deliveries_are_processed_whatever_the_header_says() {
+        let props = message::retry_properties(&message::properties(RecordKind::Customer, None), 9);
+        assert_eq!(verdict(&props, false, 3), Verdict::Process);
+    }
+
+    #[test]
+    fn redeliveries_are_counted_until_the_limit() {
+        let fresh = message::properties(RecordKind::Customer, None);
+        assert_eq!(verdict(&fresh, true, 3), Verdict::Retry { failed: 1 });
+        let once = message::retry_properties(&fresh, 1);
+        assert_eq!(verdict(&once, true, 3), Verdict::Retry { failed: 2 });
+        let twice = message::retry_properties(&fresh, 2);
+        assert_eq!(verdict(&twice, true, 3), Verdict::GiveUp { failed: 3 });
+    }
+
+    #[test]
+    fn one_attempt_means_no_retry_and_zero_is_taken_as_one() {
+        let fresh = message::properties(RecordKind::Product, None);
+        assert_eq!(verdict(&fresh, true, 1), Verdict::GiveUp { failed: 1 });
+        assert_eq!(verdict(&fresh, true, 0), Verdict::GiveUp { failed: 1 });
+    }
+
+    #[test]
+    fn the_reason_says_how_often() {
+        assert!(give_up_reason(4).starts_with("delivered 4 times without"));
+        assert!(give_up_reason(1).starts_with("delivered once without"));
+    }
+}

@@ -1,0 +1,276 @@
+//! The `hpn-importer` command line: drain the queues into MongoDB (linear
+//! or parallel), serve continuously, run the business queries, demonstrate
+//! contention, or reset a database and its queues. It lives in the library
+//! so that the integration tests can run exactly this program as a child
+//! process (see `tests/src/bin`).
+
+use crate::{import, query, Config, Mode, Tuning};
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use hpn_common::{broker, ConnectionSettings, Store};
+
+/// Import HP Norton records from RabbitMQ into MongoDB.
+#[derive(Parser)]
+#[command(name = "hpn-importer", version)]
+struct Cli {
+    #[command(flatten)]
+    connection: ConnectionSettings,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Drain the queues into MongoDB, print the report and exit.
+    Run {
+        /// linear: one queue at a time, one consumer; parallel: all queues at once.
+        #[arg(long, value_enum, default_value_t = Mode::Parallel)]
+        mode: Mode,
+        #[command(flatten)]
+        tuning: Tuning,
+        /// Each rental takes one unit of its product's stock (once, however
+        /// often it is delivered); rentals with no stock are dead-lettered.
+        #[arg(long, env = "HPN_RENTALS_TAKE_STOCK")]
+        rentals_take_stock: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Sample the CPU during the run and write a flamegraph SVG here
+        /// (needs a build with `--features profiling`).
+        #[arg(long)]
+        profile_cpu: Option<std::path::PathBuf>,
+    },
+    /// Consume every queue until SIGINT/SIGTERM, through broker restarts and
+    /// database outages, with /healthz and /metrics.
+    Serve {
+        #[command(flatten)]
+        tuning: Tuning,
+        /// Each rental takes one unit of its product's stock (see `run`).
+        #[arg(long, env = "HPN_RENTALS_TAKE_STOCK")]
+        rentals_take_stock: bool,
+        /// Address of the /healthz and /metrics listener ("off" for none).
+        #[arg(long, env = "HPN_LISTEN", default_value = "127.0.0.1:9464")]
+        listen: String,
+    },
+    /// Run one of the brief's business queries.
+    Query {
+        #[command(subcommand)]
+        query: Query,
+        /// Print JSON keyed by product_id / user_id.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Show racing consumers breaking naive writes, and the safe strategies
+    /// (on a scratch database and scratch queues).
+    Contention {
+        #[command(flatten)]
+        options: crate::contention::ContentionOptions,
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop the three collections and empty the queues (asks for --yes).
+    Reset {
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Query {
+    /// Every product with quantity_available > 0.
+    AvailableProducts,
+    /// Every customer who rented a product.
+    Rentals { product_id: String },
+}
+
+/// Parse the command line and run it.
+pub async fn main() -> Result<()> {
+    hpn_common::telemetry::init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            mode,
+            tuning,
+            rentals_take_stock,
+            json,
+            profile_cpu,
+        } => {
+            let profiler = cpu_profile::start(profile_cpu.as_deref())?;
+            let config = Config {
+                connection: cli.connection,
+                tuning,
+                rentals_take_stock,
+            };
+            let mut report = import(&config, mode).await?;
+            report.peak_rss_bytes = hpn_common::profile::peak_rss_bytes();
+            report.stages = hpn_common::profile::stage_times();
+            cpu_profile::finish(profiler, profile_cpu.as_deref())?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                println!("{}", report.to_table());
+            }
+        }
+        Command::Serve {
+            tuning,
+            rentals_take_stock,
+            listen,
+        } => {
+            let config = Config {
+                connection: cli.connection,
+                tuning,
+                rentals_take_stock,
+            };
+            serve(config, &listen).await?;
+        }
+        Command::Query { query, json } => {
+            let store = Store::connect(&cli.connection.mongodb_uri, &cli.connection.database).await?;
+            match query {
+                Query::AvailableProducts => {
+                    let products = store.available_products().await?;
+                    if json {
+                        println!("{:#}", query::products_json(&products));
+                    } else {
+                        println!(
+                            "{}\n{} products available",
+                            query::products_table(&products),
+                            products.len()
+                        );
+                    }
+                }
+                Query::Rentals { product_id } => {
+                    let customers = store.customers_renting(&product_id).await?;
+                    if json {
+                        println!("{:#}", query::customers_json(&customers));
+                    } else {
+                        println!(
+                            "{}\n{} customers rented {product_id}",
+                            query::customers_table(&customers),
+                            customers.len()
+                        );
+                    }
+                }
+            }
+        }
+        Command::Contention { options, json } => {
+            let rows = crate::contention::run(&cli.connection, &options).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{}", crate::contention::table(&rows));
+            }
+        }
+        Command::Reset { yes } => {
+            anyhow::ensure!(
+                yes,
+                "reset drops the {} collections and empties the {} queues: add --yes",
+                cli.connection.database,
+                cli.connection.queue_prefix
+            );
+            let store = Store::connect(&cli.connection.mongodb_uri, &cli.connection.database).await?;
+            store.drop_collections().await?;
+            let connection = broker::connect(&cli.connection.amqp_url, "hpn-importer (reset)").await?;
+            let channel = connection.create_channel().await?;
+            let topology = cli.connection.topology();
+            topology.declare(&channel).await?;
+            let purged = topology.purge(&channel).await?;
+            println!(
+                "dropped the collections of {}; purged {purged} messages",
+                cli.connection.database
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How long shutdown may take before the process leaves anyway (what it
+/// still holds is unacknowledged and returns to the queues).
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(9);
+
+async fn serve(config: Config, listen: &str) -> Result<()> {
+    use crate::{http, metrics::Metrics};
+    use std::sync::Arc;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let health = Arc::new(http::Health::default());
+    let metrics = Arc::new(Metrics::default());
+    if listen != "off" {
+        let addr: std::net::SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
+        let listener = http::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
+        tracing::info!("health and metrics on http://{addr}/healthz and /metrics");
+        tokio::spawn(http::serve(listener, health.clone(), metrics.clone(), shutdown.clone()));
+    }
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing what is in hand"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: finishing what is in hand"),
+        }
+        signals.cancel();
+    });
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+    };
+    tokio::select! {
+        result = crate::serve::serve(&config, health, metrics, shutdown.clone()) => Ok(result?),
+        _ = deadline => {
+            tracing::warn!("shutdown did not finish in {SHUTDOWN_DEADLINE:?}; what is unacknowledged returns to the queues");
+            Ok(())
+        }
+    }
+}
+
+/// Sampling CPU profiles, when the binary is built with `profiling`.
+#[cfg(feature = "profiling")]
+mod cpu_profile {
+    use anyhow::{Context, Result};
+    use std::path::Path;
+
+    pub type Profiler = Option<pprof::ProfilerGuard<'static>>;
+
+    pub fn start(path: Option<&Path>) -> Result<Profiler> {
+        path.map(|_| {
+            pprof::ProfilerGuardBuilder::default()
+                .frequency(499)
+                .build()
+                .context("starting the CPU profiler")
+        })
+        .transpose()
+    }
+
+    pub fn finish(profiler: Profiler, path: Option<&Path>) -> Result<()> {
+        let (Some(guard), Some(path)) = (profiler, path) else {
+            return Ok(());
+        };
+        let report = guard.report().build().context("building the CPU profile")?;
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        report.flamegraph(file).context("writing the flamegraph")?;
+        Ok(())
+    }
+}
+
+#[cfg(not(feature = "profiling"))]
+mod cpu_profile {
+    use anyhow::Result;
+    use std::path::Path;
+
+    /// Nothing to hold: this build has no profiler.
+    pub struct Profiler;
+
+    pub fn start(path: Option<&Path>) -> Result<Profiler> {
+        anyhow::ensure!(
+            path.is_none(),
+            "this hpn-importer was built without CPU profiling: build with --features profiling"
+        );
+        Ok(Profiler)
+    }
+
+    pub fn finish(_: Profiler, _: Option<&Path>) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! The importer's HTTP listener: `/healthz` for orchestrators, `/metrics`
+//! for Prometheus. Off in `run` unless asked for; on by default in `serve`.
+
+use crate::metrics::Metrics;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Whether the importer is connected to each server right now.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub broker: AtomicBool,
+    pub store: AtomicBool,
+}
+
+impl Health {
+    pub fn healthy(&self) -> bool {
+        self.broker.load(Ordering::Relaxed) && self.store.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    let broker = state.health.broker.load(Ordering::Relaxed);
+    let store = state.health.store.load(Ordering::Relaxed);
+    let body = format!("rabbitmq: {}\nmongodb: {}\n", up(broker), up(store));
+    let status = if broker && store {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body)
+}
+
+fn up(connected: bool) -> &'static str {
+    if connected {
+        "connected"
+    } else {
+        "not connected"
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// Serve `/healthz` and `/metrics` on an already bound listener until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(self::metrics))
+        .with_state(AppState { health, metrics });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Bind the listener (so a bad address fails at start, not later).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,272 @@
+//! The long-running importer, `hpn-importer serve`: consumes every queue
+//! continuously and keeps going through broker restarts, database outages
+//! and poison messages, until SIGINT or SIGTERM.
+//!
+//! How it keeps going, and why nothing is lost or doubled:
+//! - **The database goes away.** Writers retry with capped exponential
+//!   backoff and jitter for as long as it takes ([`RetryPolicy::FOREVER`]).
+//!   Meanwhile nothing is acknowledged; the writers' inboxes fill, the
+//!   consumers stop taking deliveries, and each consumer's prefetch caps what
+//!   the broker sends: consuming pauses instead of churning redeliveries.
+//! - **The broker goes away.** The session ends with the connection; its
+//!   consumers and writers are dropped. Everything they held was
+//!   unacknowledged, so the broker requeues it. A new session reconnects
+//!   (capped backoff with jitter), declares the topology again and carries on.
+//!   A record that was written but not yet acknowledged when the connection
+//!   dropped is delivered again and written again: harmless, as every write
+//!   is keyed.
+//! - **A poison message** goes to its dead-letter queue with the reason and
+//!   is acknowledged; it never blocks the queue.
+//! - **Shutdown.** Consumers cancel their subscriptions, finish what they
+//!   hold (written, then acknowledged), and the writers flush and stop. If
+//!   that cannot finish in time (the database is down), the process leaves
+//!   anyway: what it held is unacknowledged and returns to the queues.
+//!
+//! Every reconnect and every outage is logged once with its cause.
+
+use crate::config::Config;
+use crate::consume::{ConsumerTask, StopWhen};
+use crate::counters::Counters;
+use crate::dead_letter::DeadLetters;
+use crate::http::Health;
+use crate::metrics::{Metrics, QueueLabels};
+use crate::write::{self, RetryPolicy};
+use hpn_common::{broker, Error, RecordKind, Result, Store};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Backoff between broker reconnects.
+const RECONNECT: RetryPolicy = RetryPolicy {
+    max_attempts: None,
+    first_backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_secs(5),
+};
+
+/// How often the health of both servers and the queue depths are checked.
+const MONITOR_EVERY: Duration = Duration::from_secs(2);
+
+/// Run until `shutdown` is cancelled. Health and metrics are updated in
+/// `health` and `metrics` for the HTTP listener.
+pub async fn serve(
+    config: &Config,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let Some(store) = connect_store(config, &health, &shutdown).await else {
+        return Ok(());
+    };
+    let monitor = tokio::spawn(monitor_store(store.clone(), health.clone(), shutdown.clone()));
+    let counters: Vec<Arc<Counters>> = RecordKind::ALL
+        .iter()
+        .map(|&k| Arc::new(Counters::with_metrics(k, metrics.clone())))
+        .collect();
+    let (mut attempt, mut reconnecting) = (0, false);
+    while !shutdown.is_cancelled() {
+        match session(config, &store, &counters, &health, &metrics, &shutdown, reconnecting).await {
+            Ok(()) => break,
+            Err(e) => {
+                // A session that had connected ends here: a new outage, so
+                // the backoff starts afresh and the cause is logged once;
+                // the attempts that follow are debug.
+                if health.broker.swap(false, Ordering::Relaxed) {
+                    (attempt, reconnecting) = (0, true);
+                }
+                let wait = RECONNECT.backoff(attempt);
+                if attempt == 0 {
+                    warn!("{e}; reconnecting with backoff until it answers");
+                } else {
+                    tracing::debug!(attempt, "still unreachable ({e}); next try in {wait:?}");
+                }
+                attempt += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    monitor.abort();
+    store.shutdown().await;
+    info!("importer stopped");
+    Ok(())
+}
+
+/// Connect to MongoDB, retrying until it answers or shutdown is asked for.
+async fn connect_store(config: &Config, health: &Health, shutdown: &CancellationToken) -> Option<Store> {
+    let settings = &config.connection;
+    let mut attempt = 0;
+    loop {
+        let connected = async {
+            let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
+            store.ensure_indexes().await?;
+            Ok::<_, hpn_common::store::StoreError>(store)
+        };
+        match connected.await {
+            Ok(store) => {
+                health.store.store(true, Ordering::Relaxed);
+                return Some(store);
+            }
+            Err(e) => {
+                let wait = RECONNECT.backoff(attempt);
+                if attempt == 0 {
+                    warn!("MongoDB does not answer ({e}); retrying until it does");
+                }
+                attempt += 1;
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        }
+    }
+}
+
+/// Keep `health.store` current.
+async fn monitor_store(store: Store, health: Arc<Health>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let up = tokio::time::timeout(MONITOR_EVERY, store.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if health.store.swap(up, Ordering::Relaxed) != up {
+            if up {
+                info!("MongoDB answers again");
+            } else {
+                warn!("MongoDB does not answer");
+            }
+        }
+        tokio::time::sleep(MONITOR_EVERY).await;
+    }
+}
+
+/// One broker connection's worth of consumers and writers. Returns `Ok`
+/// after a clean shutdown and `Err` when the connection is lost (or could
+/// not be made). `reconnecting`: an earlier session had connected.
+async fn session(
+    config: &Config,
+    store: &Store,
+    counters: &[Arc<Counters>],
+    health: &Health,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    reconnecting: bool,
+) -> Result<()> {
+    let settings = &config.connection;
+    let tuning = &config.tuning;
+    let connection = broker::connect(&settings.amqp_url, "hpn-importer (serve)").await?;
+    let topology = settings.topology();
+    topology.declare(&connection.create_channel().await?).await?;
+    let dead_letters = DeadLetters::open(&connection, topology.clone()).await?;
+    health.broker.store(true, Ordering::Relaxed);
+    if reconnecting {
+        metrics.reconnects.get_or_create(&Metrics::server("rabbitmq")).inc();
+    }
+    info!(amqp = %redact(&settings.amqp_url), "connected to RabbitMQ; consuming");
+
+    let mut writers = JoinSet::new();
+    let mut consumers = JoinSet::new();
+    for (kind, counters) in RecordKind::ALL.into_iter().zip(counters) {
+        let (router, partition) = write::partition(
+            kind,
+            tuning.writers,
+            store,
+            config,
+            counters,
+            Some(&dead_letters),
+            RetryPolicy::FOREVER,
+        );
+        for writer in partition {
+            writers.spawn(writer.run());
+        }
+        for _ in 0..tuning.consumers.max(1) {
+            consumers.spawn(
+                ConsumerTask::new(
+                    kind,
+                    connection.create_channel().await?,
+                    topology.clone(),
+                    router.clone(),
+                    dead_letters.clone(),
+                    counters.clone(),
+                    tuning,
+                    StopWhen::Shutdown(shutdown.clone()),
+                )
+                .run(),
+            );
+        }
+    }
+    let depth = tokio::spawn(watch_depth(
+        connection.create_channel().await?,
+        topology.clone(),
+        metrics.clone(),
+    ));
+
+    // Consumers end only on shutdown (Ok) or a lost connection (Err).
+    let mut outcome = Ok(());
+    while let Some(joined) = consumers.join_next().await {
+        if let Err(e) = joined.map_err(|e| Error::Task(e.to_string())).and_then(|r| r) {
+            outcome = Err(e);
+            consumers.abort_all();
+            break;
+        }
+    }
+    depth.abort();
+    if outcome.is_err() {
+        // Whatever the writers hold is unacknowledged: the broker requeues it.
+        writers.abort_all();
+    } else {
+        // Clean shutdown: the consumers have dropped their routers; writers
+        // flush what they hold and stop.
+        while let Some(joined) = writers.join_next().await {
+            joined.map_err(|e| Error::Task(e.to_string()))??;
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
+    outcome
+}
+
+/// Keep the queue-depth gauges current.
+async fn watch_depth(channel: lapin::Channel, topology: hpn_common::Topology, metrics: Arc<Metrics>) {
+    loop {
+        for kind in RecordKind::ALL {
+            for queue in [topology.queue(kind), topology.dead_letter_queue(kind)] {
+                if let Ok(ready) = topology.ready_count(&channel, &queue).await {
+                    metrics
+                        .queue_depth
+                        .get_or_create(&QueueLabels { queue })
+                        .set(i64::from(ready));
+                }
+            }
+        }
+        tokio::time::sleep(MONITOR_EVERY).await;
+    }
+}
+
+/// An AMQP URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(redact("amqp://host"), "amqp://host");
+    }
+}

@@ -1,0 +1,504 @@
+//! The long-running importer under faults, on real servers: SIGKILL and
+//! restart, a broker restart, a database outage, poison messages, SIGTERM
+//! under load. Each ends by checking the store against the source: every
+//! record, none missing, none doubled.
+//!
+//! The importer runs as a child process (the same program as
+//! `hpn-importer`, built here as `hpn-tests-importer`). The tests that stop
+//! a server use `scripts/services`; all tests in this file take one lock,
+//! because stopping a server would break a test running beside it.
+
+use hpn_common::message::{self, header};
+use hpn_common::{Customer, Record, RecordKind};
+use hpn_producer::{publish_files, PublishOptions};
+use hpn_tests::{documents, expected_documents, read_csv, TestEnv};
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::BasicProperties;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// A running `hpn-importer serve`.
+struct Importer(Child);
+
+impl Importer {
+    fn start(env: &TestEnv) -> Importer {
+        Importer::start_with(env, &["--listen", "off"])
+    }
+
+    /// Started with more flags (`--listen` among them: "off" when not wanted).
+    fn start_with(env: &TestEnv, flags: &[&str]) -> Importer {
+        let child = Command::new(env!("CARGO_BIN_EXE_hpn-tests-importer"))
+            .args(["serve", "--flush-ms", "10"])
+            .args(flags)
+            .env("HPN_AMQP_URL", &env.settings.amqp_url)
+            .env("HPN_MONGODB_URI", &env.settings.mongodb_uri)
+            .env("HPN_DATABASE", &env.settings.database)
+            .env("HPN_QUEUE_PREFIX", &env.settings.queue_prefix)
+            .env("RUST_LOG", "warn,hpn_importer=info")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the importer");
+        Importer(child)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s {signal}");
+    }
+
+    /// Wait for the process to exit, at most `limit`.
+    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < limit, "importer still running after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Importer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback address nothing listens on right now, for `--listen`.
+fn free_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// GET `http://{address}{path}`: the status and the body (none while nothing answers).
+async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    let url = format!("http://{address}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().ok()?;
+        let body = response.body_mut().read_to_string().ok()?;
+        Some((response.status().as_u16(), body))
+    })
+    .await
+    .unwrap()
+}
+
+async fn healthz(address: &str) -> Option<u16> {
+    http_get(address, "/healthz").await.map(|(status, _)| status)
+}
+
+fn services(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
+    let status = Command::new(script).args(args).status().expect("run scripts/services");
+    assert!(status.success(), "scripts/services {args:?}");
+}
+
+/// Poll `check` every 100 ms until it holds, at most `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn customers_file(env: &TestEnv, records: usize) -> PathBuf {
+    let files = hpn_producer::generate::generate(&env.path("data"), records, 11).unwrap();
+    files.customers
+}
+
+async fn publish(env: &TestEnv, file: &Path, rows_per_message: usize) {
+    let options = PublishOptions {
+        rows_per_message,
+        ..PublishOptions::default()
+    };
+    publish_files(&env.settings, &[file.to_path_buf()], &options)
+        .await
+        .unwrap();
+}
+
+async fn count(env: &TestEnv) -> u64 {
+    env.store().await.count(RecordKind::Customer).await.unwrap()
+}
+
+/// The store holds exactly the file's customers.
+async fn assert_exact(env: &TestEnv, file: &Path) {
+    let expected = expected_documents(RecordKind::Customer, &read_csv(file));
+    let found = documents(&env.store().await, RecordKind::Customer).await;
+    assert_eq!(found.len(), expected.len(), "document count");
+    assert!(found == expected, "documents differ from the source");
+}
+
+#[tokio::test]
+async fn sigkill_three_times_during_a_200k_import_loses_and_doubles_nothing() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_sigkill");
+    let file = customers_file(&env, 200_000);
+    publish(&env, &file, 100).await;
+    for kill in 0..3 {
+        let mut importer = Importer::start(&env);
+        // A different point each time: after some records are in, before all are.
+        let target = 30_000 * (kill + 1);
+        eventually(Duration::from_secs(60), "import progresses", || async {
+            count(&env).await >= target
+        })
+        .await;
+        importer.signal("KILL");
+        importer.wait(Duration::from_secs(5)).await;
+    }
+    assert!(count(&env).await < 200_000, "the kills came before the end");
+    let mut importer = Importer::start(&env);
+    eventually(Duration::from_secs(90), "import finishes", || async {
+        count(&env).await == 200_000
+    })
+    .await;
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    eventually(Duration::from_secs(10), "queue empties", || async {
+        env.ready(&queue).await == 0
+    })
+    .await;
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+    assert_exact(&env, &file).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_under_load_exits_zero_within_ten_seconds_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_sigterm");
+    let file = customers_file(&env, 50_000);
+    let mut importer = Importer::start(&env);
+    publish(&env, &file, 10).await;
+    eventually(Duration::from_secs(30), "import under way", || async {
+        count(&env).await > 0
+    })
+    .await;
+    importer.signal("TERM");
+    let started = Instant::now();
+    let status = importer.wait(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // What it did not take stays queued; a second importer finishes it.
+    let mut importer = Importer::start(&env);
+    eventually(Duration::from_secs(60), "import finishes", || async {
+        count(&env).await == 50_000
+    })
+    .await;
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+    assert_exact(&env, &file).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rabbitmq_restart_mid_import_is_survived() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_rabbitmq");
+    let file = customers_file(&env, 200_000);
+    publish(&env, &file, 100).await;
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    let listen = free_address();
+    let mut importer = Importer::start_with(&env, &["--listen", &listen]);
+    eventually(Duration::from_secs(60), "import under way", || async {
+        count(&env).await > 0
+    })
+    .await;
+    assert!(env.ready(&queue).await > 0, "the import was done before the restart");
+    services(&["restart", "rabbitmq"]);
+    eventually(Duration::from_secs(90), "import finishes after the restart", || async {
+        count(&env).await == 200_000
+    })
+    .await;
+    eventually(Duration::from_secs(20), "queue empties", || async {
+        env.ready(&queue).await == 0
+    })
+    .await;
+    let (_, metrics) = http_get(&listen, "/metrics").await.expect("metrics answer");
+    assert!(
+        metrics.contains(r#"hpn_importer_reconnects_total{server="rabbitmq"}"#),
+        "the importer reconnected by itself: {metrics}"
+    );
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+    assert_exact(&env, &file).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_database_outage_pauses_consuming_and_acknowledges_nothing_meanwhile() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_mongodb");
+    let file = customers_file(&env, 200_000);
+    publish(&env, &file, 100).await;
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    let listen = free_address();
+    let mut importer = Importer::start_with(&env, &["--listen", &listen]);
+    eventually(Duration::from_secs(60), "import under way", || async {
+        count(&env).await > 0
+    })
+    .await;
+    eventually(Duration::from_secs(10), "healthy while both servers answer", || async {
+        healthz(&listen).await == Some(200)
+    })
+    .await;
+    services(&["stop", "mongodb"]);
+    // While the database is down nothing can be written, so nothing may be
+    // acknowledged: the queue's ready messages plus what the importer holds
+    // unacknowledged must not shrink. Ready messages alone may drop by at
+    // most what the prefetch lets the consumers hold.
+    let ready_at_stop = env.ready(&queue).await;
+    assert!(ready_at_stop > 0, "the database went down before the import was done");
+    eventually(
+        Duration::from_secs(10),
+        "unhealthy while the database is down",
+        || async { healthz(&listen).await == Some(503) },
+    )
+    .await;
+    // Down for longer than a write waits for a server, so the writers'
+    // own retries (logged, counted, backed off) must take over.
+    tokio::time::sleep(hpn_common::store::SERVER_SELECTION_TIMEOUT + Duration::from_secs(2)).await;
+    let ready_after = env.ready(&queue).await;
+    assert!(
+        ready_after + 200 >= ready_at_stop,
+        "consumed {} messages with the database down",
+        ready_at_stop - ready_after
+    );
+    services(&["start", "mongodb"]);
+    eventually(Duration::from_secs(90), "import finishes after the outage", || async {
+        count(&env).await == 200_000
+    })
+    .await;
+    eventually(Duration::from_secs(10), "healthy again", || async {
+        healthz(&listen).await == Some(200)
+    })
+    .await;
+    let (status, metrics) = http_get(&listen, "/metrics").await.expect("metrics answer");
+    assert_eq!(status, 200);
+    let written: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with(r#"hpn_importer_records_total{collection="customers",outcome="written"}"#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(written >= 200_000, "metrics count every write: {written}");
+    assert!(
+        metrics.contains(r#"hpn_importer_retries_total{server="mongodb"}"#),
+        "the outage shows as retries"
+    );
+    assert!(
+        metrics.contains("hpn_importer_end_to_end_seconds_bucket"),
+        "latency histogram"
+    );
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+    assert_exact(&env, &file).await;
+    env.cleanup().await;
+}
+
+/// A message that keeps coming back (its consumer died holding it) is
+/// retried a bounded number of times, then dead-lettered with the count.
+#[tokio::test]
+async fn a_message_redelivered_too_often_is_dead_lettered_and_one_redelivery_is_retried() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_attempts");
+    let (_connection, channel) = env.channel().await;
+    let topology = env.settings.topology();
+    let queue = topology.queue(RecordKind::Customer);
+    let customer = |id: &str| {
+        message::encode(&[Record::Customer(Customer {
+            user_id: id.into(),
+            name: format!("Customer {id}"),
+            address: "1 Main St".into(),
+            zip_code: "98101".into(),
+            phone_number: "555".into(),
+            email: format!("{id}@example.com"),
+        })])
+    };
+    let fresh = message::properties(RecordKind::Customer, None);
+    // As if an importer had already put it back once after a failed delivery.
+    let failed_once = message::retry_properties(&fresh, 1);
+    for (body, properties) in [(customer("A1"), fresh), (customer("B1"), failed_once)] {
+        channel
+            .basic_publish(
+                topology.exchange().as_str().into(),
+                "customer".into(),
+                BasicPublishOptions::default(),
+                &body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    // A consumer takes both and dies without acknowledging: RabbitMQ
+    // delivers them again, marked redelivered.
+    let holder = env.channel().await;
+    for _ in 0..2 {
+        let taken = holder
+            .1
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await;
+        assert!(taken.unwrap().is_some(), "a message to hold");
+    }
+    holder.0.close(200, "gone".into()).await.unwrap();
+
+    let mut importer = Importer::start_with(&env, &["--listen", "off", "--max-attempts", "2"]);
+    let dead = topology.dead_letter_queue(RecordKind::Customer);
+    eventually(Duration::from_secs(30), "B1 dead-lettered", || async {
+        env.ready(&dead).await == 1
+    })
+    .await;
+    eventually(Duration::from_secs(30), "A1 stored", || async {
+        count(&env).await == 1
+    })
+    .await;
+    eventually(Duration::from_secs(10), "queue empties", || async {
+        env.ready(&queue).await == 0
+    })
+    .await;
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+
+    let dead_letter = channel
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the dead letter");
+    let reason = message::header_str(&dead_letter.delivery.properties, header::ERROR).unwrap();
+    assert!(reason.starts_with("delivered 2 times"), "{reason}");
+    assert!(
+        dead_letter.delivery.data == customer("B1"),
+        "the body is kept as published"
+    );
+    let ids: Vec<String> = documents(&env.store().await, RecordKind::Customer)
+        .await
+        .iter()
+        .map(|d| d.get_str("user_id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec!["A1"]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_go_in() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_poison");
+    let (_connection, channel) = env.channel().await;
+    let topology = env.settings.topology();
+    let good = |i: usize| {
+        Record::Customer(Customer {
+            user_id: format!("G{i}"),
+            name: format!("Good {i}"),
+            address: "1 Main St".into(),
+            zip_code: "98101".into(),
+            phone_number: "555".into(),
+            email: format!("g{i}@example.com"),
+        })
+    };
+    let json = message::properties(RecordKind::Customer, None);
+    let big = vec![b' '; hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES + 1];
+    let batch_with_bad = format!(
+        "[{},{{\"user_id\":\"B1\"}},{}]",
+        String::from_utf8(message::encode(&[good(2)])).unwrap(),
+        String::from_utf8(message::encode(&[good(3)])).unwrap()
+    );
+    let messages: Vec<(Vec<u8>, BasicProperties, &str)> = vec![
+        (message::encode(&[good(1)]), json.clone(), ""),
+        (b"not json at all".to_vec(), json.clone(), "body is not JSON"),
+        (b"[1,2".to_vec(), json.clone(), "body is not JSON"),
+        (
+            b"\"a string\"".to_vec(),
+            json.clone(),
+            "neither a record object nor an array",
+        ),
+        (
+            br#"{"user_id":"X1","name":"","address":"","zip_code":"","phone_number":"","email":"x@example.com"}"#
+                .to_vec(),
+            json.clone(),
+            "invalid record: name",
+        ),
+        (
+            message::encode(&[good(9)]),
+            json.clone().with_type("invoice".into()),
+            "not a record kind",
+        ),
+        (
+            message::encode(&[good(9)]),
+            json.clone().with_type("product".into()),
+            "type property says product",
+        ),
+        (big, json.clone(), "over the limit"),
+        (
+            message::encode(&[good(9)]),
+            json.clone().with_content_type("text/csv".into()),
+            "content type",
+        ),
+        (batch_with_bad.into_bytes(), json.clone(), "name"),
+    ];
+    for (body, properties, _) in &messages {
+        channel
+            .basic_publish(
+                topology.exchange().as_str().into(),
+                "customer".into(),
+                BasicPublishOptions::default(),
+                body,
+                properties.clone(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut importer = Importer::start(&env);
+    let dead = topology.dead_letter_queue(RecordKind::Customer);
+    eventually(Duration::from_secs(30), "poison dead-lettered", || async {
+        env.ready(&dead).await == 9
+    })
+    .await;
+    eventually(Duration::from_secs(30), "good records stored", || async {
+        count(&env).await == 3
+    })
+    .await;
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+
+    let mut reasons = Vec::new();
+    while let Some(m) = channel
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        reasons.push(message::header_str(&m.delivery.properties, header::ERROR).expect("a reason header"));
+    }
+    for (_, _, reason) in messages.iter().filter(|m| !m.2.is_empty()) {
+        assert!(
+            reasons.iter().any(|r| r.contains(reason)),
+            "no dead letter says {reason:?}: {reasons:?}"
+        );
+    }
+    let ids: Vec<String> = documents(&env.store().await, RecordKind::Customer)
+        .await
+        .iter()
+        .map(|d| d.get_str("user_id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec!["G1", "G2", "G3"]);
+    env.cleanup().await;
+}
