@@ -275,6 +275,45 @@ pub fn render(results: &Results, results_file: &str) -> String {
         "\n- Check-then-insert lets every racing consumer insert: duplicates without a unique index, E11000 errors with one. Read-modify-write of stock loses updates silently.\n- The importer writes with keyed inserts and upserts behind unique indexes, takes stock with one atomic guarded `$inc` that records the rental (so a redelivery takes nothing twice), and routes records by key so two of its writers never touch one document at once. Those rows end clean.\n"
     );
 
+    if let Some(latency) = &results.latency {
+        let _ = writeln!(md, "## Latency of the long-running importer\n");
+        let _ = writeln!(
+            md,
+            "`hpn-importer serve` with a publisher sending one record per message at a steady rate for a few seconds per step; p50 and p99 from the importer's own `end_to_end_seconds` histogram on `/metrics` (publish to written).\n"
+        );
+        let _ = writeln!(
+            md,
+            "| messages/s asked | reached | p50 | p99 | written after the last publish | sustained |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---|");
+        for step in &latency.steps {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.1} ms | {:.1} ms | {:.2} s | {} |",
+                thousands(f64::from(step.target_rate)),
+                thousands(step.achieved_rate),
+                step.p50_ms,
+                step.p99_ms,
+                step.drain_seconds,
+                if step.sustained { "yes" } else { "no" }
+            );
+        }
+        match latency.max_sustained() {
+            Some(max) => {
+                let _ = writeln!(
+                    md,
+                    "\n- Highest rate sustained: {} messages/s, p50 {:.1} ms, p99 {:.1} ms. Records wait at most the batch window (`--flush-ms`) plus one write under light load; under heavy load batches fill sooner.\n",
+                    thousands(f64::from(max.target_rate)),
+                    max.p50_ms,
+                    max.p99_ms
+                );
+            }
+            None => {
+                let _ = writeln!(md, "\n- No rate was sustained in this run.\n");
+            }
+        }
+    }
+
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(md, "| target | measured | bar | met |");
     let _ = writeln!(md, "|---|---:|---|---|");

@@ -4,13 +4,15 @@
 //!
 //! - `hpn-bench run`: generate data sets, measure every mode at every size
 //!   (repeated; medians and spread), the raw limits, per-stage profiles,
-//!   peak memory and the contention demonstration; write
+//!   peak memory, the contention demonstration and the long-running
+//!   importer's end-to-end latency at steady publish rates; write
 //!   `bench/results/<date>-<host>.json` and a chart; print HP Norton's tuples
 //!   and the ratio table.
 //! - `hpn-bench findings`: regenerate `findings.md` from the newest results file.
 
 mod chart;
 mod findings;
+mod latency;
 mod limits;
 mod measure;
 mod results;
@@ -237,6 +239,9 @@ async fn run(
         profiles.push(measure::stage_profile(mode, profile_size, &run));
     }
 
+    say("end-to-end latency of hpn-importer serve at steady publish rates");
+    let latency = latency::measure(&mut bench).await?;
+
     say("contention demonstration");
     let mut scratch = connection.clone();
     scratch.database = format!("hpn_bench_{}", std::process::id());
@@ -274,6 +279,7 @@ async fn run(
         memory,
         targets: Vec::new(),
         contention,
+        latency: Some(latency),
         chart: chart.clone(),
         flamegraph,
     };
@@ -425,6 +431,25 @@ fn targets(results: &Results) -> Vec<Target> {
             met: measured.map(|m| m <= bar),
         });
     }
+    let p99 = results
+        .latency
+        .as_ref()
+        .and_then(|l| l.at_target_rate())
+        .map(|s| s.p99_ms);
+    targets.push(Target {
+        name: "latency_p99_at_5000".into(),
+        description: format!(
+            "serve: p99 publish-to-written latency at {} msg/s (ms)",
+            latency::TARGET_RATE
+        ),
+        measured: p99,
+        bar: "≤ 100 ms".into(),
+        met: results
+            .latency
+            .as_ref()
+            .and_then(|l| l.at_target_rate())
+            .map(|s| s.sustained && s.p99_bucket_ms <= 100.0),
+    });
     for mode in [LINEAR, PARALLEL] {
         let measured = rate(100_000, mode)
             .zip(rate(10_000, mode))
@@ -497,6 +522,28 @@ fn print_summary(results: &Results) {
         }
     }
     println!("{ratios}");
+    if let Some(latency) = &results.latency {
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+            "serve: msg/s asked",
+            "reached",
+            "p50 (ms)",
+            "p99 (ms)",
+            "drained after last publish (s)",
+            "sustained",
+        ]);
+        for s in &latency.steps {
+            table.add_row(vec![
+                s.target_rate.to_string(),
+                format!("{:.0}", s.achieved_rate),
+                format!("{:.1}", s.p50_ms),
+                format!("{:.1}", s.p99_ms),
+                format!("{:.2}", s.drain_seconds),
+                if s.sustained { "yes".into() } else { "no".into() },
+            ]);
+        }
+        println!("{table}");
+    }
     let mut targets = Table::new();
     targets
         .load_preset(UTF8_FULL_CONDENSED)

@@ -79,7 +79,7 @@ impl Bench {
     }
 
     /// Fresh, unique names for one run.
-    fn fresh(&mut self) -> ConnectionSettings {
+    pub fn fresh(&mut self) -> ConnectionSettings {
         self.next += 1;
         let name = format!("hpn_bench_{}_{}", std::process::id(), self.next);
         ConnectionSettings {
@@ -89,7 +89,7 @@ impl Bench {
         }
     }
 
-    async fn cleanup(&self, settings: &ConnectionSettings) -> Result<()> {
+    pub async fn cleanup(&self, settings: &ConnectionSettings) -> Result<()> {
         let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
         store.database().drop().await?;
         let connection = broker::connect(&settings.amqp_url, "hpn-bench (cleanup)").await?;
@@ -178,7 +178,8 @@ impl Bench {
         }
     }
 
-    fn command(&self, bin: &str, settings: &ConnectionSettings, stages: bool) -> Command {
+    /// One of the pipeline's binaries, pointed at `settings`.
+    pub fn command(&self, bin: &str, settings: &ConnectionSettings, stages: bool) -> Command {
         let mut command = Command::new(self.bin_dir.join(bin));
         command
             .env("HPN_AMQP_URL", &settings.amqp_url)
@@ -208,15 +209,9 @@ impl Bench {
         json_output(command).await
     }
 
-    async fn import(
-        &self,
-        settings: &ConnectionSettings,
-        mode: &str,
-        profile: Profile<'_>,
-    ) -> Result<(ImportReport, Option<u64>)> {
+    /// The bench's tuning, as `hpn-importer` flags.
+    pub fn tuning_args(&self, command: &mut Command) {
         let t = &self.tuning;
-        let mut command = self.command("hpn-importer", settings, profile.stages);
-        command.args(["run", "--json", "--mode", mode]);
         for (flag, value) in [
             ("--batch-size", t.batch_size.to_string()),
             ("--flush-ms", t.flush_ms.to_string()),
@@ -228,6 +223,17 @@ impl Bench {
         ] {
             command.arg(flag).arg(value);
         }
+    }
+
+    async fn import(
+        &self,
+        settings: &ConnectionSettings,
+        mode: &str,
+        profile: Profile<'_>,
+    ) -> Result<(ImportReport, Option<u64>)> {
+        let mut command = self.command("hpn-importer", settings, profile.stages);
+        command.args(["run", "--json", "--mode", mode]);
+        self.tuning_args(&mut command);
         if let Some(path) = profile.cpu {
             command.arg("--profile-cpu").arg(path);
         }

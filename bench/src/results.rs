@@ -24,6 +24,9 @@ pub struct Results {
     pub memory: Vec<Memory>,
     pub targets: Vec<Target>,
     pub contention: Vec<ScenarioRow>,
+    /// `hpn-importer serve` at steady publish rates (absent in older files).
+    #[serde(default)]
+    pub latency: Option<crate::latency::Latency>,
     /// File names (beside the results file) of the chart and the flamegraph.
     pub chart: String,
     pub flamegraph: Option<String>,

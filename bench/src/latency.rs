@@ -1,0 +1,312 @@
+//! End-to-end latency of the long-running importer: from publish to written.
+//!
+//! The real `hpn-importer serve` runs as a child process, with its HTTP
+//! listener on a free loopback port. A publisher sends one-record messages
+//! at a steady rate (confirmed, persistent, stamped with `x-published-ms`
+//! like our producer's), first at 5,000 messages/s, then at rising rates to
+//! find the most the pipeline sustains. After each step the importer's own
+//! `end_to_end_seconds` histogram is read from `/metrics` and its p50 and
+//! p99 taken the way Prometheus' `histogram_quantile` takes them (linear
+//! within a bucket): the figures are what an operator's dashboard would
+//! show. Timestamps are whole milliseconds, so figures are ±1 ms.
+//!
+//! A rate counts as sustained when the publisher reached at least 95% of it
+//! and the importer had written every record within a second of the last
+//! publish (no backlog built up). The steps stop at the first rate that is
+//! not sustained.
+
+use crate::measure::Bench;
+use anyhow::{bail, ensure, Context, Result};
+use hpn_common::{broker, message, ConnectionSettings, Customer, Record, RecordKind, Store};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// The rate the latency target is set at (messages/s).
+pub const TARGET_RATE: u32 = 5_000;
+/// Rates tried after the target rate, in order, while they are sustained.
+const RISING: [u32; 6] = [10_000, 15_000, 20_000, 25_000, 30_000, 40_000];
+/// How long each rate is held.
+const STEP: Duration = Duration::from_secs(5);
+/// Publishes awaiting confirm, at most.
+const CONFIRM_WINDOW: usize = 2048;
+
+/// One rate held for one step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LatencyStep {
+    /// Messages/s asked of the publisher.
+    pub target_rate: u32,
+    /// Messages/s it reached.
+    pub achieved_rate: f64,
+    pub messages: u64,
+    /// From the last publish until every record was written.
+    pub drain_seconds: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// The upper bound of the histogram bucket holding the p99: the p99 is
+    /// certainly no more than this.
+    pub p99_bucket_ms: f64,
+    pub sustained: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Latency {
+    /// One record per message; settings as in the rest of the run.
+    pub steps: Vec<LatencyStep>,
+}
+
+impl Latency {
+    pub fn at_target_rate(&self) -> Option<&LatencyStep> {
+        self.steps.iter().find(|s| s.target_rate == TARGET_RATE)
+    }
+
+    /// The highest rate sustained.
+    pub fn max_sustained(&self) -> Option<&LatencyStep> {
+        self.steps.iter().filter(|s| s.sustained).max_by_key(|s| s.target_rate)
+    }
+}
+
+/// Run the steps: the target rate, then rising rates while sustained.
+pub async fn measure(bench: &mut Bench) -> Result<Latency> {
+    let mut steps = Vec::new();
+    for rate in std::iter::once(TARGET_RATE).chain(RISING) {
+        let settings = bench.fresh();
+        let step = step(bench, &settings, rate).await;
+        bench.cleanup(&settings).await?;
+        let step = step?;
+        crate::say(format!(
+            "latency at {rate} msg/s: reached {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, drained {:.2} s after the last publish",
+            step.achieved_rate, step.p50_ms, step.p99_ms, step.drain_seconds
+        ));
+        let sustained = step.sustained;
+        steps.push(step);
+        if !sustained {
+            break;
+        }
+    }
+    Ok(Latency { steps })
+}
+
+async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32) -> Result<LatencyStep> {
+    let listen = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?.to_string()
+    };
+    let mut importer = bench.command("hpn-importer", settings, false);
+    importer.args(["serve", "--listen", &listen]);
+    bench.tuning_args(&mut importer);
+    importer.stdout(std::process::Stdio::null());
+    let mut child = importer.spawn().context("starting hpn-importer serve")?;
+    let waited = Instant::now();
+    while http_get(&listen, "/healthz").await.map(|(status, _)| status) != Some(200) {
+        if let Some(status) = child.try_wait()? {
+            bail!("hpn-importer serve exited early: {status}");
+        }
+        ensure!(
+            waited.elapsed() < Duration::from_secs(30),
+            "hpn-importer serve not healthy within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (messages, publish_seconds) = publish_at(settings, rate, STEP).await?;
+    let published_at = Instant::now();
+    let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
+    while store.count(RecordKind::Customer).await? < messages {
+        ensure!(
+            published_at.elapsed() < Duration::from_secs(120),
+            "the importer did not write {messages} records within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain_seconds = published_at.elapsed().as_secs_f64();
+    store.shutdown().await;
+    // The histogram is observed after the batch write; give the last one a moment.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, metrics) = http_get(&listen, "/metrics").await.context("reading /metrics")?;
+    let buckets = end_to_end_buckets(&metrics, RecordKind::Customer.collection());
+    let _ = std::process::Command::new("kill")
+        .args(["-s", "TERM", &child.id().unwrap_or_default().to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
+    ensure!(
+        status.success(),
+        "hpn-importer serve exited with {status} after SIGTERM"
+    );
+
+    let total = buckets.last().map(|b| b.1).unwrap_or(0);
+    ensure!(total >= messages, "the histogram holds {total} records of {messages}");
+    let achieved_rate = messages as f64 / publish_seconds;
+    let p99 = quantile(&buckets, 0.99);
+    Ok(LatencyStep {
+        target_rate: rate,
+        achieved_rate,
+        messages,
+        drain_seconds,
+        p50_ms: quantile(&buckets, 0.5) * 1000.0,
+        p99_ms: p99 * 1000.0,
+        p99_bucket_ms: bucket_bound(&buckets, 0.99) * 1000.0,
+        sustained: achieved_rate >= 0.95 * f64::from(rate) && drain_seconds <= 1.0,
+    })
+}
+
+/// Publish one-record customer messages at `rate` per second for `length`,
+/// with confirms. Returns the messages published and the seconds it took.
+async fn publish_at(settings: &ConnectionSettings, rate: u32, length: Duration) -> Result<(u64, f64)> {
+    let connection = broker::connect(&settings.amqp_url, "hpn-bench (latency)").await?;
+    let channel = connection.create_channel().await?;
+    settings.topology().declare(&channel).await?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let exchange = settings.topology().exchange();
+    let routing_key = settings.topology().routing_key(RecordKind::Customer);
+    // Ticks of 5 ms; each sends what the schedule owes by then, so a late
+    // tick catches up instead of lowering the rate.
+    let mut ticks = tokio::time::interval(Duration::from_millis(5));
+    let started = Instant::now();
+    let mut sent: u64 = 0;
+    let mut in_flight = VecDeque::with_capacity(CONFIRM_WINDOW);
+    while started.elapsed() < length {
+        ticks.tick().await;
+        let owed = (started.elapsed().as_secs_f64().min(length.as_secs_f64()) * f64::from(rate)) as u64;
+        while sent < owed {
+            let body = message::encode(&[customer(sent)]);
+            let confirm = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    message::properties(RecordKind::Customer, None),
+                )
+                .await?;
+            in_flight.push_back(confirm);
+            if in_flight.len() >= CONFIRM_WINDOW {
+                ensure!(
+                    in_flight.pop_front().expect("not empty").await?.is_ack(),
+                    "publish not confirmed"
+                );
+            }
+            sent += 1;
+        }
+    }
+    for confirm in in_flight {
+        ensure!(confirm.await?.is_ack(), "publish not confirmed");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = channel.close(200, "done".into()).await;
+    let _ = connection.close(200, "done".into()).await;
+    Ok((sent, seconds))
+}
+
+fn customer(n: u64) -> Record {
+    Record::Customer(Customer {
+        user_id: format!("L{n:09}"),
+        name: format!("Latency Customer {n}"),
+        address: format!("{} Pine Blvd", n % 9000 + 100),
+        zip_code: "98101".into(),
+        phone_number: "206-555-0100".into(),
+        email: format!("latency{n}@example.com"),
+    })
+}
+
+/// GET `http://{address}{path}`: status and body, or None while nothing answers.
+async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    let url = format!("http://{address}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().ok()?;
+        let body = response.body_mut().read_to_string().ok()?;
+        Some((response.status().as_u16(), body))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The cumulative buckets (upper bound in seconds, count) of one
+/// collection's end-to-end histogram in a Prometheus text exposition.
+pub fn end_to_end_buckets(metrics: &str, collection: &str) -> Vec<(f64, u64)> {
+    let label = format!("collection=\"{collection}\"");
+    let mut buckets: Vec<(f64, u64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with("hpn_importer_end_to_end_seconds_bucket{") && l.contains(&label))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((bound, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The `q` quantile (seconds) of cumulative buckets, linear within the
+/// bucket that holds it, as Prometheus' `histogram_quantile`.
+pub fn quantile(buckets: &[(f64, u64)], q: f64) -> f64 {
+    let Some(&(_, total)) = buckets.last() else { return 0.0 };
+    let rank = q * total as f64;
+    let mut lower = (0.0, 0u64);
+    for &(bound, count) in buckets {
+        if count as f64 >= rank && count > 0 {
+            if bound.is_infinite() {
+                return lower.0;
+            }
+            let within = (rank - lower.1 as f64) / (count - lower.1).max(1) as f64;
+            return lower.0 + (bound - lower.0) * within;
+        }
+        lower = (bound, count);
+    }
+    lower.0
+}
+
+/// The upper bound (seconds) of the bucket holding the `q` quantile.
+fn bucket_bound(buckets: &[(f64, u64)], q: f64) -> f64 {
+    let total = buckets.last().map(|b| b.1).unwrap_or(0);
+    buckets
+        .iter()
+        .find(|(_, count)| *count as f64 >= q * total as f64 && *count > 0)
+        .map(|b| b.0)
+        .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPOSITION: &str = r#"# TYPE hpn_importer_end_to_end_seconds histogram
+hpn_importer_end_to_end_seconds_sum{collection="customers"} 1.5
+hpn_importer_end_to_end_seconds_count{collection="customers"} 100
+hpn_importer_end_to_end_seconds_bucket{le="0.01",collection="customers"} 0
+hpn_importer_end_to_end_seconds_bucket{le="0.02",collection="customers"} 50
+hpn_importer_end_to_end_seconds_bucket{le="0.1",collection="customers"} 98
+hpn_importer_end_to_end_seconds_bucket{le="+Inf",collection="customers"} 100
+hpn_importer_end_to_end_seconds_bucket{le="0.01",collection="products"} 7
+"#;
+
+    #[test]
+    fn buckets_are_read_for_one_collection_in_order() {
+        let b = end_to_end_buckets(EXPOSITION, "customers");
+        assert_eq!(b, vec![(0.01, 0), (0.02, 50), (0.1, 98), (f64::INFINITY, 100)]);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_their_bucket() {
+        let b = end_to_end_buckets(EXPOSITION, "customers");
+        assert!(
+            (quantile(&b, 0.5) - 0.02).abs() < 1e-9,
+            "the 50th record is the last of (0.01, 0.02]"
+        );
+        assert!(
+            (quantile(&b, 0.25) - 0.015).abs() < 1e-9,
+            "halfway through (0.01, 0.02]"
+        );
+        assert_eq!(quantile(&b, 0.99), 0.1, "in +Inf: the highest finite bound");
+        assert_eq!(bucket_bound(&b, 0.9), 0.1);
+        assert_eq!(quantile(&[], 0.5), 0.0);
+    }
+}
