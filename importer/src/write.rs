@@ -124,17 +124,39 @@ pub fn partition(
 
 impl Writer {
     /// Write until every sender is gone and the last batch is in.
+    ///
+    /// A batch's window (`flush_interval`) runs from when its oldest record
+    /// could first have been taken: when the writer waited for it, from its
+    /// arrival; when it was already waiting after a write, from the start of
+    /// that write. So a record that arrives during a write waits for that
+    /// write and what is left of the window, not a whole window more. Once
+    /// the window has passed, the writer still takes every record already
+    /// waiting (the timeout polls the inbox first), so a busy writer keeps
+    /// writing full batches.
     pub async fn run(mut self) -> Result<()> {
         let mut records = Vec::with_capacity(self.batch_size);
         let mut tickets = Vec::with_capacity(self.batch_size);
         let mut deadline = Instant::now();
+        let mut last_write = Instant::now();
         loop {
             let next = if records.is_empty() {
-                self.rx.recv().await
+                match self.rx.try_recv() {
+                    Ok(item) => {
+                        deadline = last_write + self.flush_interval;
+                        Some(item)
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        let next = self.rx.recv().await;
+                        deadline = Instant::now() + self.flush_interval;
+                        next
+                    }
+                }
             } else {
                 match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                     Ok(next) => next,
                     Err(_) => {
+                        last_write = Instant::now();
                         self.flush(&mut records, &mut tickets).await?;
                         continue;
                     }
@@ -144,12 +166,10 @@ impl Writer {
                 self.flush(&mut records, &mut tickets).await?;
                 return Ok(());
             };
-            if records.is_empty() {
-                deadline = Instant::now() + self.flush_interval;
-            }
             records.push(item.record);
             tickets.push(item.ticket);
             if records.len() >= self.batch_size {
+                last_write = Instant::now();
                 self.flush(&mut records, &mut tickets).await?;
             }
         }
