@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 pub const TARGET_RATE: u32 = 5_000;
 /// Rates tried after the target rate, in order, while they are sustained.
 const RISING: [u32; 6] = [10_000, 15_000, 20_000, 25_000, 30_000, 40_000];
-/// How long each rate is held.
-const STEP: Duration = Duration::from_secs(5);
+/// How long each rate is held, by default.
+pub const STEP: Duration = Duration::from_secs(5);
 /// Publishes awaiting confirm, at most.
 const CONFIRM_WINDOW: usize = 2048;
 
@@ -47,6 +47,16 @@ pub struct LatencyStep {
     /// The upper bound of the histogram bucket holding the p99: the p99 is
     /// certainly no more than this.
     pub p99_bucket_ms: f64,
+    /// One batch write to MongoDB (`batch_write_seconds`): where the time goes.
+    #[serde(default)]
+    pub write_p50_ms: f64,
+    #[serde(default)]
+    pub write_p99_ms: f64,
+    #[serde(default)]
+    pub batches: u64,
+    /// Cores each process used while publishing and writing.
+    #[serde(default)]
+    pub cpu: Vec<crate::cpu::CpuUse>,
     pub sustained: bool,
 }
 
@@ -67,17 +77,24 @@ impl Latency {
     }
 }
 
-/// Run the steps: the target rate, then rising rates while sustained.
-pub async fn measure(bench: &mut Bench) -> Result<Latency> {
+/// Run the steps, each held for `length`: the target rate, then rising
+/// rates while sustained.
+pub async fn measure(bench: &mut Bench, length: Duration) -> Result<Latency> {
     let mut steps = Vec::new();
     for rate in std::iter::once(TARGET_RATE).chain(RISING) {
         let settings = bench.fresh();
-        let step = step(bench, &settings, rate).await;
+        let step = step(bench, &settings, rate, length).await;
         bench.cleanup(&settings).await?;
         let step = step?;
+        let cpu: Vec<String> = step
+            .cpu
+            .iter()
+            .map(|c| format!("{} {:.2}", c.process, c.cores))
+            .collect();
+        crate::say(format!("cores used at {rate} msg/s: {}", cpu.join(", ")));
         crate::say(format!(
-            "latency at {rate} msg/s: reached {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, drained {:.2} s after the last publish",
-            step.achieved_rate, step.p50_ms, step.p99_ms, step.drain_seconds
+            "latency at {rate} msg/s: reached {:.0}/s, p50 {:.1} ms, p99 {:.1} ms, drained {:.2} s after the last publish; {} batch writes, p50 {:.1} ms, p99 {:.1} ms",
+            step.achieved_rate, step.p50_ms, step.p99_ms, step.drain_seconds, step.batches, step.write_p50_ms, step.write_p99_ms
         ));
         let sustained = step.sustained;
         steps.push(step);
@@ -88,7 +105,7 @@ pub async fn measure(bench: &mut Bench) -> Result<Latency> {
     Ok(Latency { steps })
 }
 
-async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32) -> Result<LatencyStep> {
+async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: Duration) -> Result<LatencyStep> {
     let listen = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.local_addr()?.to_string()
@@ -110,7 +127,12 @@ async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32) -> Result
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let (messages, publish_seconds) = publish_at(settings, rate, STEP).await?;
+    let watched = crate::cpu::pipeline_processes(&[
+        ("importer", child.id().unwrap_or_default()),
+        ("publisher (the bench)", std::process::id()),
+    ]);
+    let cpu_before = crate::cpu::sample(&watched);
+    let (messages, publish_seconds) = publish_at(settings, rate, length).await?;
     let published_at = Instant::now();
     let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
     while store.count(RecordKind::Customer).await? < messages {
@@ -121,11 +143,14 @@ async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32) -> Result
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_seconds = published_at.elapsed().as_secs_f64();
+    let cpu = crate::cpu::between(&cpu_before, &crate::cpu::sample(&watched));
     store.shutdown().await;
     // The histogram is observed after the batch write; give the last one a moment.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (_, metrics) = http_get(&listen, "/metrics").await.context("reading /metrics")?;
-    let buckets = end_to_end_buckets(&metrics, RecordKind::Customer.collection());
+    let collection = RecordKind::Customer.collection();
+    let buckets = histogram_buckets(&metrics, "end_to_end_seconds", collection);
+    let writes = histogram_buckets(&metrics, "batch_write_seconds", collection);
     let _ = std::process::Command::new("kill")
         .args(["-s", "TERM", &child.id().unwrap_or_default().to_string()])
         .status();
@@ -147,6 +172,10 @@ async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32) -> Result
         p50_ms: quantile(&buckets, 0.5) * 1000.0,
         p99_ms: p99 * 1000.0,
         p99_bucket_ms: bucket_bound(&buckets, 0.99) * 1000.0,
+        write_p50_ms: quantile(&writes, 0.5) * 1000.0,
+        write_p99_ms: quantile(&writes, 0.99) * 1000.0,
+        batches: writes.last().map(|b| b.1).unwrap_or(0),
+        cpu,
         sustained: achieved_rate >= 0.95 * f64::from(rate) && drain_seconds <= 1.0,
     })
 }
@@ -229,12 +258,13 @@ async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
 }
 
 /// The cumulative buckets (upper bound in seconds, count) of one
-/// collection's end-to-end histogram in a Prometheus text exposition.
-pub fn end_to_end_buckets(metrics: &str, collection: &str) -> Vec<(f64, u64)> {
+/// collection's histogram `name` in a Prometheus text exposition.
+pub fn histogram_buckets(metrics: &str, name: &str, collection: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("hpn_importer_{name}_bucket{{");
     let label = format!("collection=\"{collection}\"");
     let mut buckets: Vec<(f64, u64)> = metrics
         .lines()
-        .filter(|l| l.starts_with("hpn_importer_end_to_end_seconds_bucket{") && l.contains(&label))
+        .filter(|l| l.starts_with(&prefix) && l.contains(&label))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
             let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
@@ -290,13 +320,13 @@ hpn_importer_end_to_end_seconds_bucket{le="0.01",collection="products"} 7
 
     #[test]
     fn buckets_are_read_for_one_collection_in_order() {
-        let b = end_to_end_buckets(EXPOSITION, "customers");
+        let b = histogram_buckets(EXPOSITION, "end_to_end_seconds", "customers");
         assert_eq!(b, vec![(0.01, 0), (0.02, 50), (0.1, 98), (f64::INFINITY, 100)]);
     }
 
     #[test]
     fn quantiles_interpolate_within_their_bucket() {
-        let b = end_to_end_buckets(EXPOSITION, "customers");
+        let b = histogram_buckets(EXPOSITION, "end_to_end_seconds", "customers");
         assert!(
             (quantile(&b, 0.5) - 0.02).abs() < 1e-9,
             "the 50th record is the last of (0.01, 0.02]"

@@ -11,6 +11,7 @@
 //! - `hpn-bench findings`: regenerate `findings.md` from the newest results file.
 
 mod chart;
+mod cpu;
 mod findings;
 mod latency;
 mod limits;
@@ -67,6 +68,14 @@ enum Command {
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
     },
+    /// Only the latency of `hpn-importer serve` at steady rates (printed, not recorded).
+    Latency {
+        /// Seconds each rate is held.
+        #[arg(long, default_value_t = latency::STEP.as_secs())]
+        seconds: u64,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
     /// Write findings.md from a results file (default: the newest in bench/results).
     Findings {
         #[arg(long)]
@@ -104,6 +113,11 @@ async fn main() -> Result<()> {
             )
             .await?;
             print_summary(&results);
+        }
+        Command::Latency { seconds, tuning } => {
+            let mut bench = Bench::new(cli.connection, tuning, hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)?;
+            let latency = latency::measure(&mut bench, std::time::Duration::from_secs(seconds)).await?;
+            println!("{}", serde_json::to_string_pretty(&latency)?);
         }
         Command::Findings { results, out } => {
             let path = match results {
@@ -240,7 +254,7 @@ async fn run(
     }
 
     say("end-to-end latency of hpn-importer serve at steady publish rates");
-    let latency = latency::measure(&mut bench).await?;
+    let latency = latency::measure(&mut bench, latency::STEP).await?;
 
     say("contention demonstration");
     let mut scratch = connection.clone();

@@ -1,0 +1,140 @@
+//! Where the CPU goes during a measurement: the cores each process of the
+//! pipeline used, and the whole machine, from `/proc` (Linux).
+//!
+//! On a small machine the broker, the database, the importer and the
+//! publisher share the same cores; when their sum nears the core count,
+//! every hop waits for a turn and latency grows whatever the importer does.
+
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Cores used over an interval (1.0 = one core busy all the time).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CpuUse {
+    pub process: String,
+    pub cores: f64,
+}
+
+/// A reading to compare with a later one.
+pub struct Sample {
+    at: Instant,
+    processes: Vec<(String, u64)>,
+    machine: (u64, u64),
+}
+
+/// The processes to watch: a name and a process id each.
+pub type Watched = Vec<(String, u32)>;
+
+/// The servers of the pipeline on this machine (by command name), plus `more`.
+pub fn pipeline_processes(more: &[(&str, u32)]) -> Watched {
+    let mut watched: Watched = more.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+    for (name, comms) in [
+        ("RabbitMQ", &["beam.smp"][..]),
+        ("MongoDB server", &["secantusd-rs", "mongod"][..]),
+    ] {
+        watched.extend(pids_named(comms).into_iter().map(|pid| (name.to_string(), pid)));
+    }
+    watched
+}
+
+fn pids_named(comms: &[&str]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| comms.contains(&c.trim())))
+        .collect()
+}
+
+/// User + system clock ticks a process has used (0 once it is gone).
+fn process_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) start at ")".
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after ")".
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// Clock ticks of the whole machine: (busy, stolen). Busy is user, nice,
+/// system, irq and softirq time; stolen is time the hypervisor gave to
+/// other guests while this one had work to do (noise from neighbours).
+fn machine_ticks() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let Some(line) = stat.lines().next() else { return (0, 0) };
+    let values: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let at = |i: usize| values.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    (at(0) + at(1) + at(2) + at(5) + at(6), at(7))
+}
+
+pub fn sample(watched: &Watched) -> Sample {
+    Sample {
+        at: Instant::now(),
+        processes: watched
+            .iter()
+            .map(|(name, pid)| (name.clone(), process_ticks(*pid)))
+            .collect(),
+        machine: machine_ticks(),
+    }
+}
+
+/// Cores used per process name (summed over its processes) and by the
+/// whole machine between two samples of the same processes.
+pub fn between(before: &Sample, after: &Sample) -> Vec<CpuUse> {
+    let seconds = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+    let cores = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / seconds;
+    let mut uses: Vec<CpuUse> = Vec::new();
+    for ((name, b), (_, a)) in before.processes.iter().zip(&after.processes) {
+        let used = cores(a.saturating_sub(*b));
+        match uses.iter_mut().find(|u| &u.process == name) {
+            Some(u) => u.cores += used,
+            None => uses.push(CpuUse {
+                process: name.clone(),
+                cores: used,
+            }),
+        }
+    }
+    uses.push(CpuUse {
+        process: "whole machine".into(),
+        cores: cores(after.machine.0.saturating_sub(before.machine.0)),
+    });
+    uses.push(CpuUse {
+        process: "stolen by the hypervisor".into(),
+        cores: cores(after.machine.1.saturating_sub(before.machine.1)),
+    });
+    uses
+}
+
+/// Linux reports CPU time in clock ticks of 1/100 s (`getconf CLK_TCK`) on
+/// every architecture it runs the pipeline on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_found_and_uses_cpu_when_it_works() {
+        let watched: Watched = vec![("me".into(), std::process::id())];
+        let before = sample(&watched);
+        let mut x = 0u64;
+        let started = Instant::now();
+        while started.elapsed().as_millis() < 300 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let uses = between(&before, &sample(&watched));
+        let me = uses.iter().find(|u| u.process == "me").unwrap().cores;
+        assert!(me > 0.2, "a busy loop shows as CPU use: {me}");
+        assert!(uses.iter().any(|u| u.process == "whole machine" && u.cores >= me * 0.5));
+    }
+}
