@@ -22,7 +22,7 @@ pub struct CollectionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub collection: String,
-    /// written (new), updated, rejected (invalid), dead_lettered (sent to the dead-letter queue)
+    /// written (new), updated (the key had a document), dead_lettered (refused, sent to the dead-letter queue)
     pub outcome: String,
 }
 
