@@ -18,6 +18,7 @@
 use crate::measure::Bench;
 use anyhow::{bail, ensure, Context, Result};
 use hpn_common::{broker, message, ConnectionSettings, Customer, Record, RecordKind, Store};
+use hpn_importer::http::fetch;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -116,7 +117,7 @@ async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: D
     importer.stdout(std::process::Stdio::null());
     let mut child = importer.spawn().context("starting hpn-importer serve")?;
     let waited = Instant::now();
-    while http_get(&listen, "/healthz").await.map(|(status, _)| status) != Some(200) {
+    while fetch(&listen, "/healthz").await.map(|(status, _)| status) != Some(200) {
         if let Some(status) = child.try_wait()? {
             bail!("hpn-importer serve exited early: {status}");
         }
@@ -147,7 +148,7 @@ async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: D
     store.shutdown().await;
     // The histogram is observed after the batch write; give the last one a moment.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (_, metrics) = http_get(&listen, "/metrics").await.context("reading /metrics")?;
+    let (_, metrics) = fetch(&listen, "/metrics").await.context("reading /metrics")?;
     let collection = RecordKind::Customer.collection();
     let buckets = histogram_buckets(&metrics, "end_to_end_seconds", collection);
     let writes = histogram_buckets(&metrics, "batch_write_seconds", collection);
@@ -237,24 +238,6 @@ fn customer(n: u64) -> Record {
         phone_number: "206-555-0100".into(),
         email: format!("latency{n}@example.com"),
     })
-}
-
-/// GET `http://{address}{path}`: status and body, or None while nothing answers.
-async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let url = format!("http://{address}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let mut response = agent.get(&url).call().ok()?;
-        let body = response.body_mut().read_to_string().ok()?;
-        Some((response.status().as_u16(), body))
-    })
-    .await
-    .ok()
-    .flatten()
 }
 
 /// The cumulative buckets (upper bound in seconds, count) of one

@@ -52,6 +52,13 @@ enum Command {
         #[arg(long, env = "HPN_LISTEN", default_value = "127.0.0.1:9464")]
         listen: String,
     },
+    /// Ask a running `serve` whether it is healthy, for container
+    /// healthchecks: prints its /healthz and exits 0 only on 200.
+    Health {
+        /// Where that importer listens.
+        #[arg(long, env = "HPN_LISTEN", default_value = "127.0.0.1:9464")]
+        listen: String,
+    },
     /// Run one of the brief's business queries.
     Query {
         #[command(subcommand)]
@@ -124,6 +131,14 @@ pub async fn main() -> Result<()> {
             };
             serve(config, &listen).await?;
         }
+        Command::Health { listen } => match crate::http::fetch(&listen, "/healthz").await {
+            Some((200, body)) => print!("{body}"),
+            Some((status, body)) => {
+                print!("{body}");
+                anyhow::bail!("http://{listen}/healthz answered {status}");
+            }
+            None => anyhow::bail!("nothing answers on http://{listen}/healthz"),
+        },
         Command::Query { query, json } => {
             let store = Store::connect(&cli.connection.mongodb_uri, &cli.connection.database).await?;
             match query {

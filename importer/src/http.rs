@@ -1,5 +1,7 @@
 //! The importer's HTTP listener: `/healthz` for orchestrators, `/metrics`
 //! for Prometheus. Off in `run` unless asked for; on by default in `serve`.
+//! Also the client side, [`fetch`], for `hpn-importer health` (a container
+//! healthcheck needs no curl in the image), the benchmark and the tests.
 
 use crate::metrics::Metrics;
 use axum::extract::State;
@@ -80,4 +82,23 @@ pub async fn serve(
 /// Bind the listener (so a bad address fails at start, not later).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
+}
+
+/// GET `http://{address}{path}` with a 5 s timeout: the status and the
+/// body, or `None` while nothing answers there.
+pub async fn fetch(address: &str, path: &str) -> Option<(u16, String)> {
+    let url = format!("http://{address}{path}");
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().ok()?;
+        let body = response.body_mut().read_to_string().ok()?;
+        Some((response.status().as_u16(), body))
+    })
+    .await
+    .ok()
+    .flatten()
 }

@@ -10,6 +10,7 @@
 
 use hpn_common::message::{self, header};
 use hpn_common::{Customer, Record, RecordKind};
+use hpn_importer::http::fetch;
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::{documents, expected_documents, read_csv, TestEnv};
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
@@ -79,25 +80,19 @@ fn free_address() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
-/// GET `http://{address}{path}`: the status and the body (none while nothing answers).
-async fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let url = format!("http://{address}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let mut response = agent.get(&url).call().ok()?;
-        let body = response.body_mut().read_to_string().ok()?;
-        Some((response.status().as_u16(), body))
-    })
-    .await
-    .unwrap()
+/// `hpn-importer health` against `address`: whether it exits 0.
+fn health_command(address: &str) -> bool {
+    Command::new(env!("CARGO_BIN_EXE_hpn-tests-importer"))
+        .args(["health", "--listen", address])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run hpn-importer health")
+        .success()
 }
 
 async fn healthz(address: &str) -> Option<u16> {
-    http_get(address, "/healthz").await.map(|(status, _)| status)
+    fetch(address, "/healthz").await.map(|(status, _)| status)
 }
 
 fn services(args: &[&str]) {
@@ -231,7 +226,7 @@ async fn a_rabbitmq_restart_mid_import_is_survived() {
         env.ready(&queue).await == 0
     })
     .await;
-    let (_, metrics) = http_get(&listen, "/metrics").await.expect("metrics answer");
+    let (_, metrics) = fetch(&listen, "/metrics").await.expect("metrics answer");
     assert!(
         metrics.contains(r#"hpn_importer_reconnects_total{server="rabbitmq"}"#),
         "the importer reconnected by itself: {metrics}"
@@ -272,6 +267,10 @@ async fn a_database_outage_pauses_consuming_and_acknowledges_nothing_meanwhile()
         || async { healthz(&listen).await == Some(503) },
     )
     .await;
+    assert!(
+        !health_command(&listen),
+        "`hpn-importer health` fails while the database is down"
+    );
     // Down for longer than a write waits for a server, so the writers'
     // own retries (logged, counted, backed off) must take over.
     tokio::time::sleep(hpn_common::store::SERVER_SELECTION_TIMEOUT + Duration::from_secs(2)).await;
@@ -290,7 +289,11 @@ async fn a_database_outage_pauses_consuming_and_acknowledges_nothing_meanwhile()
         healthz(&listen).await == Some(200)
     })
     .await;
-    let (status, metrics) = http_get(&listen, "/metrics").await.expect("metrics answer");
+    assert!(
+        health_command(&listen),
+        "`hpn-importer health` passes once both servers answer"
+    );
+    let (status, metrics) = fetch(&listen, "/metrics").await.expect("metrics answer");
     assert_eq!(status, 200);
     let written: u64 = metrics
         .lines()
