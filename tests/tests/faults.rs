@@ -141,6 +141,60 @@ async fn assert_exact(env: &TestEnv, file: &Path) {
     assert!(found == expected, "documents differ from the source");
 }
 
+/// `serve` importing a file of customers, with its listener on: where the
+/// tests that take a server away in the middle of an import start.
+struct ServedImport {
+    file: PathBuf,
+    records: u64,
+    queue: String,
+    listen: String,
+    importer: Importer,
+}
+
+impl ServedImport {
+    /// Publish `records` customers (100 per message), start `serve`, and
+    /// return once the first records are written.
+    async fn under_way(env: &TestEnv, records: usize) -> ServedImport {
+        let file = customers_file(env, records);
+        publish(env, &file, 100).await;
+        let listen = free_address();
+        let importer = Importer::start_with(env, &["--listen", &listen]);
+        eventually(Duration::from_secs(60), "import under way", || async move {
+            count(env).await > 0
+        })
+        .await;
+        ServedImport {
+            file,
+            records: records as u64,
+            queue: env.settings.topology().queue(RecordKind::Customer),
+            listen,
+            importer,
+        }
+    }
+
+    /// Wait until every record is written and the queue is empty.
+    async fn wait_until_done(&self, env: &TestEnv, after: &str) {
+        let (records, queue) = (self.records, self.queue.as_str());
+        eventually(
+            Duration::from_secs(90),
+            &format!("import finishes after {after}"),
+            || async move { count(env).await == records },
+        )
+        .await;
+        eventually(Duration::from_secs(20), "queue empties", || async move {
+            env.ready(queue).await == 0
+        })
+        .await;
+    }
+
+    /// SIGTERM: exit 0 within 10 s; then the store holds exactly the file.
+    async fn stop_and_check(mut self, env: &TestEnv) {
+        self.importer.signal("TERM");
+        assert!(self.importer.wait(Duration::from_secs(10)).await.success());
+        assert_exact(env, &self.file).await;
+    }
+}
+
 #[tokio::test]
 async fn sigkill_three_times_during_a_200k_import_loses_and_doubles_nothing() {
     let _serial = SERIAL.lock().await;
@@ -207,33 +261,19 @@ async fn sigterm_under_load_exits_zero_within_ten_seconds_and_loses_nothing() {
 async fn a_rabbitmq_restart_mid_import_is_survived() {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::new("fault_rabbitmq");
-    let file = customers_file(&env, 200_000);
-    publish(&env, &file, 100).await;
-    let queue = env.settings.topology().queue(RecordKind::Customer);
-    let listen = free_address();
-    let mut importer = Importer::start_with(&env, &["--listen", &listen]);
-    eventually(Duration::from_secs(60), "import under way", || async {
-        count(&env).await > 0
-    })
-    .await;
-    assert!(env.ready(&queue).await > 0, "the import was done before the restart");
+    let import = ServedImport::under_way(&env, 200_000).await;
+    assert!(
+        env.ready(&import.queue).await > 0,
+        "the import was done before the restart"
+    );
     services(&["restart", "rabbitmq"]);
-    eventually(Duration::from_secs(90), "import finishes after the restart", || async {
-        count(&env).await == 200_000
-    })
-    .await;
-    eventually(Duration::from_secs(20), "queue empties", || async {
-        env.ready(&queue).await == 0
-    })
-    .await;
-    let (_, metrics) = fetch(&listen, "/metrics").await.expect("metrics answer");
+    import.wait_until_done(&env, "the restart").await;
+    let (_, metrics) = fetch(&import.listen, "/metrics").await.expect("metrics answer");
     assert!(
         metrics.contains(r#"hpn_importer_reconnects_total{server="rabbitmq"}"#),
         "the importer reconnected by itself: {metrics}"
     );
-    importer.signal("TERM");
-    assert!(importer.wait(Duration::from_secs(10)).await.success());
-    assert_exact(&env, &file).await;
+    import.stop_and_check(&env).await;
     env.cleanup().await;
 }
 
@@ -241,15 +281,8 @@ async fn a_rabbitmq_restart_mid_import_is_survived() {
 async fn a_database_outage_pauses_consuming_and_acknowledges_nothing_meanwhile() {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::new("fault_mongodb");
-    let file = customers_file(&env, 200_000);
-    publish(&env, &file, 100).await;
-    let queue = env.settings.topology().queue(RecordKind::Customer);
-    let listen = free_address();
-    let mut importer = Importer::start_with(&env, &["--listen", &listen]);
-    eventually(Duration::from_secs(60), "import under way", || async {
-        count(&env).await > 0
-    })
-    .await;
+    let import = ServedImport::under_way(&env, 200_000).await;
+    let (queue, listen) = (import.queue.clone(), import.listen.clone());
     eventually(Duration::from_secs(10), "healthy while both servers answer", || async {
         healthz(&listen).await == Some(200)
     })
@@ -281,10 +314,7 @@ async fn a_database_outage_pauses_consuming_and_acknowledges_nothing_meanwhile()
         ready_at_stop - ready_after
     );
     services(&["start", "mongodb"]);
-    eventually(Duration::from_secs(90), "import finishes after the outage", || async {
-        count(&env).await == 200_000
-    })
-    .await;
+    import.wait_until_done(&env, "the outage").await;
     eventually(Duration::from_secs(10), "healthy again", || async {
         healthz(&listen).await == Some(200)
     })
@@ -309,9 +339,7 @@ async fn a_database_outage_pauses_consuming_and_acknowledges_nothing_meanwhile()
         metrics.contains("hpn_importer_end_to_end_seconds_bucket"),
         "latency histogram"
     );
-    importer.signal("TERM");
-    assert!(importer.wait(Duration::from_secs(10)).await.success());
-    assert_exact(&env, &file).await;
+    import.stop_and_check(&env).await;
     env.cleanup().await;
 }
 
