@@ -41,20 +41,13 @@ pub async fn insert_many(
                 .build(),
         )
         .await?;
-    let started = Instant::now();
-    futures::stream::iter(docs.chunks(batch.max(1)))
-        .map(|chunk| {
-            let collection = collection.clone();
-            async move { collection.insert_many(chunk.to_vec()).ordered(false).await.map(|_| ()) }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    let elapsed = started.elapsed();
+    let per_s = per_second(docs, batch, concurrency, |chunk| {
+        let collection = collection.clone();
+        async move { collection.insert_many(chunk.to_vec()).ordered(false).await.map(|_| ()) }
+    })
+    .await?;
     collection.drop().await?;
-    Ok(docs.len() as f64 / elapsed.as_secs_f64())
+    Ok(per_s)
 }
 
 /// The importer's keyed upsert (`Store::upsert`) in batches, for comparison
@@ -68,17 +61,31 @@ pub async fn upsert(
 ) -> anyhow::Result<f64> {
     store.collection(kind).drop().await?;
     store.ensure_indexes().await?;
+    let per_s = per_second(records, batch, concurrency, |chunk| async move {
+        store.upsert(kind, chunk).await.map(|_| ())
+    })
+    .await?;
+    store.collection(kind).drop().await?;
+    Ok(per_s)
+}
+
+/// Items/s for writing `items` in batches of `batch`, `concurrency`
+/// batches at a time, with `write`; fails on the first failed batch.
+async fn per_second<'a, T, E, F, Fut>(items: &'a [T], batch: usize, concurrency: usize, write: F) -> anyhow::Result<f64>
+where
+    F: FnMut(&'a [T]) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let started = Instant::now();
-    futures::stream::iter(records.chunks(batch.max(1)))
-        .map(|chunk| async move { store.upsert(kind, chunk).await.map(|_| ()) })
+    futures::stream::iter(items.chunks(batch.max(1)))
+        .map(write)
         .buffer_unordered(concurrency.max(1))
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
-    let elapsed = started.elapsed();
-    store.collection(kind).drop().await?;
-    Ok(records.len() as f64 / elapsed.as_secs_f64())
+    Ok(items.len() as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Broker limits for one payload shape.
