@@ -237,6 +237,8 @@ fn customer(n: u64) -> Record {
         zip_code: "98101".into(),
         phone_number: "206-555-0100".into(),
         email: format!("latency{n}@example.com"),
+        // Versioned like the producer's records, so the guard is in the path measured.
+        version: Some(n as i64),
     })
 }
 

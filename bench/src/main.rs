@@ -396,6 +396,14 @@ fn targets(results: &Results) -> Vec<Target> {
             0.8,
         ),
         ratio_target(
+            "version_guard_cost",
+            "parallel end to end, 100,000 per file, records with versions / without (the version guard's cost)",
+            rate(at, PARALLEL)
+                .zip(rate(at, measure::PARALLEL_UNVERSIONED))
+                .map(|(with, without)| with.records_per_s / without.records_per_s),
+            0.95,
+        ),
+        ratio_target(
             "direct_parallel",
             "direct parallel / raw insert_many",
             rate(at, DIRECT_PARALLEL).map(|m| m.records_per_s / l.insert_many_per_s),

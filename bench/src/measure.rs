@@ -24,13 +24,17 @@ use tokio::process::Command;
 pub const BASELINE: &str = "baseline: insert_one per row, no queue";
 pub const LINEAR: &str = "linear (queue, end to end)";
 pub const PARALLEL: &str = "parallel (queue, end to end)";
+/// The same as [`PARALLEL`] with records published without versions: what
+/// the importer wrote before the version guard, so the pair measures it.
+pub const PARALLEL_UNVERSIONED: &str = "parallel, records without versions";
 pub const PARALLEL_ONE_ROW: &str = "parallel, 1 record per message";
 pub const DIRECT_LINEAR: &str = "direct linear (no queue)";
 pub const DIRECT_PARALLEL: &str = "direct parallel (no queue)";
-pub const MODES: [&str; 6] = [
+pub const MODES: [&str; 7] = [
     BASELINE,
     LINEAR,
     PARALLEL,
+    PARALLEL_UNVERSIONED,
     PARALLEL_ONE_ROW,
     DIRECT_LINEAR,
     DIRECT_PARALLEL,
@@ -148,14 +152,15 @@ impl Bench {
                     report.collections,
                 ))
             }
-            LINEAR | PARALLEL | PARALLEL_ONE_ROW => {
+            LINEAR | PARALLEL | PARALLEL_UNVERSIONED | PARALLEL_ONE_ROW => {
                 let rows = if mode == PARALLEL_ONE_ROW {
                     1
                 } else {
                     self.rows_per_message
                 };
                 let import_mode = if mode == LINEAR { "linear" } else { "parallel" };
-                let published = self.publish(settings, files, rows, profile.stages).await?;
+                let versions = mode != PARALLEL_UNVERSIONED;
+                let published = self.publish(settings, files, rows, versions, profile.stages).await?;
                 let (report, importer_rss) = self.import(settings, import_mode, profile).await?;
                 let expected = published["published"].as_u64().unwrap_or(0);
                 let processed = report.processed();
@@ -197,6 +202,7 @@ impl Bench {
         settings: &ConnectionSettings,
         files: &[PathBuf],
         rows: usize,
+        versions: bool,
         stages: bool,
     ) -> Result<Value> {
         let mut command = self.command("hpn-producer", settings, stages);
@@ -204,8 +210,11 @@ impl Bench {
             .arg("publish")
             .arg("--json")
             .arg("--rows-per-message")
-            .arg(rows.to_string())
-            .args(files);
+            .arg(rows.to_string());
+        if !versions {
+            command.arg("--without-versions");
+        }
+        command.args(files);
         json_output(command).await
     }
 
@@ -310,6 +319,7 @@ async fn baseline(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Ve
             elapsed,
             inserted,
             updated: 0,
+            stale: 0,
             rejected,
         });
     }

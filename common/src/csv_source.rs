@@ -192,6 +192,7 @@ impl CsvSource {
                 zip_code: fields[3].to_string(),
                 phone_number: fields[4].to_string(),
                 email: fields[5].to_string(),
+                version: None,
             }),
             RecordKind::Product => {
                 let quantity = fields[3].parse::<u32>().map_err(|_| {
@@ -205,11 +206,13 @@ impl CsvSource {
                     description: fields[1].to_string(),
                     product_type: fields[2].to_string(),
                     quantity_available: quantity,
+                    version: None,
                 })
             }
             RecordKind::Rental => Record::Rental(Rental {
                 product_id: fields[0].to_string(),
                 user_id: fields[1].to_string(),
+                version: None,
             }),
         };
         record.validate().map_err(|e| self.reject(line, e.to_string()))?;
@@ -496,7 +499,8 @@ mod tests {
             rows[0].as_ref().unwrap().record,
             Record::Rental(Rental {
                 product_id: "P1".into(),
-                user_id: "C1".into()
+                user_id: "C1".into(),
+                version: None,
             })
         );
     }

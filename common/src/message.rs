@@ -7,7 +7,10 @@
 //! record objects of one kind; `content_type` is `application/json`; the
 //! AMQP `type` property names the kind (`customer`, `product`, `rental`);
 //! delivery mode 2 (persistent). Optional headers carry where the record came
-//! from and when it was published.
+//! from and when it was published. Each record may carry a version
+//! (`_version` in the record, or `x-hpn-version` for the whole message): the
+//! store keeps the highest version of each key, whatever order messages are
+//! delivered in.
 //!
 //! Decoding is strict about what it cannot store and lenient about what it
 //! can: a message the importer cannot use at all is [`Poison`] and goes whole
@@ -36,6 +39,9 @@ pub mod header {
     /// Milliseconds since the Unix epoch when the message was published
     /// (integer); the importer measures end-to-end latency from it.
     pub const PUBLISHED_MS: &str = "x-published-ms";
+    /// The version of every record in the message that carries no
+    /// `_version` of its own (integer; see `docs/message-format.md`).
+    pub const VERSION: &str = "x-hpn-version";
     /// On dead-lettered messages: why the importer refused it (string).
     pub const ERROR: &str = "x-hpn-error";
     /// On dead-lettered messages: the queue it was taken from (string).
@@ -183,6 +189,17 @@ pub fn decode(
         }
     }
     let text = std::str::from_utf8(body).map_err(|e| Poison::NotJson(e.to_string()))?;
+    let mut decoded = decode_body(queue_kind, text)?;
+    if let Some(version) = header_i64(properties, header::VERSION) {
+        for record in decoded.records.iter_mut().filter(|r| r.version().is_none()) {
+            record.set_version(Some(version));
+        }
+    }
+    Ok(decoded)
+}
+
+/// The records of a UTF-8 body: one object, or an array of them.
+fn decode_body(queue_kind: RecordKind, text: &str) -> Result<Decoded, Poison> {
     match text.trim_start().as_bytes().first() {
         Some(b'[') => {
             let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| Poison::NotJson(e.to_string()))?;
@@ -271,6 +288,7 @@ mod tests {
         Record::Rental(Rental {
             product_id: p.into(),
             user_id: u.into(),
+            version: None,
         })
     }
 
@@ -299,12 +317,14 @@ mod tests {
                 description: "Sofa, \"big\"".into(),
                 product_type: "livingroom".into(),
                 quantity_available: 2,
+                version: None,
             }),
             Record::Product(Product {
                 product_id: "P2".into(),
                 description: "Lamp".into(),
                 product_type: "livingroom".into(),
                 quantity_available: 0,
+                version: None,
             }),
         ];
         let props = properties(
@@ -407,6 +427,39 @@ mod tests {
         assert_eq!(header_i64(&dead, header::RECORD_INDEX), Some(3));
         assert_eq!(dead.kind(), original.kind());
         assert!(header_i64(&dead, header::PUBLISHED_MS).is_some());
+    }
+
+    #[test]
+    fn versions_travel_in_the_record_and_the_header_fills_in_missing_ones() {
+        let versioned = rental("P1", "C1").with_version(7);
+        assert_eq!(
+            encode(std::slice::from_ref(&versioned)),
+            br#"{"product_id":"P1","user_id":"C1","_version":7}"#
+        );
+        let mut headers = FieldTable::default();
+        headers.insert(header::VERSION.into(), AMQPValue::LongLongInt(3));
+        let props = json_props("rental").with_headers(headers);
+        let body = br#"[{"product_id":"P1","user_id":"C1","_version":7},{"product_id":"P2","user_id":"C2"}]"#;
+        let decoded = decode(RecordKind::Rental, &props, body, 4096).unwrap();
+        let versions: Vec<_> = decoded.records.iter().map(Record::version).collect();
+        assert_eq!(
+            versions,
+            vec![Some(7), Some(3)],
+            "own version first, header for the rest"
+        );
+        let unversioned = decode(
+            RecordKind::Rental,
+            &json_props("rental"),
+            br#"{"product_id":"P1","user_id":"C1"}"#,
+            1024,
+        )
+        .unwrap();
+        assert_eq!(unversioned.records[0].version(), None);
+        let not_a_number = br#"{"product_id":"P1","user_id":"C1","_version":"7"}"#;
+        assert!(matches!(
+            decode(RecordKind::Rental, &json_props("rental"), not_a_number, 1024),
+            Err(Poison::InvalidRecord(r)) if r.contains("expected i64")
+        ));
     }
 
     #[test]

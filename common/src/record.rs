@@ -5,8 +5,14 @@
 //! reads the same in a CSV file, in a queue message and in MongoDB. Each kind
 //! has a business key (`user_id`, `product_id`, the `(product_id, user_id)`
 //! pair for a rental): the store writes on that key, so importing a record
-//! twice leaves one document, and the importer routes records by it so two
-//! writers never race on the same key.
+//! twice leaves one document.
+//!
+//! A record may also carry a version (`_version` on the wire and in the
+//! store). Versions make writes independent of delivery order: the store
+//! applies a record only if its version is higher than the one it holds
+//! ([`replaces`]), so racing consumers, several importer processes and
+//! redeliveries end with the newest version of every key whatever order
+//! they write in. A record without a version is applied on arrival.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -115,6 +121,10 @@ pub struct Customer {
     pub zip_code: String,
     pub phone_number: String,
     pub email: String,
+    /// Orders versions of one key: the store keeps the highest it has seen
+    /// (see [`Record::version`]). Not a column of the CSV files.
+    #[serde(rename = "_version", default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
 }
 
 /// A product, as in `products.csv`.
@@ -125,6 +135,10 @@ pub struct Product {
     pub description: String,
     pub product_type: String,
     pub quantity_available: u32,
+    /// Orders versions of one key: the store keeps the highest it has seen
+    /// (see [`Record::version`]). Not a column of the CSV files.
+    #[serde(rename = "_version", default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
 }
 
 /// A rental, as in `rentals.csv`: one customer renting one product.
@@ -133,6 +147,10 @@ pub struct Product {
 pub struct Rental {
     pub product_id: String,
     pub user_id: String,
+    /// Orders versions of one key: the store keeps the highest it has seen
+    /// (see [`Record::version`]). Not a column of the CSV files.
+    #[serde(rename = "_version", default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
 }
 
 /// Any one record, tagged with its kind.
@@ -142,6 +160,21 @@ pub enum Record {
     Customer(Customer),
     Product(Product),
     Rental(Rental),
+}
+
+/// Whether a record of version `incoming` replaces what the store holds at
+/// version `stored` (`None`: no document, or one written without a version).
+///
+/// The one rule of the version guard, used by the store's writes and by a
+/// writer folding a batch: a versioned record replaces only an older version;
+/// an equal or newer one stays. A record without a version always replaces
+/// (arrival order, as before versions), and so does any record replacing a
+/// document stored without one.
+pub fn replaces(incoming: Option<i64>, stored: Option<i64>) -> bool {
+    match (incoming, stored) {
+        (Some(new), Some(old)) => new > old,
+        _ => true,
+    }
 }
 
 /// Why a record is not fit to store, in words a person can act on.
@@ -243,6 +276,30 @@ impl Record {
             Record::Product(_) => RecordKind::Product,
             Record::Rental(_) => RecordKind::Rental,
         }
+    }
+
+    /// The record's version, if it has one.
+    pub fn version(&self) -> Option<i64> {
+        match self {
+            Record::Customer(c) => c.version,
+            Record::Product(p) => p.version,
+            Record::Rental(r) => r.version,
+        }
+    }
+
+    /// Set (or clear) the record's version.
+    pub fn set_version(&mut self, version: Option<i64>) {
+        match self {
+            Record::Customer(c) => c.version = version,
+            Record::Product(p) => p.version = version,
+            Record::Rental(r) => r.version = version,
+        }
+    }
+
+    /// The record with `version` set.
+    pub fn with_version(mut self, version: i64) -> Record {
+        self.set_version(Some(version));
+        self
     }
 
     /// The business key as one string (a rental's is `product_id/user_id`),
@@ -348,6 +405,7 @@ mod tests {
             zip_code: "98101".into(),
             phone_number: "206-555-0100".into(),
             email: "ada@example.com".into(),
+            version: None,
         }
     }
 
@@ -405,6 +463,7 @@ mod tests {
         let r = Record::Rental(Rental {
             product_id: "P1".into(),
             user_id: "C9".into(),
+            version: None,
         });
         assert_eq!(r.key(), "P1/C9");
         assert_eq!(r.to_fields(), vec!["P1", "C9"]);

@@ -1,6 +1,7 @@
 //! The figures HP Norton asked for, per collection and per run: records
 //! processed, count before, count after and seconds taken, plus how many
-//! records were inserted, updated or rejected. Printed as a table for people
+//! records were inserted, updated, stale (an equal or newer version was
+//! already stored, so nothing changed) or rejected. Printed as a table for people
 //! and as JSON for scripts.
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
@@ -11,7 +12,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImportStats {
     pub collection: String,
-    /// Records taken from the queue and handled (inserted + updated + rejected).
+    /// Records taken from the queue and handled (inserted + updated + stale + rejected).
     pub processed: u64,
     pub count_before: u64,
     pub count_after: u64,
@@ -20,6 +21,9 @@ pub struct ImportStats {
     pub elapsed: Duration,
     pub inserted: u64,
     pub updated: u64,
+    /// Records that changed nothing: the store held an equal or newer version.
+    #[serde(default)]
+    pub stale: u64,
     /// Records refused (invalid) and sent to the dead-letter queue.
     pub rejected: u64,
 }
@@ -85,10 +89,16 @@ impl ImportReport {
             "seconds",
             "inserted",
             "updated",
+            "stale",
             "rejected",
             "records/s",
         ]);
-        let row = |name: &str, processed, before: String, after: String, elapsed: Duration, ins, upd, rej| {
+        let row = |name: &str,
+                   processed,
+                   before: String,
+                   after: String,
+                   elapsed: Duration,
+                   [ins, upd, stale, rej]: [u64; 4]| {
             vec![
                 name.to_string(),
                 format!("{processed}"),
@@ -97,6 +107,7 @@ impl ImportReport {
                 format!("{:.3}", elapsed.as_secs_f64()),
                 format!("{ins}"),
                 format!("{upd}"),
+                format!("{stale}"),
                 format!("{rej}"),
                 format!("{:.0}", rate(processed, elapsed)),
             ]
@@ -108,9 +119,7 @@ impl ImportReport {
                 s.count_before.to_string(),
                 s.count_after.to_string(),
                 s.elapsed,
-                s.inserted,
-                s.updated,
-                s.rejected,
+                [s.inserted, s.updated, s.stale, s.rejected],
             ));
         }
         let sum = |f: fn(&ImportStats) -> u64| self.collections.iter().map(f).sum::<u64>();
@@ -120,11 +129,14 @@ impl ImportReport {
             sum(|s| s.count_before).to_string(),
             sum(|s| s.count_after).to_string(),
             self.total,
-            sum(|s| s.inserted),
-            sum(|s| s.updated),
-            sum(|s| s.rejected),
+            [
+                sum(|s| s.inserted),
+                sum(|s| s.updated),
+                sum(|s| s.stale),
+                sum(|s| s.rejected),
+            ],
         ));
-        for column in 1..9 {
+        for column in 1..10 {
             if let Some(c) = table.column_mut(column) {
                 c.set_cell_alignment(CellAlignment::Right);
             }
@@ -168,6 +180,7 @@ mod tests {
                     elapsed: Duration::from_millis(500),
                     inserted: 998,
                     updated: 0,
+                    stale: 0,
                     rejected: 2,
                 },
                 ImportStats {
@@ -177,7 +190,8 @@ mod tests {
                     count_after: 10,
                     elapsed: Duration::from_millis(20),
                     inserted: 0,
-                    updated: 10,
+                    updated: 7,
+                    stale: 3,
                     rejected: 0,
                 },
             ],
@@ -214,6 +228,7 @@ mod tests {
             "products",
             "total (wall time)",
             "count before",
+            "stale",
             "1010",
             "0.510",
             "2000",

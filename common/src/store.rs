@@ -9,6 +9,15 @@
 //! pair: the brief's rentals file has no other column, so a customer renting
 //! the same product twice is one rental.
 //!
+//! Writes are guarded by version (see [`crate::record::replaces`]): each
+//! document keeps the version of the record it holds in `_version`, and a
+//! record whose version is not higher changes nothing and is counted as
+//! stale. So the store ends with the newest version of every key whatever
+//! order records arrive in: racing consumers, several importer processes,
+//! redeliveries after a crash. The guard is part of each statement's filter,
+//! checked and applied by the server in one atomic step per document; no
+//! read ever precedes a write.
+//!
 //! Batches go to the server as one `update` command holding one upsert
 //! statement per record, unordered: one round trip per batch instead of one
 //! per row, and a bad record cannot stop the rest of its batch. The `update`
@@ -16,7 +25,7 @@
 //! on every MongoDB from 3.6 to 8, so the same code runs against the
 //! docker-compose stack and the local test server.
 
-use crate::record::{Customer, Product, Record, RecordKind};
+use crate::record::{replaces, Customer, Product, Record, RecordKind};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::{Error as MongoError, ErrorKind};
@@ -27,6 +36,9 @@ use std::time::Duration;
 
 /// MongoDB's duplicate-key error code (the "E11000" in its messages).
 pub const DUPLICATE_KEY: i32 = 11000;
+
+/// The field that holds a document's version (absent: written without one).
+pub const VERSION_FIELD: &str = "_version";
 
 /// Server error codes that mean "try again": the operation did not fail on
 /// its merits (the same list the driver retries reads on, plus time-outs).
@@ -89,6 +101,9 @@ pub struct WriteOutcome {
     pub inserted: u64,
     /// Records whose key already had a document (changed or not).
     pub updated: u64,
+    /// Records that changed nothing: the store, or an earlier record of the
+    /// same batch, held an equal or newer version of their key.
+    pub stale: u64,
     /// Records the server refused; the caller dead-letters them.
     pub failed: Vec<FailedWrite>,
     /// Statements sent again after a duplicate-key error from a racing
@@ -123,6 +138,26 @@ pub struct Store {
 /// How many times a statement is sent again after a duplicate-key error
 /// from racing upserts (see [`Store::upsert`]).
 const DUPLICATE_KEY_RETRIES: usize = 3;
+
+/// Whether the keys of a guarded write are known to have documents already
+/// (an insert of them just failed with E11000).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeysExist {
+    Yes,
+    Unknown,
+}
+
+impl WriteOutcome {
+    /// Add what another write of the same batch did (its indexes are already
+    /// the batch's).
+    fn add(&mut self, other: WriteOutcome) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.stale += other.stale;
+        self.retried += other.retried;
+        self.failed.extend(other.failed);
+    }
+}
 
 impl Store {
     /// Connect and check that the server answers.
@@ -199,29 +234,31 @@ impl Store {
         Ok(())
     }
 
-    /// Write a batch of records of one kind, keyed on their business keys:
-    /// the importer's write.
+    /// Write a batch of records of one kind, keyed on their business keys
+    /// and guarded by version: the importer's write.
     ///
     /// New keys go in with one unordered `insert_many`, which is several
     /// times faster than upserting (the server need not look for a document
     /// to update first); the records whose key already exists come back as
-    /// duplicate-key errors and are applied with [`Store::upsert`]. The end
-    /// state is the one a keyed upsert of every record would give: absent
-    /// keys inserted, present keys updated, the later record winning.
+    /// duplicate-key errors and are applied with guarded updates (see
+    /// [`Store::upsert`]). The end state is the one a guarded upsert of every
+    /// record would give: absent keys inserted, present keys updated where
+    /// the record is newer, left alone where it is stale.
     ///
-    /// Within one batch only the last record of each key is sent (see
+    /// Within one batch only the winner of each key is sent (see
     /// [`latest_per_key`]), so the result does not depend on the order the
     /// server applies an unordered batch in.
     pub async fn write(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
-        let (latest, superseded) = latest_per_key(records);
+        let batch = latest_per_key(records);
         let mut outcome = WriteOutcome {
-            updated: superseded,
+            updated: batch.superseded,
+            stale: batch.stale,
             ..WriteOutcome::default()
         };
-        let documents: Vec<Document> = latest.iter().map(|&i| to_document(&records[i])).collect();
+        let documents: Vec<Document> = batch.latest.iter().map(|&i| stored_document(&records[i])).collect();
         let mut conflicts = Vec::new();
         match self.collection(kind).insert_many(documents).ordered(false).await {
-            Ok(_) => outcome.inserted += latest.len() as u64,
+            Ok(_) => outcome.inserted += batch.latest.len() as u64,
             Err(e) => {
                 let ErrorKind::InsertMany(failure) = e.kind.as_ref() else {
                     return Err(e.into());
@@ -230,9 +267,9 @@ impl Store {
                     return Err(StoreError::WriteConcern(wce.message.clone()));
                 }
                 let errors = failure.write_errors.as_deref().unwrap_or_default();
-                outcome.inserted += (latest.len() - errors.len()) as u64;
+                outcome.inserted += (batch.latest.len() - errors.len()) as u64;
                 for error in errors {
-                    let index = latest[error.index];
+                    let index = batch.latest[error.index];
                     if error.code == DUPLICATE_KEY {
                         conflicts.push(index);
                     } else {
@@ -247,36 +284,51 @@ impl Store {
         }
         if !conflicts.is_empty() {
             conflicts.sort_unstable();
-            let existing: Vec<Record> = conflicts.iter().map(|&i| records[i].clone()).collect();
-            let upserted = self.upsert(kind, &existing).await?;
-            outcome.inserted += upserted.inserted;
-            outcome.updated += upserted.updated;
-            outcome.retried += upserted.retried;
-            outcome.failed.extend(upserted.failed.into_iter().map(|f| FailedWrite {
-                index: conflicts[f.index],
-                ..f
-            }));
+            // The insert said these keys exist, so a versioned statement that
+            // hits the key index again found a version at least its own.
+            let guarded = self.apply(kind, records, conflicts, KeysExist::Yes).await?;
+            outcome.add(guarded);
         }
         Ok(outcome)
     }
 
-    /// Upsert a batch of records of one kind: one statement per key, keyed
-    /// on the business key, in one unordered `update` command.
+    /// Upsert a batch of records of one kind, guarded by version: one
+    /// statement per key, keyed on the business key, in one unordered
+    /// `update` command.
+    ///
+    /// Each statement's filter is the key plus, for a versioned record,
+    /// "stored version absent or lower" (`_version: {$not: {$gte: v}}`).
+    /// A document that passes is updated; when none passes the server tries
+    /// to insert, and the unique key index refuses that with E11000 if the
+    /// key exists with an equal or newer version: the record is stale, and
+    /// nothing changed. A record without a version matches on its key alone
+    /// and clears the stored version (see `docs/message-format.md`).
     ///
     /// Two upserts of the same new key racing on different connections can
     /// both miss the document and both try to insert; the unique index lets
-    /// one win and gives the other E11000. Sending the loser again turns it
-    /// into an update of the winner's document, which is the outcome a
-    /// sequential run would have had, so such errors are retried here and
-    /// never reach the caller (MongoDB 4.2+ retries most of these itself).
+    /// one win and gives the other E11000 too. So a statement's first E11000
+    /// is sent again: the document now exists, and the retry either updates
+    /// it (the record was newer) or gets E11000 again (stale).
     pub async fn upsert(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
-        let (latest, superseded) = latest_per_key(records);
+        let batch = latest_per_key(records);
         let mut outcome = WriteOutcome {
-            updated: superseded,
+            updated: batch.superseded,
+            stale: batch.stale,
             ..WriteOutcome::default()
         };
-        // Indexes into `records` of the statements still to send.
-        let mut pending = latest;
+        outcome.add(self.apply(kind, records, batch.latest, KeysExist::Unknown).await?);
+        Ok(outcome)
+    }
+
+    /// Send guarded upserts for `records[i]`, `i` in `pending` (one per key).
+    async fn apply(
+        &self,
+        kind: RecordKind,
+        records: &[Record],
+        mut pending: Vec<usize>,
+        keys: KeysExist,
+    ) -> Result<WriteOutcome, StoreError> {
+        let mut outcome = WriteOutcome::default();
         for attempt in 0..=DUPLICATE_KEY_RETRIES {
             if pending.is_empty() {
                 break;
@@ -284,9 +336,8 @@ impl Store {
             let statements: Vec<Document> = pending
                 .iter()
                 .map(|&i| {
-                    let record = &records[i];
-                    debug_assert_eq!(record.kind(), kind);
-                    doc! {"q": key_filter(record), "u": {"$set": to_document(record)}, "upsert": true}
+                    debug_assert_eq!(records[i].kind(), kind);
+                    guarded_upsert(&records[i])
                 })
                 .collect();
             let reply = self
@@ -310,7 +361,10 @@ impl Store {
                     let index = number(error, "index")? as usize;
                     let code = number(error, "code")? as i32;
                     let record_index = pending[index];
-                    if code == DUPLICATE_KEY && attempt < DUPLICATE_KEY_RETRIES {
+                    let versioned = records[record_index].version().is_some();
+                    if code == DUPLICATE_KEY && versioned && (keys == KeysExist::Yes || attempt > 0) {
+                        outcome.stale += 1;
+                    } else if code == DUPLICATE_KEY && attempt < DUPLICATE_KEY_RETRIES {
                         retry.push(record_index);
                     } else {
                         outcome.failed.push(FailedWrite {
@@ -413,20 +467,49 @@ impl Store {
     }
 }
 
-/// The index of the last record of each key in `records`, in batch order,
-/// and how many earlier records those supersede. A record's fields replace
-/// the stored ones wholesale, so writing only the last record of a key ends
-/// in the same state as writing them all in order; the superseded ones count
-/// as updates, as they would have been.
-pub fn latest_per_key(records: &[Record]) -> (Vec<usize>, u64) {
-    let mut last: HashMap<(&str, &str), usize> = HashMap::with_capacity(records.len());
+/// What folding a batch to one record per key left (see [`latest_per_key`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchWinners {
+    /// Index of each key's winning record, in batch order.
+    pub latest: Vec<usize>,
+    /// Records replaced by a later record of their key in the batch: they
+    /// would have been applied, then overwritten, so they count as updates.
+    pub superseded: u64,
+    /// Records that lost to an earlier record of their key with an equal or
+    /// newer version: stored alone, they would have changed nothing.
+    pub stale: u64,
+}
+
+/// Fold a batch to one record per key, applying the records in batch order
+/// by the store's own rule ([`replaces`]). A record's fields replace the
+/// stored ones wholesale, so writing only each key's winner ends in the same
+/// state as writing them all in order.
+pub fn latest_per_key(records: &[Record]) -> BatchWinners {
+    use std::collections::hash_map::Entry;
+    let mut winner: HashMap<(&str, &str), usize> = HashMap::with_capacity(records.len());
+    let (mut superseded, mut stale) = (0, 0);
     for (i, record) in records.iter().enumerate() {
-        last.insert(record.key_parts(), i);
+        match winner.entry(record.key_parts()) {
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
+            Entry::Occupied(mut slot) => {
+                if replaces(record.version(), records[*slot.get()].version()) {
+                    slot.insert(i);
+                    superseded += 1;
+                } else {
+                    stale += 1;
+                }
+            }
+        }
     }
-    let mut latest: Vec<usize> = last.into_values().collect();
+    let mut latest: Vec<usize> = winner.into_values().collect();
     latest.sort_unstable();
-    let superseded = (records.len() - latest.len()) as u64;
-    (latest, superseded)
+    BatchWinners {
+        latest,
+        superseded,
+        stale,
+    }
 }
 
 /// Read an integer reply field, whatever width the server chose.
@@ -452,8 +535,32 @@ pub fn key_filter(record: &Record) -> Document {
     }
 }
 
-/// The document stored for a record: its fields, with the same names as the
-/// CSV columns (quantities as 64-bit integers).
+/// The document stored for a record: its fields and, when it has one, its
+/// version in [`VERSION_FIELD`].
+pub fn stored_document(record: &Record) -> Document {
+    let mut document = to_document(record);
+    if let Some(version) = record.version() {
+        document.insert(VERSION_FIELD, version);
+    }
+    document
+}
+
+/// One statement of a guarded `update` command (see [`Store::upsert`]).
+fn guarded_upsert(record: &Record) -> Document {
+    let mut filter = key_filter(record);
+    let update = match record.version() {
+        Some(version) => {
+            filter.insert(VERSION_FIELD, doc! {"$not": {"$gte": version}});
+            doc! {"$set": stored_document(record)}
+        }
+        None => doc! {"$set": to_document(record), "$unset": {VERSION_FIELD: ""}},
+    };
+    doc! {"q": filter, "u": update, "upsert": true}
+}
+
+/// A record's business fields, with the same names as the CSV columns
+/// (quantities as 64-bit integers): what readers of the store see, less the
+/// version.
 pub fn to_document(record: &Record) -> Document {
     match record {
         Record::Customer(c) => doc! {
@@ -487,6 +594,7 @@ mod tests {
         let r = Record::Rental(Rental {
             product_id: "P1".into(),
             user_id: "C1".into(),
+            version: None,
         });
         assert_eq!(key_filter(&r), doc! {"product_id": "P1", "user_id": "C1"});
         assert_eq!(to_document(&r), doc! {"product_id": "P1", "user_id": "C1"});
@@ -495,6 +603,7 @@ mod tests {
             description: "Sofa".into(),
             product_type: "livingroom".into(),
             quantity_available: 4,
+            version: None,
         });
         assert_eq!(to_document(&p).get_i64("quantity_available"), Ok(4));
         assert_eq!(key_filter(&p), doc! {"product_id": "P1"});
@@ -506,6 +615,7 @@ mod tests {
             Record::Rental(Rental {
                 product_id: p.into(),
                 user_id: u.into(),
+                version: None,
             })
         };
         let batch = vec![
@@ -515,8 +625,66 @@ mod tests {
             r("P1", "C2"),
             r("P1", "C1"),
         ];
-        assert_eq!(latest_per_key(&batch), (vec![1, 3, 4], 2));
-        assert_eq!(latest_per_key(&[]), (vec![], 0));
+        let winners = latest_per_key(&batch);
+        assert_eq!(
+            (winners.latest, winners.superseded, winners.stale),
+            (vec![1, 3, 4], 2, 0)
+        );
+        assert_eq!(latest_per_key(&[]), BatchWinners::default());
+    }
+
+    #[test]
+    fn in_a_batch_the_highest_version_wins_whatever_its_position() {
+        let c = |id: &str, v: Option<i64>| {
+            let mut r = Record::Rental(Rental {
+                product_id: "P".into(),
+                user_id: id.into(),
+                version: None,
+            });
+            r.set_version(v);
+            r
+        };
+        let batch = vec![
+            c("A", Some(5)), // 0: A's newest, first
+            c("A", Some(3)), // 1: older than 0: stale
+            c("B", Some(2)), // 2
+            c("B", Some(2)), // 3: equal to 2: stale, the first stays
+            c("C", Some(1)), // 4
+            c("C", Some(9)), // 5: newer: supersedes 4
+            c("D", Some(7)), // 6
+            c("D", None),    // 7: no version: applied on arrival, supersedes 6
+            c("D", Some(1)), // 8: replaces a record without a version
+        ];
+        let winners = latest_per_key(&batch);
+        assert_eq!(winners.latest, vec![0, 2, 5, 8]);
+        assert_eq!((winners.superseded, winners.stale), (3, 2));
+    }
+
+    #[test]
+    fn a_versioned_statement_is_guarded_and_an_unversioned_one_clears_the_version() {
+        let mut r = Record::Rental(Rental {
+            product_id: "P1".into(),
+            user_id: "C1".into(),
+            version: Some(42),
+        });
+        assert_eq!(stored_document(&r).get_i64(VERSION_FIELD), Ok(42));
+        assert_eq!(
+            guarded_upsert(&r),
+            doc! {
+                "q": {"product_id": "P1", "user_id": "C1", "_version": {"$not": {"$gte": 42_i64}}},
+                "u": {"$set": {"product_id": "P1", "user_id": "C1", "_version": 42_i64}},
+                "upsert": true,
+            }
+        );
+        r.set_version(None);
+        assert_eq!(
+            guarded_upsert(&r),
+            doc! {
+                "q": {"product_id": "P1", "user_id": "C1"},
+                "u": {"$set": {"product_id": "P1", "user_id": "C1"}, "$unset": {"_version": ""}},
+                "upsert": true,
+            }
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Duration;
 pub struct Counters {
     pub inserted: AtomicU64,
     pub updated: AtomicU64,
+    pub stale: AtomicU64,
     pub rejected: AtomicU64,
     metrics: Option<(RecordKind, Arc<Metrics>)>,
 }
@@ -22,6 +23,7 @@ impl std::fmt::Debug for Counters {
         f.debug_struct("Counters")
             .field("inserted", &self.inserted)
             .field("updated", &self.updated)
+            .field("stale", &self.stale)
             .field("rejected", &self.rejected)
             .finish_non_exhaustive()
     }
@@ -36,12 +38,27 @@ impl Counters {
         }
     }
 
-    pub fn add_written(&self, inserted: u64, updated: u64) {
+    /// Records written: new documents, updated ones, and stale ones (an
+    /// equal or newer version was stored; nothing changed).
+    pub fn add_written(&self, inserted: u64, updated: u64, stale: u64) {
         self.inserted.fetch_add(inserted, Relaxed);
         self.updated.fetch_add(updated, Relaxed);
+        self.stale.fetch_add(stale, Relaxed);
         if let Some((kind, m)) = &self.metrics {
             m.record(*kind, "written", inserted);
             m.record(*kind, "updated", updated);
+            m.record(*kind, "stale", stale);
+        }
+    }
+
+    /// `n` records of a message from `app_id` (its AMQP property) carried no
+    /// version: they are applied in arrival order.
+    pub fn add_unversioned(&self, n: u64, app_id: Option<&str>) {
+        if n == 0 {
+            return;
+        }
+        if let Some((kind, m)) = &self.metrics {
+            m.unversioned(*kind, app_id, n);
         }
     }
 
@@ -89,19 +106,21 @@ impl Counters {
     }
 
     pub fn stats(&self, kind: RecordKind, count_before: u64, count_after: u64, elapsed: Duration) -> ImportStats {
-        let (inserted, updated, rejected) = (
+        let (inserted, updated, stale, rejected) = (
             self.inserted.load(Relaxed),
             self.updated.load(Relaxed),
+            self.stale.load(Relaxed),
             self.rejected.load(Relaxed),
         );
         ImportStats {
             collection: kind.collection().to_string(),
-            processed: inserted + updated + rejected,
+            processed: inserted + updated + stale + rejected,
             count_before,
             count_after,
             elapsed,
             inserted,
             updated,
+            stale,
             rejected,
         }
     }
@@ -114,11 +133,14 @@ mod tests {
     #[test]
     fn processed_is_the_sum_of_outcomes() {
         let c = Counters::default();
-        c.add_written(5, 2);
+        c.add_written(5, 2, 3);
         c.add_rejected(1);
         let s = c.stats(RecordKind::Product, 10, 15, Duration::from_secs(1));
-        assert_eq!((s.processed, s.inserted, s.updated, s.rejected), (8, 5, 2, 1));
+        assert_eq!(
+            (s.processed, s.inserted, s.updated, s.stale, s.rejected),
+            (11, 5, 2, 3, 1)
+        );
         assert_eq!(s.collection, "products");
-        assert_eq!(s.tuple(), (8, 10, 15, 1.0));
+        assert_eq!(s.tuple(), (11, 10, 15, 1.0));
     }
 }

@@ -29,7 +29,9 @@
 //!
 //! Nothing is acknowledged before it is written: a crash at any point leaves
 //! unwritten messages in their queue, and writing them again is harmless
-//! because every write is keyed on the record's business key.
+//! because every write is keyed on the record's business key and guarded by
+//! its version, so the store ends with the newest version of every key
+//! whatever order consumers, processes and redeliveries write in.
 
 pub mod ack;
 pub mod attempts;

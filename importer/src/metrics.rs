@@ -22,9 +22,23 @@ pub struct CollectionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub collection: String,
-    /// written (new), updated (the key had a document), dead_lettered (refused, sent to the dead-letter queue)
+    /// written (new), updated (the key had a document), stale (an equal or newer
+    /// version was stored: nothing changed), dead_lettered (refused, sent to the
+    /// dead-letter queue)
     pub outcome: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SenderLabels {
+    pub collection: String,
+    /// The message's AMQP `app_id` property ("none" when absent): who sent it.
+    pub app_id: String,
+}
+
+/// Distinct `app_id` labels kept before the rest are counted as "other", so
+/// a publisher that sets a new id per message cannot grow the metrics
+/// without bound.
+const MAX_APP_IDS: usize = 32;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueueLabels {
@@ -56,6 +70,8 @@ pub struct Metrics {
     registry: Registry,
     pub messages_consumed: Family<CollectionLabels, Counter>,
     pub records: Family<RecordLabels, Counter>,
+    pub unversioned_records: Family<SenderLabels, Counter>,
+    app_ids: std::sync::Mutex<std::collections::HashSet<String>>,
     pub retries: Family<ServerLabels, Counter>,
     pub reconnects: Family<ServerLabels, Counter>,
     pub batch_write_seconds: Family<CollectionLabels, Histogram, fn() -> Histogram>,
@@ -68,6 +84,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("hpn_importer");
         let messages_consumed = Family::<CollectionLabels, Counter>::default();
         let records = Family::<RecordLabels, Counter>::default();
+        let unversioned_records = Family::<SenderLabels, Counter>::default();
         let retries = Family::<ServerLabels, Counter>::default();
         let reconnects = Family::<ServerLabels, Counter>::default();
         let batch_write_seconds = Family::<CollectionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -83,6 +100,11 @@ impl Default for Metrics {
             messages_consumed.clone(),
         );
         registry.register("records", "Records handled, by collection and outcome", records.clone());
+        registry.register(
+            "unversioned_records",
+            "Records that carried no version (applied in arrival order), by sender",
+            unversioned_records.clone(),
+        );
         registry.register(
             "retries",
             "Operations retried after a transient failure",
@@ -108,6 +130,8 @@ impl Default for Metrics {
             registry,
             messages_consumed,
             records,
+            unversioned_records,
+            app_ids: Default::default(),
             retries,
             reconnects,
             batch_write_seconds,
@@ -127,6 +151,25 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
+    }
+
+    /// `n` records without a version arrived in a message from `app_id`.
+    pub fn unversioned(&self, kind: RecordKind, app_id: Option<&str>, n: u64) {
+        let app_id = app_id.unwrap_or("none");
+        let label = {
+            let mut seen = self.app_ids.lock().expect("not poisoned");
+            if seen.contains(app_id) || (seen.len() < MAX_APP_IDS && seen.insert(app_id.to_string())) {
+                app_id
+            } else {
+                "other"
+            }
+        };
+        self.unversioned_records
+            .get_or_create(&SenderLabels {
+                collection: kind.collection().into(),
+                app_id: label.into(),
+            })
+            .inc_by(n);
     }
 
     pub fn collection(kind: RecordKind) -> CollectionLabels {
@@ -172,5 +215,29 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn unversioned_records_are_counted_by_sender_with_bounded_labels() {
+        let m = Metrics::default();
+        m.unversioned(RecordKind::Rental, Some("billing"), 2);
+        m.unversioned(RecordKind::Rental, None, 1);
+        for i in 0..MAX_APP_IDS + 5 {
+            m.unversioned(RecordKind::Rental, Some(&format!("app-{i}")), 1);
+        }
+        let text = m.render();
+        assert!(
+            text.contains(r#"hpn_importer_unversioned_records_total{collection="rentals",app_id="billing"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"hpn_importer_unversioned_records_total{collection="rentals",app_id="none"} 1"#),
+            "{text}"
+        );
+        // 32 labels: billing, none and 30 app-N; the other 7 app-N share "other".
+        assert!(
+            text.contains(r#"hpn_importer_unversioned_records_total{collection="rentals",app_id="other"} 7"#),
+            "{text}"
+        );
     }
 }

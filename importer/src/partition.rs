@@ -1,29 +1,22 @@
 //! Routing records to writers by business key.
 //!
-//! Every record with the same key goes to the same writer, whichever
-//! consumer took it off the queue. A writer applies its records in the order
-//! it receives them, one batch at a time, so two writes of one key never run
-//! at once inside this process and the later record wins, as it would in a
-//! linear run; records with different keys still go to different writers
-//! and run in parallel.
+//! Correctness does not depend on this module. Every write is guarded by
+//! version in the store (see `hpn_common::store`), so any number of writers,
+//! consumers and importer processes, in any order, end with the newest
+//! version of every key; a record without a version is applied in arrival
+//! order (see `docs/message-format.md`).
 //!
-//! What this guarantees, and what it does not:
-//! - within one importer process, no two concurrent writes touch the same
-//!   document, so there is no lost update and no duplicate-key race between
-//!   our own writers;
-//! - order per key is the order the records reached the router. Two
-//!   consumers on one queue can take two messages for one key and route them
-//!   in either order, so when an upstream system needs "last published wins"
-//!   across messages it must publish updates of one key in one message, or
-//!   we run one consumer per queue;
-//! - several importer processes on the same queue each route only what they
-//!   receive: two processes can still race on one key. The store's unique
-//!   indexes and idempotent upserts keep that race harmless (one document
-//!   per key, no error reaches anyone; see `contention`). To extend the
-//!   per-key ordering across processes, RabbitMQ's consistent-hash exchange
-//!   can split each kind over several queues by a key header, one importer
-//!   per queue, or single-active-consumer queues can make a standby process
-//!   take over a queue only when the active one goes away.
+//! What routing still buys is work not done: every record of one key in this
+//! process goes to the same writer, so
+//! - the versions of a key that arrive close together meet in one batch and
+//!   are folded there (`hpn_common::store::latest_per_key`): one statement
+//!   reaches the server instead of several;
+//! - two writers of this process never insert the same new key at once, so
+//!   the insert-first fast path does not lose to a sibling and fall back to
+//!   an update round trip.
+//!
+//! Records of different keys still spread over all writers and are written in
+//! parallel. Routing costs one hash per record.
 
 use crate::write::WorkItem;
 use hpn_common::Record;
@@ -85,6 +78,7 @@ mod tests {
             zip_code: String::new(),
             phone_number: String::new(),
             email: "a@b.c".into(),
+            version: None,
         })
     }
 
@@ -106,6 +100,7 @@ mod tests {
             Record::Rental(Rental {
                 product_id: p.into(),
                 user_id: u.into(),
+                version: None,
             })
         };
         let differ =

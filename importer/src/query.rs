@@ -86,6 +86,7 @@ mod tests {
             description: "Sofa".into(),
             product_type: "livingroom".into(),
             quantity_available: 2,
+            version: None,
         }];
         let value = products_json(&products);
         assert_eq!(value["P1"]["quantity_available"], 2);
@@ -97,6 +98,7 @@ mod tests {
             zip_code: "98101".into(),
             phone_number: "555".into(),
             email: "ann@example.com".into(),
+            version: None,
         }];
         let value = customers_json(&customers);
         assert_eq!(value["C1"]["email"], "ann@example.com");

@@ -202,7 +202,8 @@ impl Writer {
             self.dead_letter(&records[failed.index], &tickets[failed.index], &reason)
                 .await?;
         }
-        self.counters.add_written(outcome.inserted, outcome.updated);
+        self.counters
+            .add_written(outcome.inserted, outcome.updated, outcome.stale);
         self.counters.add_rejected(outcome.failed.len() as u64);
         for ticket in tickets.drain(..) {
             ticket.complete_one();

@@ -68,6 +68,7 @@ fn customer(rng: &mut ChaCha8Rng, i: usize) -> Customer {
         zip_code: format!("{:05}", rng.random_range(98001..99404)),
         phone_number: format!("206-555-{:04}", rng.random_range(0..10_000)),
         email: format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), i + 1),
+        version: None,
     }
 }
 
@@ -85,6 +86,7 @@ fn product(rng: &mut ChaCha8Rng, i: usize) -> Product {
         description: format!("{adjective} {item}"),
         product_type: kind.to_string(),
         quantity_available: quantity,
+        version: None,
     }
 }
 
@@ -102,6 +104,7 @@ fn rental(rng: &mut ChaCha8Rng, i: usize, products: usize, first: &mut usize) ->
     Rental {
         product_id: product_id(product),
         user_id: user_id(user),
+        version: None,
     }
 }
 

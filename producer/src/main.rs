@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hpn_common::{profile, ConnectionSettings};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
-use hpn_producer::{publish_files, FileSummary, PublishOptions};
+use hpn_producer::{publish_files, FileSummary, PublishOptions, VersionClock};
 use std::path::PathBuf;
 
 /// Publish HP Norton CSV files (customers, products, rentals) to RabbitMQ.
@@ -49,6 +49,15 @@ enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// State file shared by the producers on this machine, so every
+        /// publish versions its records above every earlier one
+        /// [default: $XDG_STATE_HOME/hpnorton/version-clock, else ~/.local/state/hpnorton/version-clock]
+        #[arg(long, env = "HPN_VERSION_CLOCK")]
+        version_clock: Option<PathBuf>,
+        /// Send the records without versions: the importer then applies them
+        /// in arrival order (the benchmark's measure of what versions cost).
+        #[arg(long)]
+        without_versions: bool,
     },
 }
 
@@ -69,6 +78,8 @@ async fn main() -> Result<()> {
             confirm_window,
             rejects_dir,
             json,
+            version_clock,
+            without_versions,
         } => {
             let files = hpn_producer::publish::collect_inputs(&paths)?;
             anyhow::ensure!(!files.is_empty(), "no CSV files in {paths:?}");
@@ -77,6 +88,8 @@ async fn main() -> Result<()> {
                 confirm_window,
                 rejects_dir,
                 progress: !json,
+                version_clock: (!without_versions)
+                    .then(|| VersionClock::new(version_clock.unwrap_or_else(VersionClock::default_path))),
             };
             let started = std::time::Instant::now();
             let summaries = publish_files(&cli.connection, &files, &options).await?;

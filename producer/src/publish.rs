@@ -5,7 +5,7 @@
 //! the file size:
 //!
 //! ```text
-//!  reader thread: CSV row ─► validate ─► pack N rows ─► (bounded channel) ─►
+//!  reader thread: CSV row ─► validate ─► version ─► pack N rows ─► (bounded channel) ─►
 //!  publisher task: encode ─► basic.publish (persistent, mandatory) ─► confirm window ─► done
 //!                    rejected rows ─► <file>.rejects.csv + a warning with file and line
 //! ```
@@ -17,7 +17,12 @@
 //! awaited when the window is full. A nack or an unroutable return fails the
 //! file: the run reports it rather than claiming rows it cannot vouch for.
 //! Files are published concurrently, one channel each.
+//!
+//! Every record gets a version from the line it was read on (see
+//! [`crate::version`]), so whatever order the importer's consumers write in,
+//! the store ends with the last line of each key of the newest publish.
 
+use crate::version::{FileVersions, VersionClock};
 use hpn_common::csv_source::{CsvSource, RejectsWriter};
 use hpn_common::message::{self, Origin};
 use hpn_common::{broker, ConnectionSettings, Error, Record, RecordKind, Result};
@@ -49,6 +54,10 @@ pub struct PublishOptions {
     pub rejects_dir: Option<PathBuf>,
     /// Draw progress bars on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Where the stamps of record versions come from; `None` publishes the
+    /// records without versions (the importer then applies them in arrival
+    /// order; for comparison only).
+    pub version_clock: Option<VersionClock>,
 }
 
 impl Default for PublishOptions {
@@ -58,6 +67,7 @@ impl Default for PublishOptions {
             confirm_window: 1024,
             rejects_dir: None,
             progress: false,
+            version_clock: Some(VersionClock::new(VersionClock::default_path())),
         }
     }
 }
@@ -73,6 +83,9 @@ pub struct FileSummary {
     /// Rows refused by validation, written to `rejects_file`.
     pub rejected: u64,
     pub rejects_file: Option<PathBuf>,
+    /// The versions given to the first and last record published (none for
+    /// a file without valid rows).
+    pub versions: Option<(i64, i64)>,
     #[serde(with = "hpn_common::stats::seconds", rename = "seconds")]
     pub elapsed: Duration,
 }
@@ -172,7 +185,9 @@ async fn publish_file(
     let rejects_path = RejectsWriter::path_for(file, options.rejects_dir.as_deref());
     let rows_per_message = options.rows_per_message.max(1);
     let reader_bar = bar.clone();
-    let reader = tokio::task::spawn_blocking(move || read_rows(source, rows_per_message, rejects_path, tx, reader_bar));
+    let clock = options.version_clock.clone();
+    let reader =
+        tokio::task::spawn_blocking(move || read_rows(source, clock, rows_per_message, rejects_path, tx, reader_bar));
 
     let origin_file = file.display().to_string();
     let exchange = settings.topology().exchange();
@@ -218,7 +233,8 @@ async fn publish_file(
     for confirm in window {
         check(confirm, &channel).await?;
     }
-    let (rejected, rejects_file) = reader.await.map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    let read = reader.await.map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    let rejected = read.rejected;
     let _ = channel.close(200, "done".into()).await;
     let elapsed = started.elapsed();
     bar.finish_with_message(format!(
@@ -232,7 +248,8 @@ async fn publish_file(
         published,
         messages,
         rejected,
-        rejects_file,
+        rejects_file: read.rejects_file,
+        versions: read.versions,
         elapsed,
     })
 }
@@ -258,16 +275,26 @@ async fn check(confirm: PublisherConfirm, channel: &Channel) -> Result<()> {
     Ok(())
 }
 
-/// The reader stage: runs on a blocking thread, hands on chunks of valid
-/// records and writes rejections as it meets them.
+/// What the reader stage did with one file.
+struct ReadSummary {
+    rejected: u64,
+    rejects_file: Option<PathBuf>,
+    versions: Option<(i64, i64)>,
+}
+
+/// The reader stage: runs on a blocking thread, versions valid records and
+/// hands them on in chunks, and writes rejections as it meets them.
 fn read_rows(
     mut source: CsvSource,
+    clock: Option<VersionClock>,
     rows_per_message: usize,
     rejects_path: PathBuf,
     tx: mpsc::Sender<Chunk>,
     bar: ProgressBar,
-) -> Result<(u64, Option<PathBuf>)> {
+) -> Result<ReadSummary> {
     let mut rejects = RejectsWriter::new(&rejects_path, source.kind());
+    let mut versions = clock.map(FileVersions::start);
+    let mut first_and_last: Option<(i64, i64)> = None;
     let mut chunk = Chunk {
         line: 0,
         records: Vec::with_capacity(rows_per_message),
@@ -279,7 +306,13 @@ fn read_rows(
                 if chunk.records.is_empty() {
                     chunk.line = row.line;
                 }
-                chunk.records.push(row.record);
+                let mut record = row.record;
+                if let Some(versions) = versions.as_mut() {
+                    let version = versions.version(row.line);
+                    first_and_last = Some((first_and_last.map_or(version, |(first, _)| first), version));
+                    record.set_version(Some(version));
+                }
+                chunk.records.push(record);
                 if chunk.records.len() == rows_per_message {
                     let full = std::mem::replace(
                         &mut chunk,
@@ -308,8 +341,11 @@ fn read_rows(
         let _ = tx.blocking_send(chunk);
     }
     bar.set_position(bar.length().unwrap_or(0));
-    let count = rejects.count();
-    Ok((count, rejects.finish()?))
+    Ok(ReadSummary {
+        rejected: rejects.count(),
+        rejects_file: rejects.finish()?,
+        versions: first_and_last,
+    })
 }
 
 #[cfg(test)]

@@ -81,9 +81,26 @@ impl TestEnv {
     }
 }
 
-/// Every document of a kind, without `_id`, sorted by business key: what a
-/// test compares against the source rows.
+/// Every document of a kind, without `_id` and `_version`, sorted by
+/// business key: what a test compares against the source rows.
 pub async fn documents(store: &Store, kind: RecordKind) -> Vec<Document> {
+    find_sorted(store, kind, doc! {"_id": 0, hpn_common::store::VERSION_FIELD: 0}).await
+}
+
+/// Every document of a kind with its stored version (`None`: written
+/// without one), sorted by business key.
+pub async fn versions(store: &Store, kind: RecordKind) -> Vec<(Document, Option<i64>)> {
+    find_sorted(store, kind, doc! {"_id": 0})
+        .await
+        .into_iter()
+        .map(|mut d| {
+            let version = d.remove(hpn_common::store::VERSION_FIELD).and_then(|v| v.as_i64());
+            (d, version)
+        })
+        .collect()
+}
+
+async fn find_sorted(store: &Store, kind: RecordKind, projection: Document) -> Vec<Document> {
     use futures::TryStreamExt;
     let mut sort = Document::new();
     for key in kind.key_fields() {
@@ -92,7 +109,7 @@ pub async fn documents(store: &Store, kind: RecordKind) -> Vec<Document> {
     store
         .collection(kind)
         .find(doc! {})
-        .projection(doc! {"_id": 0})
+        .projection(projection)
         .sort(sort)
         .await
         .expect("find")

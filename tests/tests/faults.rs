@@ -1,7 +1,8 @@
 //! The long-running importer under faults, on real servers: SIGKILL and
 //! restart, a broker restart, a database outage, poison messages, SIGTERM
-//! under load. Each ends by checking the store against the source: every
-//! record, none missing, none doubled.
+//! under load, and several importers racing on the same keys. Each ends by
+//! checking the store against the source: every record, none missing, none
+//! doubled, every key at its newest version.
 //!
 //! The importer runs as a child process (the same program as
 //! `hpn-importer`, built here as `hpn-tests-importer`). The tests that stop
@@ -360,6 +361,7 @@ async fn a_message_redelivered_too_often_is_dead_lettered_and_one_redelivery_is_
             zip_code: "98101".into(),
             phone_number: "555".into(),
             email: format!("{id}@example.com"),
+            version: None,
         })])
     };
     let fresh = message::properties(RecordKind::Customer, None);
@@ -442,6 +444,7 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_
             zip_code: "98101".into(),
             phone_number: "555".into(),
             email: format!("g{i}@example.com"),
+            version: None,
         })
     };
     let json = message::properties(RecordKind::Customer, None);
@@ -531,5 +534,154 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_
         .map(|d| d.get_str("user_id").unwrap().to_string())
         .collect();
     assert_eq!(ids, vec!["G1", "G2", "G3"]);
+    env.cleanup().await;
+}
+
+/// `keys` customers, each on `versions` adjacent lines whose names end in
+/// "v1" … "vN": the last line of a key is its newest version.
+fn versioned_customers(env: &TestEnv, keys: usize, versions: usize) -> PathBuf {
+    use std::fmt::Write;
+    let mut text = String::from("user_id,name,address,zip_code,phone_number,email\n");
+    for key in 0..keys {
+        for version in 1..=versions {
+            writeln!(
+                text,
+                "K{key:06},Customer {key} v{version},{key} Main St,98101,555-0100,k{key}@example.com"
+            )
+            .unwrap();
+        }
+    }
+    let path = env.path("customers.csv");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Publish one record per message; the versions the producer gave the file.
+async fn publish_one_per_message(env: &TestEnv, file: &Path, clock: &Path) -> (i64, i64) {
+    let options = PublishOptions {
+        rows_per_message: 1,
+        version_clock: Some(hpn_producer::VersionClock::new(clock)),
+        ..PublishOptions::default()
+    };
+    let summaries = publish_files(&env.settings, &[file.to_path_buf()], &options)
+        .await
+        .unwrap();
+    summaries[0].versions.expect("versions of a file with rows")
+}
+
+/// Every key holds the name and version of its last line in the publish
+/// whose first version is `first`: (keys at their newest, keys elsewhere).
+async fn keys_at_newest(env: &TestEnv, first: i64, versions: i64) -> (usize, Vec<String>) {
+    let stored = hpn_tests::versions(&env.store().await, RecordKind::Customer).await;
+    let mut wrong = Vec::new();
+    for (key, (doc, version)) in stored.iter().enumerate() {
+        let key = key as i64;
+        // Line 2 + key * versions + (v - 1) holds version v of the key; the
+        // producer numbers versions by line from `first` at line 2.
+        let newest = first + key * versions + (versions - 1);
+        let name = doc.get_str("name").unwrap();
+        if *version != Some(newest) || !name.ends_with(&format!(" v{versions}")) {
+            wrong.push(format!("{}: {name} at {version:?}", doc.get_str("user_id").unwrap()));
+        }
+    }
+    (stored.len() - wrong.len(), wrong)
+}
+
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// How operations scale out: two `serve` processes with three consumers
+/// each take 20,000 keys × 5 versions, one record per message, so versions
+/// of one key are written by different consumers and processes in any
+/// order; one process is SIGKILLed mid-stream and restarted (its messages
+/// come back redelivered, behind newer ones). Every key must end at its last
+/// version. Then the same file published again: newer versions of the same
+/// data, raced the same way, must leave the data unchanged.
+#[tokio::test]
+async fn racing_importers_killed_mid_stream_end_with_the_newest_version_of_every_key() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_converge");
+    let (keys, versions) = (20_000_usize, 5_usize);
+    let file = versioned_customers(&env, keys, versions);
+    let clock = env.path("version-clock");
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    let flags = |listen: &str| -> Vec<String> {
+        [
+            "--listen",
+            listen,
+            "--consumers",
+            "3",
+            "--writers",
+            "2",
+            "--batch-size",
+            "200",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let start = |listen: &str| {
+        let flags = flags(listen);
+        Importer::start_with(&env, &flags.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let (first, last) = publish_one_per_message(&env, &file, &clock).await;
+    assert_eq!(last - first, (keys * versions - 1) as i64, "one version per line");
+    let survivor_listen = free_address();
+    let survivor = start(&survivor_listen);
+    let mut victim = start("off");
+    eventually(Duration::from_secs(60), "import under way", || async {
+        count(&env).await >= 5_000
+    })
+    .await;
+    victim.signal("KILL");
+    victim.wait(Duration::from_secs(5)).await;
+    assert!(env.ready(&queue).await > 0, "killed while messages were still queued");
+    let mut restarted = start("off");
+    eventually(Duration::from_secs(120), "every key at its newest version", || async {
+        keys_at_newest(&env, first, versions as i64).await.0 == keys
+    })
+    .await;
+    eventually(Duration::from_secs(30), "queue empties", || async {
+        env.ready(&queue).await == 0
+    })
+    .await;
+    let after_first = documents(&env.store().await, RecordKind::Customer).await;
+    assert_eq!(after_first.len(), keys, "none missing, none doubled");
+
+    // The same file again, through the same racing importers.
+    let (first_again, _) = publish_one_per_message(&env, &file, &clock).await;
+    assert!(first_again > last, "a later publish versions above an earlier one");
+    eventually(
+        Duration::from_secs(120),
+        "every key at its newest version again",
+        || async { keys_at_newest(&env, first_again, versions as i64).await.0 == keys },
+    )
+    .await;
+    let (_, metrics) = fetch(&survivor_listen, "/metrics").await.expect("metrics answer");
+    let stale = counter(
+        &metrics,
+        r#"hpn_importer_records_total{collection="customers",outcome="stale"}"#,
+    );
+    assert!(
+        stale > 0,
+        "older versions did arrive after newer ones, and changed nothing"
+    );
+    let mut survivor = survivor;
+    for importer in [&mut survivor, &mut restarted] {
+        importer.signal("TERM");
+        assert!(importer.wait(Duration::from_secs(10)).await.success());
+    }
+    assert_eq!(env.ready(&queue).await, 0, "nothing left unwritten");
+    let (at_newest, wrong) = keys_at_newest(&env, first_again, versions as i64).await;
+    assert_eq!(at_newest, keys, "first of the keys elsewhere: {:?}", wrong.first());
+    assert!(
+        documents(&env.store().await, RecordKind::Customer).await == after_first,
+        "publishing the same file again leaves the data unchanged"
+    );
     env.cleanup().await;
 }

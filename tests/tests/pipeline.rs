@@ -234,3 +234,84 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_with_its_reason() {
     );
     env.cleanup().await;
 }
+
+/// Versions through the queue: out of order inside one array message and
+/// across messages, equal versions, the `x-hpn-version` header, and records
+/// without a version; three consumers and two writers, then linear.
+#[tokio::test]
+async fn versions_decide_inside_and_across_messages_whatever_the_consumers() {
+    for mode in [hpn_importer::Mode::Parallel, hpn_importer::Mode::Linear] {
+        let env = TestEnv::new("e2e_versions");
+        let (_connection, channel) = env.channel().await;
+        let topology = env.settings.topology();
+        let customer = |id: &str, name: &str, version: Option<&str>| {
+            let version = version.map(|v| format!(r#","_version":{v}"#)).unwrap_or_default();
+            format!(
+                r#"{{"user_id":"{id}","name":"{name}","address":"","zip_code":"","phone_number":"","email":"{id}@example.com"{version}}}"#
+            )
+        };
+        let plain = hpn_common::message::properties(RecordKind::Customer, None);
+        let mut headers = plain.headers().clone().unwrap_or_default();
+        headers.insert(header::VERSION.into(), lapin::types::AMQPValue::LongLongInt(8));
+        let versioned_by_header = plain.clone().with_headers(headers);
+        let messages = [
+            (
+                format!(
+                    "[{},{},{},{},{}]",
+                    customer("A", "A3", Some("3")),
+                    customer("A", "A9", Some("9")),
+                    customer("A", "A1", Some("1")),
+                    customer("B", "B4", Some("4")),
+                    customer("B", "B4-equal", Some("4")),
+                ),
+                plain.clone(),
+            ),
+            (customer("A", "A5", Some("5")), plain.clone()),
+            (customer("C", "C-none", None), plain.clone()),
+            (
+                format!("[{},{}]", customer("D", "D8", None), customer("D", "D2", Some("2"))),
+                versioned_by_header,
+            ),
+            (customer("B", "B6", Some("6")), plain.clone()),
+        ];
+        for (body, properties) in &messages {
+            channel
+                .basic_publish(
+                    topology.exchange().as_str().into(),
+                    "customer".into(),
+                    Default::default(),
+                    body.as_bytes(),
+                    properties.clone(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        let mut cfg = config(&env);
+        cfg.tuning.consumers = 3;
+        cfg.tuning.writers = 2;
+        let report = hpn_importer::import(&cfg, mode).await.unwrap();
+        let customers = &report.collections[0];
+        assert_eq!(customers.inserted, 4, "{mode:?}: {customers:?}");
+        assert_eq!(customers.processed, 10, "{mode:?}: {customers:?}");
+        assert_eq!(customers.rejected, 0, "{mode:?}: {customers:?}");
+        assert!(customers.stale >= 2, "A1 and B4-equal at least: {mode:?} {customers:?}");
+        let stored: Vec<(String, Option<i64>)> = hpn_tests::versions(&env.store().await, RecordKind::Customer)
+            .await
+            .into_iter()
+            .map(|(d, v)| (d.get_str("name").unwrap().to_string(), v))
+            .collect();
+        assert_eq!(
+            stored,
+            vec![
+                ("A9".to_string(), Some(9)),
+                ("B6".to_string(), Some(6)),
+                ("C-none".to_string(), None),
+                ("D8".to_string(), Some(8)),
+            ],
+            "{mode:?}"
+        );
+        env.cleanup().await;
+    }
+}

@@ -1,9 +1,9 @@
 //! The store against a real MongoDB-compatible server: keyed upserts, counts,
-//! unique indexes and the two business queries.
+//! unique indexes, the version guard and the two business queries.
 
 use hpn_common::store::DUPLICATE_KEY;
 use hpn_common::{Customer, Product, Record, RecordKind, Rental};
-use hpn_tests::{documents, expected_documents, TestEnv};
+use hpn_tests::{documents, expected_documents, versions, TestEnv};
 use mongodb::bson::doc;
 
 fn customer(id: &str, name: &str) -> Record {
@@ -14,6 +14,7 @@ fn customer(id: &str, name: &str) -> Record {
         zip_code: "98101".into(),
         phone_number: "206-555-0100".into(),
         email: format!("{id}@example.com"),
+        version: None,
     })
 }
 
@@ -23,6 +24,7 @@ fn product(id: &str, quantity: u32) -> Record {
         description: format!("product {id}"),
         product_type: "livingroom".into(),
         quantity_available: quantity,
+        version: None,
     })
 }
 
@@ -30,6 +32,7 @@ fn rental(p: &str, u: &str) -> Record {
     Record::Rental(Rental {
         product_id: p.into(),
         user_id: u.into(),
+        version: None,
     })
 }
 
@@ -126,5 +129,125 @@ async fn business_queries_return_what_the_brief_says() {
     assert_eq!(renters[1].name, "Cy");
     assert_eq!(renters[1].email, "C3@example.com");
     assert!(store.customers_renting("P2").await.unwrap().is_empty());
+    env.cleanup().await;
+}
+
+/// (user_id, name, stored version) of every customer.
+async fn customers(store: &hpn_common::Store) -> Vec<(String, String, Option<i64>)> {
+    versions(store, RecordKind::Customer)
+        .await
+        .into_iter()
+        .map(|(d, v)| {
+            (
+                d.get_str("user_id").unwrap().to_string(),
+                d.get_str("name").unwrap().to_string(),
+                v,
+            )
+        })
+        .collect()
+}
+
+/// Versions decide, not arrival: older or equal versions change nothing and
+/// are counted stale, in the insert-first write and in the plain upsert
+/// alike; a record without a version is applied on arrival and clears the
+/// stored version.
+#[tokio::test]
+async fn the_version_guard_keeps_the_newest_whatever_order_batches_arrive_in() {
+    let env = TestEnv::new("store_versions");
+    let store = env.store().await;
+    store.ensure_indexes().await.unwrap();
+    let v = |id: &str, name: &str, version: i64| customer(id, name).with_version(version);
+
+    // One batch, out of order: A's newest comes first, B has two equal versions.
+    let first = vec![v("A", "A5", 5), v("A", "A3", 3), v("B", "B2", 2), v("B", "B2bis", 2)];
+    let outcome = store.write(RecordKind::Customer, &first).await.unwrap();
+    assert_eq!(
+        (outcome.inserted, outcome.updated, outcome.stale),
+        (2, 0, 2),
+        "{outcome:?}"
+    );
+
+    // Across batches: older (A4) and equal (B2) are stale, newer (B7) wins;
+    // C has no version, then D is new.
+    let second = vec![
+        v("A", "A4", 4),
+        v("B", "B7", 7),
+        customer("C", "C-none"),
+        v("D", "D1", 1),
+    ];
+    let outcome = store.write(RecordKind::Customer, &second).await.unwrap();
+    assert_eq!(
+        (outcome.inserted, outcome.updated, outcome.stale),
+        (2, 1, 1),
+        "{outcome:?}"
+    );
+    let outcome = store
+        .write(RecordKind::Customer, &[v("B", "B2again", 2)])
+        .await
+        .unwrap();
+    assert_eq!(outcome.stale, 1, "an equal version changes nothing: {outcome:?}");
+
+    // The plain upsert path, same rule: stale A1, versioned C over an
+    // unversioned document, unversioned D over a versioned one.
+    let third = vec![v("A", "A1", 1), v("C", "C3", 3), customer("D", "D-none")];
+    let outcome = store.upsert(RecordKind::Customer, &third).await.unwrap();
+    assert_eq!(
+        (outcome.inserted, outcome.updated, outcome.stale),
+        (0, 2, 1),
+        "{outcome:?}"
+    );
+    assert!(outcome.failed.is_empty(), "{outcome:?}");
+    // Once D is unversioned, any version replaces it.
+    let outcome = store.upsert(RecordKind::Customer, &[v("D", "D0", 0)]).await.unwrap();
+    assert_eq!(outcome.updated, 1, "{outcome:?}");
+
+    assert_eq!(
+        customers(&store).await,
+        vec![
+            ("A".into(), "A5".into(), Some(5)),
+            ("B".into(), "B7".into(), Some(7)),
+            ("C".into(), "C3".into(), Some(3)),
+            ("D".into(), "D0".into(), Some(0)),
+        ]
+    );
+    env.cleanup().await;
+}
+
+/// Many writers racing on the same new keys with shuffled versions: the
+/// race on the insert, the retry of the losing upsert and the guard
+/// together leave the highest version of every key.
+#[tokio::test]
+async fn racing_writers_on_new_keys_end_at_the_highest_version() {
+    let env = TestEnv::new("store_version_race");
+    let store = env.store().await;
+    store.ensure_indexes().await.unwrap();
+    let keys = 200;
+    let mut tasks = Vec::new();
+    for writer in 0..6_i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Writer w writes version (w * 7) % 6 of every key: a different
+            // order of versions per writer, all at once.
+            let version = (writer * 7 + 3) % 6;
+            let batch: Vec<Record> = (0..keys)
+                .map(|k| customer(&format!("K{k:03}"), &format!("v{version}")).with_version(version))
+                .collect();
+            let (write, upsert) = batch.split_at(keys / 2);
+            let a = store.write(RecordKind::Customer, write).await.unwrap();
+            let b = store.upsert(RecordKind::Customer, upsert).await.unwrap();
+            assert!(a.failed.is_empty() && b.failed.is_empty(), "{a:?} {b:?}");
+            a.inserted + a.updated + a.stale + b.inserted + b.updated + b.stale
+        }));
+    }
+    let mut handled = 0;
+    for task in tasks {
+        handled += task.await.unwrap();
+    }
+    assert_eq!(handled, 6 * keys as u64, "every record accounted for");
+    let stored = customers(&store).await;
+    assert_eq!(stored.len(), keys);
+    for (id, name, version) in stored {
+        assert_eq!((name.as_str(), version), ("v5", Some(5)), "{id}");
+    }
     env.cleanup().await;
 }

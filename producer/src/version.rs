@@ -1,0 +1,242 @@
+//! The version `hpn-producer` gives every record it publishes.
+//!
+//! The store keeps the highest version of each key (see
+//! `hpn_common::record::replaces`), so a version must say which of two
+//! records of one key is the newer. Ours orders:
+//! - the lines of one file in file order (a later line of the same key wins,
+//!   as it would in a linear load of the file);
+//! - a later `publish` after an earlier one, including one by another
+//!   producer process on the same machine.
+//!
+//! A version is `stamp << 22 | offset`. The stamp comes from a small state
+//! file shared by every producer on the machine ([`VersionClock`]): under an
+//! exclusive lock it takes `max(milliseconds since 2025-01-01, last stamp + 1)`
+//! and writes it back, so stamps strictly increase even when two producers
+//! start in the same millisecond or the clock steps back. The offset is the
+//! record's line in its file, less the line where the stamp was taken; a file
+//! longer than 2^22 (4,194,304) lines takes a fresh, higher stamp when the
+//! offset would overflow, so file order still holds. 41 bits of milliseconds
+//! last until 2094 within a signed 64-bit integer, the type MongoDB stores.
+//!
+//! Across machines the stamp is only as good as their clocks, which is why
+//! the message contract asks upstream systems for a version from their own
+//! change sequence instead (`docs/message-format.md`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Bits of a version that hold the line offset.
+pub const LINE_BITS: u32 = 22;
+/// Milliseconds from the Unix epoch to 2025-01-01T00:00:00Z, where stamps start.
+pub const EPOCH_MS: i64 = 1_735_689_600_000;
+
+/// Stamps issued by this process, so they increase even without a state file.
+static LAST_STAMP: AtomicI64 = AtomicI64::new(0);
+
+/// Hands out strictly increasing stamps, shared through a state file by
+/// every producer on the machine.
+#[derive(Clone, Debug)]
+pub struct VersionClock {
+    path: PathBuf,
+}
+
+impl VersionClock {
+    pub fn new(path: impl Into<PathBuf>) -> VersionClock {
+        VersionClock { path: path.into() }
+    }
+
+    /// `$XDG_STATE_HOME/hpnorton/version-clock`, else
+    /// `~/.local/state/hpnorton/version-clock`, else one in the temp dir.
+    pub fn default_path() -> PathBuf {
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
+            .unwrap_or_else(std::env::temp_dir);
+        state.join("hpnorton").join("version-clock")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A stamp greater than every stamp this clock's file has handed out.
+    /// Fails only if the state file cannot be created, locked or written.
+    pub fn stamp(&self) -> io::Result<i64> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)?;
+        // Released when `file` is closed at the end of this call.
+        file.lock()?;
+        let last = read_stamp(&mut file)?;
+        let stamp = next_stamp(last.max(LAST_STAMP.load(Ordering::Acquire)));
+        file.seek(SeekFrom::Start(0))?;
+        file.set_len(0)?;
+        writeln!(file, "{stamp}")?;
+        file.sync_data()?;
+        LAST_STAMP.fetch_max(stamp, Ordering::AcqRel);
+        Ok(stamp)
+    }
+
+    /// A stamp from this process's memory alone, when the state file cannot
+    /// be used: still increasing within the process, and across processes
+    /// as far as the clock and millisecond resolution allow.
+    pub fn stamp_without_file() -> i64 {
+        let mut last = LAST_STAMP.load(Ordering::Acquire);
+        loop {
+            let stamp = next_stamp(last);
+            match LAST_STAMP.compare_exchange(last, stamp, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return stamp,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+}
+
+fn read_stamp(file: &mut File) -> io::Result<i64> {
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    text.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("version clock holds {text:?}, not a number"),
+        )
+    })
+}
+
+fn next_stamp(last: i64) -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    (now - EPOCH_MS).max(last + 1)
+}
+
+/// The versions of one file's records, in file order.
+#[derive(Debug)]
+pub struct FileVersions {
+    clock: VersionClock,
+    stamp: i64,
+    base_line: u64,
+}
+
+impl FileVersions {
+    /// Take a stamp for a file about to be published. If the clock's file
+    /// cannot be used, says so once and stamps from memory.
+    pub fn start(clock: VersionClock) -> FileVersions {
+        let stamp = Self::take(&clock);
+        FileVersions {
+            clock,
+            stamp,
+            base_line: 0,
+        }
+    }
+
+    fn take(clock: &VersionClock) -> i64 {
+        clock.stamp().unwrap_or_else(|e| {
+            tracing::warn!(
+                path = %clock.path().display(),
+                "version clock unusable ({e}); versions come from this process's clock alone, \
+                 so a publish from another process in the same millisecond may not order after this one"
+            );
+            VersionClock::stamp_without_file()
+        })
+    }
+
+    /// The version of the record on `line`. Lines must come in increasing order.
+    pub fn version(&mut self, line: u64) -> i64 {
+        let mut offset = line.saturating_sub(self.base_line);
+        if offset >= 1 << LINE_BITS {
+            self.stamp = Self::take(&self.clock);
+            self.base_line = line;
+            offset = 0;
+        }
+        (self.stamp << LINE_BITS) | offset as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(dir: &tempfile::TempDir) -> VersionClock {
+        VersionClock::new(dir.path().join("state").join("version-clock"))
+    }
+
+    #[test]
+    fn lines_of_one_file_are_versioned_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut versions = FileVersions::start(clock(&dir));
+        let seen: Vec<i64> = [2, 3, 7, 8, 1000].into_iter().map(|l| versions.version(l)).collect();
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(seen[1] - seen[0], 1, "adjacent lines, adjacent versions");
+    }
+
+    #[test]
+    fn a_later_publish_orders_after_every_line_of_an_earlier_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = FileVersions::start(clock(&dir));
+        let last_of_first = first.version((1 << LINE_BITS) - 1);
+        // A new clock on the same file, as another process would have.
+        let mut second = FileVersions::start(clock(&dir));
+        assert!(second.version(2) > last_of_first);
+    }
+
+    #[test]
+    fn a_file_longer_than_the_offset_field_keeps_its_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut versions = FileVersions::start(clock(&dir));
+        let before = versions.version((1 << LINE_BITS) - 1);
+        let after = versions.version(1 << LINE_BITS);
+        let next = versions.version((1 << LINE_BITS) + 1);
+        assert!(before < after && after < next, "{before} {after} {next}");
+    }
+
+    #[test]
+    fn producers_at_once_never_share_a_stamp_and_each_sees_them_rise() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("version-clock");
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let clock = VersionClock::new(&path);
+                std::thread::spawn(move || (0..40).map(|_| clock.stamp().unwrap()).collect::<Vec<i64>>())
+            })
+            .collect();
+        let mut all = Vec::new();
+        for thread in threads {
+            let stamps = thread.join().unwrap();
+            assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+            all.extend(stamps);
+        }
+        let issued = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), issued, "every stamp unique");
+        let on_file: i64 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+        assert_eq!(on_file, *all.last().unwrap(), "the file holds the highest stamp");
+    }
+
+    #[test]
+    fn stamps_are_milliseconds_since_2025_and_fit_with_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let stamp = clock(&dir).stamp().unwrap();
+        // After 2026-01-01 and far below the 41 bits that fit.
+        assert!(stamp > 365 * 24 * 3600 * 1000, "{stamp}");
+        assert!(stamp < 1 << (63 - LINE_BITS));
+        let broken = dir.path().join("broken");
+        std::fs::write(&broken, "not a number").unwrap();
+        assert!(VersionClock::new(&broken).stamp().is_err());
+    }
+}
