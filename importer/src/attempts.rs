@@ -20,10 +20,12 @@
 //! message being written, it is dead-lettered with the count in the reason.
 //!
 //! The price: a redelivered message is published once more and waits behind
-//! the messages queued after it, so per-key order does not hold across a
-//! redelivery (with several consumers on a queue RabbitMQ does not keep it
-//! across a requeue either). A broker restart or an importer crash costs one
-//! republish per message that was in hand, a few hundred at most.
+//! the messages queued after it, so it is written after newer messages of
+//! the same keys (with several consumers on a queue RabbitMQ does not keep
+//! order across a requeue either). The version guard makes that harmless:
+//! an older version written last changes nothing (see `hpn_common::store`).
+//! A broker restart or an importer crash costs one republish per message
+//! that was in hand, a few hundred at most.
 
 use hpn_common::message::{self, header};
 use lapin::BasicProperties;

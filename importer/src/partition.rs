@@ -17,6 +17,15 @@
 //!
 //! Records of different keys still spread over all writers and are written in
 //! parallel. Routing costs one hash per record.
+//!
+//! Measured (2026-11-24, 2 cores; 20,000 customers × 5 versions on adjacent
+//! lines, `run --mode parallel`, 2 consumers, 2 writers, three runs each,
+//! against the same importer with records dealt to writers round-robin):
+//! at 100 records per message, 0.84–1.06 s with key routing against
+//! 4.95–5.58 s round-robin (which sent every version to the server and found
+//! 10,000 of them stale there); at 1 record per message, where the broker
+//! sets the pace, 5.5–7.4 s against 7.3–9.7 s. Both ended with all 20,000
+//! keys.
 
 use crate::write::WorkItem;
 use hpn_common::Record;
