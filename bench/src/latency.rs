@@ -1,7 +1,7 @@
 //! End-to-end latency of the long-running importer: from publish to written.
 //!
 //! The real `hpn-importer serve` runs as a child process, with its HTTP
-//! listener on a free loopback port. A publisher sends one-record messages
+//! listener on a loopback port it picks and reports. A publisher sends one-record messages
 //! at a steady rate (confirmed, persistent, stamped with `x-published-ms`
 //! like our producer's), first at 5,000 messages/s, then at rising rates to
 //! find the most the pipeline sustains. After each step the importer's own
@@ -16,67 +16,20 @@
 //! not sustained.
 
 use crate::measure::Bench;
+use crate::results::{Latency, LatencyStep};
 use anyhow::{bail, ensure, Context, Result};
+use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::{broker, message, ConnectionSettings, Customer, Record, RecordKind, Store};
-use hpn_importer::http::fetch;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use hpn_importer::fetch;
 use std::time::{Duration, Instant};
 
-/// The rate the latency target is set at (messages/s).
-pub const TARGET_RATE: u32 = 5_000;
+pub use crate::results::TARGET_RATE;
 /// Rates tried after the target rate, in order, while they are sustained.
 const RISING: [u32; 6] = [10_000, 15_000, 20_000, 25_000, 30_000, 40_000];
 /// How long each rate is held, by default.
 pub const STEP: Duration = Duration::from_secs(5);
 /// Publishes awaiting confirm, at most.
 const CONFIRM_WINDOW: usize = 2048;
-
-/// One rate held for one step.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct LatencyStep {
-    /// Messages/s asked of the publisher.
-    pub target_rate: u32,
-    /// Messages/s it reached.
-    pub achieved_rate: f64,
-    pub messages: u64,
-    /// From the last publish until every record was written.
-    pub drain_seconds: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// The upper bound of the histogram bucket holding the p99: the p99 is
-    /// certainly no more than this.
-    pub p99_bucket_ms: f64,
-    /// One batch write to MongoDB (`batch_write_seconds`): where the time goes.
-    #[serde(default)]
-    pub write_p50_ms: f64,
-    #[serde(default)]
-    pub write_p99_ms: f64,
-    #[serde(default)]
-    pub batches: u64,
-    /// Cores each process used while publishing and writing.
-    #[serde(default)]
-    pub cpu: Vec<crate::cpu::CpuUse>,
-    pub sustained: bool,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Latency {
-    /// One record per message; settings as in the rest of the run.
-    pub steps: Vec<LatencyStep>,
-}
-
-impl Latency {
-    pub fn at_target_rate(&self) -> Option<&LatencyStep> {
-        self.steps.iter().find(|s| s.target_rate == TARGET_RATE)
-    }
-
-    /// The highest rate sustained.
-    pub fn max_sustained(&self) -> Option<&LatencyStep> {
-        self.steps.iter().filter(|s| s.sustained).max_by_key(|s| s.target_rate)
-    }
-}
 
 /// Run the steps, each held for `length`: the target rate, then rising
 /// rates while sustained.
@@ -107,15 +60,21 @@ pub async fn measure(bench: &mut Bench, length: Duration) -> Result<Latency> {
 }
 
 async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: Duration) -> Result<LatencyStep> {
-    let listen = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.local_addr()?.to_string()
-    };
     let mut importer = bench.command("hpn-importer", settings, false);
-    importer.args(["serve", "--listen", &listen]);
+    importer.args(["serve", "--listen", "127.0.0.1:0"]);
     bench.tuning_args(&mut importer);
-    importer.stdout(std::process::Stdio::null());
+    importer.stdout(std::process::Stdio::piped());
     let mut child = importer.spawn().context("starting hpn-importer serve")?;
+    // It picks a free port and says which on its first line; the pipe stays
+    // open (in `_stdout`) until the child is gone.
+    let mut _stdout = tokio::io::BufReader::new(child.stdout.take().context("piped stdout")?);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut _stdout, &mut line).await?;
+    let listen = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .with_context(|| format!("hpn-importer serve did not say where it listens: {line:?}"))?
+        .to_string();
     let waited = Instant::now();
     while fetch(&listen, "/healthz").await.map(|(status, _)| status) != Some(200) {
         if let Some(status) = child.try_wait()? {
@@ -185,9 +144,8 @@ async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: D
 /// with confirms. Returns the messages published and the seconds it took.
 async fn publish_at(settings: &ConnectionSettings, rate: u32, length: Duration) -> Result<(u64, f64)> {
     let connection = broker::connect(&settings.amqp_url, "hpn-bench (latency)").await?;
-    let channel = connection.create_channel().await?;
-    settings.topology().declare(&channel).await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut publisher = ConfirmedPublisher::open(&connection, CONFIRM_WINDOW).await?;
+    settings.topology().declare(publisher.channel()).await?;
     let exchange = settings.topology().exchange();
     let routing_key = settings.topology().routing_key(RecordKind::Customer);
     // Ticks of 5 ms; each sends what the schedule owes by then, so a late
@@ -195,36 +153,18 @@ async fn publish_at(settings: &ConnectionSettings, rate: u32, length: Duration) 
     let mut ticks = tokio::time::interval(Duration::from_millis(5));
     let started = Instant::now();
     let mut sent: u64 = 0;
-    let mut in_flight = VecDeque::with_capacity(CONFIRM_WINDOW);
     while started.elapsed() < length {
         ticks.tick().await;
         let owed = (started.elapsed().as_secs_f64().min(length.as_secs_f64()) * f64::from(rate)) as u64;
         while sent < owed {
             let body = message::encode(&[customer(sent)]);
-            let confirm = channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    routing_key.into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    message::properties(RecordKind::Customer, None),
-                )
-                .await?;
-            in_flight.push_back(confirm);
-            if in_flight.len() >= CONFIRM_WINDOW {
-                ensure!(
-                    in_flight.pop_front().expect("not empty").await?.is_ack(),
-                    "publish not confirmed"
-                );
-            }
+            let properties = message::properties(RecordKind::Customer, None);
+            publisher.publish(&exchange, routing_key, &body, properties).await?;
             sent += 1;
         }
     }
-    for confirm in in_flight {
-        ensure!(confirm.await?.is_ack(), "publish not confirmed");
-    }
+    publisher.close().await?;
     let seconds = started.elapsed().as_secs_f64();
-    let _ = channel.close(200, "done".into()).await;
     let _ = connection.close(200, "done".into()).await;
     Ok((sent, seconds))
 }

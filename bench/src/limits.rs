@@ -6,14 +6,11 @@
 
 use futures::StreamExt;
 use hpn_common::message;
+use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::{broker, Record, RecordKind, Store};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use mongodb::bson::Document;
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// `insert_many` of `docs` in batches of `batch`, `concurrency` batches at a
@@ -119,30 +116,16 @@ pub async fn broker(
     let per_channel = count.div_ceil(channels.max(1));
     let mut publishers = Vec::new();
     for c in 0..channels.max(1) {
-        let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        let mut publisher = ConfirmedPublisher::open(&connection, window).await?;
         let n = per_channel.min(count.saturating_sub(c * per_channel));
         let (body, queue) = (body.to_vec(), queue.to_string());
         publishers.push(tokio::spawn(async move {
-            let mut in_flight = VecDeque::with_capacity(window);
             for _ in 0..n {
-                let confirm = channel
-                    .basic_publish(
-                        "".into(),
-                        queue.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        message::properties(kind, None),
-                    )
+                publisher
+                    .publish("", &queue, &body, message::properties(kind, None))
                     .await?;
-                in_flight.push_back(confirm);
-                if in_flight.len() >= window.max(1) {
-                    anyhow::ensure!(in_flight.pop_front().expect("not empty").await?.is_ack(), "nack");
-                }
             }
-            for confirm in in_flight {
-                anyhow::ensure!(confirm.await?.is_ack(), "nack");
-            }
+            publisher.close().await?;
             Ok::<_, anyhow::Error>(())
         }));
     }

@@ -35,7 +35,9 @@ use std::path::{Path, PathBuf};
 )]
 struct Cli {
     #[command(flatten)]
-    connection: ConnectionSettings,
+    broker: hpn_common::BrokerSettings,
+    #[command(flatten)]
+    store: hpn_common::StoreSettings,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +91,7 @@ enum Command {
 async fn main() -> Result<()> {
     hpn_common::telemetry::init();
     let cli = Cli::parse();
+    let connection = ConnectionSettings::new(cli.broker, cli.store);
     match cli.command {
         Command::Run {
             sizes,
@@ -101,7 +104,7 @@ async fn main() -> Result<()> {
             out,
         } => {
             let results = run(
-                cli.connection,
+                connection,
                 sizes,
                 million,
                 repeats.max(1),
@@ -115,7 +118,7 @@ async fn main() -> Result<()> {
             print_summary(&results);
         }
         Command::Latency { seconds, tuning } => {
-            let mut bench = Bench::new(cli.connection, tuning, hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)?;
+            let mut bench = Bench::new(connection, tuning, hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)?;
             let latency = latency::measure(&mut bench, std::time::Duration::from_secs(seconds)).await?;
             println!("{}", serde_json::to_string_pretty(&latency)?);
         }

@@ -143,7 +143,7 @@ impl Bench {
                 } else {
                     Mode::Parallel
                 };
-                let report = hpn_importer::direct::import_files(&config, files, mode).await?;
+                let report = hpn_importer::import_files(&config, files, mode).await?;
                 Ok(Run::in_process(
                     RunTimes {
                         publish_seconds: None,
@@ -187,11 +187,8 @@ impl Bench {
     pub fn command(&self, bin: &str, settings: &ConnectionSettings, stages: bool) -> Command {
         let mut command = Command::new(self.bin_dir.join(bin));
         command
-            .env("HPN_AMQP_URL", &settings.amqp_url)
-            .env("HPN_MONGODB_URI", &settings.mongodb_uri)
-            .env("HPN_DATABASE", &settings.database)
-            .env("HPN_QUEUE_PREFIX", &settings.queue_prefix)
-            .env("HPN_PROFILE_STAGES", if stages { "1" } else { "0" })
+            .envs(settings.env_vars())
+            .env(hpn_common::config::env::PROFILE_STAGES, if stages { "1" } else { "0" })
             .env("RUST_LOG", "warn")
             .kill_on_drop(true);
         command

@@ -26,7 +26,7 @@ pub struct Results {
     pub contention: Vec<ScenarioRow>,
     /// `hpn-importer serve` at steady publish rates (absent in older files).
     #[serde(default)]
-    pub latency: Option<crate::latency::Latency>,
+    pub latency: Option<Latency>,
     /// File names (beside the results file) of the chart and the flamegraph.
     pub chart: String,
     pub flamegraph: Option<String>,
@@ -152,6 +152,54 @@ pub fn median(values: &[f64]) -> f64 {
         0 => 0.0,
         n if !n.is_multiple_of(2) => sorted[n / 2],
         n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The rate the latency target is set at (messages/s).
+pub const TARGET_RATE: u32 = 5_000;
+
+/// One rate held for one step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LatencyStep {
+    /// Messages/s asked of the publisher.
+    pub target_rate: u32,
+    /// Messages/s it reached.
+    pub achieved_rate: f64,
+    pub messages: u64,
+    /// From the last publish until every record was written.
+    pub drain_seconds: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// The upper bound of the histogram bucket holding the p99: the p99 is
+    /// certainly no more than this.
+    pub p99_bucket_ms: f64,
+    /// One batch write to MongoDB (`batch_write_seconds`): where the time goes.
+    #[serde(default)]
+    pub write_p50_ms: f64,
+    #[serde(default)]
+    pub write_p99_ms: f64,
+    #[serde(default)]
+    pub batches: u64,
+    /// Cores each process used while publishing and writing.
+    #[serde(default)]
+    pub cpu: Vec<crate::cpu::CpuUse>,
+    pub sustained: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Latency {
+    /// One record per message; settings as in the rest of the run.
+    pub steps: Vec<LatencyStep>,
+}
+
+impl Latency {
+    pub fn at_target_rate(&self) -> Option<&LatencyStep> {
+        self.steps.iter().find(|s| s.target_rate == TARGET_RATE)
+    }
+
+    /// The highest rate sustained.
+    pub fn max_sustained(&self) -> Option<&LatencyStep> {
+        self.steps.iter().filter(|s| s.sustained).max_by_key(|s| s.target_rate)
     }
 }
 

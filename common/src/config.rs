@@ -1,7 +1,9 @@
-//! Typed settings shared by both binaries: where the servers are and which
-//! database and queue prefix to use. Every setting is a command-line flag and
-//! an environment variable, with the local defaults the services script
-//! provisions, so `--help` documents them all in one place.
+//! Typed settings, per server: where the broker is and which queue prefix
+//! to use ([`BrokerSettings`]), where the store is and which database to use
+//! ([`StoreSettings`]). Each command flattens only the groups it reads, so
+//! its `--help` lists only those; every one is a flag and an environment
+//! variable ([`env`] names them all), with the local defaults the services
+//! script provisions.
 
 use crate::topology::Topology;
 
@@ -10,20 +12,63 @@ pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017";
 pub const DEFAULT_DATABASE: &str = "hp_norton";
 pub const DEFAULT_QUEUE_PREFIX: &str = "hp_norton";
 
-/// Where the broker and the store are, and which names to use on them.
+/// Every environment variable the binaries and scripts read, in one place.
+pub mod env {
+    pub const AMQP_URL: &str = "HPN_AMQP_URL";
+    pub const QUEUE_PREFIX: &str = "HPN_QUEUE_PREFIX";
+    pub const MONGODB_URI: &str = "HPN_MONGODB_URI";
+    pub const DATABASE: &str = "HPN_DATABASE";
+    pub const ROWS_PER_MESSAGE: &str = "HPN_ROWS_PER_MESSAGE";
+    pub const CONFIRM_WINDOW: &str = "HPN_CONFIRM_WINDOW";
+    pub const VERSION_CLOCK: &str = "HPN_VERSION_CLOCK";
+    pub const BATCH_SIZE: &str = "HPN_BATCH_SIZE";
+    pub const FLUSH_MS: &str = "HPN_FLUSH_MS";
+    pub const PREFETCH: &str = "HPN_PREFETCH";
+    pub const PREFETCH_RECORDS: &str = "HPN_PREFETCH_RECORDS";
+    pub const CONSUMERS: &str = "HPN_CONSUMERS";
+    pub const WRITERS: &str = "HPN_WRITERS";
+    pub const IDLE_MS: &str = "HPN_IDLE_MS";
+    pub const MAX_MESSAGE_BYTES: &str = "HPN_MAX_MESSAGE_BYTES";
+    pub const MAX_ATTEMPTS: &str = "HPN_MAX_ATTEMPTS";
+    pub const LISTEN: &str = "HPN_LISTEN";
+    pub const RENTALS_TAKE_STOCK: &str = "HPN_RENTALS_TAKE_STOCK";
+    pub const PROFILE_STAGES: &str = "HPN_PROFILE_STAGES";
+}
+
+/// Where RabbitMQ is, and the prefix of our exchanges and queues on it.
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionSettings {
+pub struct BrokerSettings {
     /// RabbitMQ address (AMQP 0-9-1 URL).
-    #[arg(long, env = "HPN_AMQP_URL", default_value = DEFAULT_AMQP_URL, global = true)]
+    #[arg(long, env = env::AMQP_URL, default_value = DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = env::QUEUE_PREFIX, default_value = DEFAULT_QUEUE_PREFIX)]
+    pub queue_prefix: String,
+}
+
+/// Where MongoDB is, and the database to use on it.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+pub struct StoreSettings {
     /// MongoDB connection string.
-    #[arg(long, env = "HPN_MONGODB_URI", default_value = DEFAULT_MONGODB_URI, global = true)]
+    #[arg(long, env = env::MONGODB_URI, default_value = DEFAULT_MONGODB_URI)]
     pub mongodb_uri: String,
     /// MongoDB database name.
-    #[arg(long, env = "HPN_DATABASE", default_value = DEFAULT_DATABASE, global = true)]
+    #[arg(long, env = env::DATABASE, default_value = DEFAULT_DATABASE)]
     pub database: String,
-    /// Prefix of every exchange and queue name.
-    #[arg(long, env = "HPN_QUEUE_PREFIX", default_value = DEFAULT_QUEUE_PREFIX, global = true)]
+}
+
+impl BrokerSettings {
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.queue_prefix)
+    }
+}
+
+/// Both servers, for what uses both (the importer, the tests, the bench).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    pub amqp_url: String,
+    pub mongodb_uri: String,
+    pub database: String,
     pub queue_prefix: String,
 }
 
@@ -39,15 +84,49 @@ impl Default for ConnectionSettings {
 }
 
 impl ConnectionSettings {
+    pub fn new(broker: BrokerSettings, store: StoreSettings) -> Self {
+        ConnectionSettings {
+            amqp_url: broker.amqp_url,
+            queue_prefix: broker.queue_prefix,
+            mongodb_uri: store.mongodb_uri,
+            database: store.database,
+        }
+    }
+
     /// The defaults, overridden by whichever `HPN_*` variables are set
     /// (what the binaries do, for library users and tests).
     pub fn from_env() -> Self {
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
         ConnectionSettings {
-            amqp_url: var("HPN_AMQP_URL", DEFAULT_AMQP_URL),
-            mongodb_uri: var("HPN_MONGODB_URI", DEFAULT_MONGODB_URI),
-            database: var("HPN_DATABASE", DEFAULT_DATABASE),
-            queue_prefix: var("HPN_QUEUE_PREFIX", DEFAULT_QUEUE_PREFIX),
+            amqp_url: var(env::AMQP_URL, DEFAULT_AMQP_URL),
+            mongodb_uri: var(env::MONGODB_URI, DEFAULT_MONGODB_URI),
+            database: var(env::DATABASE, DEFAULT_DATABASE),
+            queue_prefix: var(env::QUEUE_PREFIX, DEFAULT_QUEUE_PREFIX),
+        }
+    }
+
+    /// The variables that point a child process (our own binaries) at
+    /// these servers and names.
+    pub fn env_vars(&self) -> [(&'static str, &str); 4] {
+        [
+            (env::AMQP_URL, &self.amqp_url),
+            (env::MONGODB_URI, &self.mongodb_uri),
+            (env::DATABASE, &self.database),
+            (env::QUEUE_PREFIX, &self.queue_prefix),
+        ]
+    }
+
+    pub fn broker(&self) -> BrokerSettings {
+        BrokerSettings {
+            amqp_url: self.amqp_url.clone(),
+            queue_prefix: self.queue_prefix.clone(),
+        }
+    }
+
+    pub fn store(&self) -> StoreSettings {
+        StoreSettings {
+            mongodb_uri: self.mongodb_uri.clone(),
+            database: self.database.clone(),
         }
     }
 
@@ -59,24 +138,42 @@ impl ConnectionSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
-        connection: ConnectionSettings,
+        broker: BrokerSettings,
+        #[command(flatten)]
+        store: StoreSettings,
     }
 
     #[test]
-    fn flags_override_defaults() {
+    fn flags_override_and_declared_defaults_are_the_library_defaults() {
         let cli = Cli::parse_from(["x", "--database", "other", "--queue-prefix", "t1"]);
-        assert_eq!(cli.connection.database, "other");
+        let settings = ConnectionSettings::new(cli.broker, cli.store);
+        assert_eq!(settings.database, "other");
+        assert_eq!(settings.topology().queue(crate::RecordKind::Customer), "t1.customers");
+        assert_eq!(ConnectionSettings::new(settings.broker(), settings.store()), settings);
+        // What clap declares, whatever the environment of this test says.
+        let command = Cli::command();
+        let declared = |id: &str| {
+            let arg = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+            (
+                arg.get_default_values()[0].to_string_lossy().into_owned(),
+                arg.get_env().unwrap().to_string_lossy().into_owned(),
+            )
+        };
+        let defaults = ConnectionSettings::default();
+        assert_eq!(declared("amqp_url"), (defaults.amqp_url, env::AMQP_URL.to_string()));
         assert_eq!(
-            cli.connection.topology().queue(crate::RecordKind::Customer),
-            "t1.customers"
+            declared("mongodb_uri"),
+            (defaults.mongodb_uri, env::MONGODB_URI.to_string())
         );
-        let defaults = Cli::parse_from(["x"]).connection;
-        // The environment may point elsewhere; the flags' defaults follow it.
-        assert_eq!(defaults, ConnectionSettings::from_env());
+        assert_eq!(declared("database"), (defaults.database, env::DATABASE.to_string()));
+        assert_eq!(
+            declared("queue_prefix"),
+            (defaults.queue_prefix, env::QUEUE_PREFIX.to_string())
+        );
     }
 }

@@ -16,9 +16,10 @@
 //! - [`message`]: the message format on the queues (a public contract);
 //! - [`topology`]: exchange, queue and dead-letter names and their declaration;
 //! - [`broker`]: connecting to RabbitMQ;
+//! - [`publisher`]: publishing with confirms, the one way we publish;
 //! - [`store`]: the MongoDB collections, keyed writes and the business queries;
 //! - [`stats`]: the per-collection figures every import run reports;
-//! - [`config`]: connection settings shared by both binaries;
+//! - [`config`]: settings per server, and every `HPN_*` variable name;
 //! - [`telemetry`]: logging set-up;
 //! - [`profile`]: per-stage timings from tracing spans, and peak memory;
 //! - [`error`]: the error type of library code.
@@ -29,14 +30,15 @@ pub mod csv_source;
 pub mod error;
 pub mod message;
 pub mod profile;
+pub mod publisher;
 pub mod record;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod topology;
 
-pub use config::ConnectionSettings;
-pub use error::{Error, Result};
+pub use config::{BrokerSettings, ConnectionSettings, StoreSettings};
+pub use error::{Error, Origin, Result};
 pub use record::{Customer, Product, Record, RecordKind, Rental};
 pub use stats::{ImportReport, ImportStats};
 pub use store::Store;

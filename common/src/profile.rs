@@ -81,7 +81,7 @@ pub fn stage_times() -> Vec<StageTime> {
 
 /// Whether stage profiling was asked for (`HPN_PROFILE_STAGES` set and not `0`).
 pub fn stages_requested() -> bool {
-    std::env::var("HPN_PROFILE_STAGES").is_ok_and(|v| !v.is_empty() && v != "0")
+    std::env::var(crate::config::env::PROFILE_STAGES).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 /// The most resident memory this process has used so far, in bytes

@@ -41,15 +41,34 @@ pub const DUPLICATE_KEY: i32 = 11000;
 pub const VERSION_FIELD: &str = "_version";
 
 /// Server error codes that mean "try again": the operation did not fail on
-/// its merits (the same list the driver retries reads on, plus time-outs).
-const TRANSIENT_CODES: [i32; 15] = [
-    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 134, 64,
+/// its merits (the same list the driver retries reads on, plus time-outs
+/// and write conflicts).
+const TRANSIENT_CODES: [i32; 16] = [
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 50, 134, 64, 112,
+];
+
+/// Per-record write error codes that mean "this record is unfit": it is
+/// refused on its merits and goes to the dead-letter queue. Any other
+/// per-record error is the store refusing the write as such (a view, no
+/// permission, a full disk): the batch fails whole and nothing is
+/// dead-lettered for it. The list is short on purpose; an unknown code holds
+/// the batch rather than throwing records away.
+const RECORD_REFUSALS: [i32; 9] = [
+    DUPLICATE_KEY, // on a unique index other than the business key's
+    121,           // DocumentValidationFailure
+    10334,         // BSONObjectTooLarge
+    17419,         // document too large after the update
+    2,             // BadValue
+    52,            // DollarPrefixedFieldName
+    55,            // InvalidDBRef
+    57,            // DottedFieldName
+    66,            // ImmutableField
 ];
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("MongoDB: {0}")]
+    #[error("MongoDB: {}", describe(.0))]
     Mongo(#[from] MongoError),
     #[error("MongoDB replied to {command} without {field}: {reply}")]
     Reply {
@@ -59,6 +78,9 @@ pub enum StoreError {
     },
     #[error("MongoDB write concern not satisfied: {0}")]
     WriteConcern(String),
+    /// The store refused a write as such, not the record in it.
+    #[error("MongoDB refused the write (code {code}): {message}")]
+    Refused { code: i32, message: String },
 }
 
 impl StoreError {
@@ -68,8 +90,21 @@ impl StoreError {
         match self {
             StoreError::Mongo(e) => is_transient(e),
             StoreError::WriteConcern(_) => true,
+            StoreError::Refused { code, .. } => TRANSIENT_CODES.contains(code),
             StoreError::Reply { .. } => false,
         }
+    }
+}
+
+/// A driver error in a person's words: the server's code, its name and its
+/// message, without the raw reply the driver's own text carries.
+fn describe(error: &MongoError) -> String {
+    match error.kind.as_ref() {
+        ErrorKind::Command(c) => format!("code {} ({}): {}", c.code, c.code_name, c.message),
+        ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
+            format!("code {}: {}", w.code, w.message)
+        }
+        other => other.to_string(),
     }
 }
 
@@ -270,8 +305,13 @@ impl Store {
                 outcome.inserted += (batch.latest.len() - errors.len()) as u64;
                 for error in errors {
                     let index = batch.latest[error.index];
-                    if error.code == DUPLICATE_KEY {
+                    if error.code == DUPLICATE_KEY && on_key_index(kind, &error.message, None) {
                         conflicts.push(index);
+                    } else if !RECORD_REFUSALS.contains(&error.code) {
+                        return Err(StoreError::Refused {
+                            code: error.code,
+                            message: error.message.clone(),
+                        });
                     } else {
                         outcome.failed.push(FailedWrite {
                             index,
@@ -362,10 +402,18 @@ impl Store {
                     let code = number(error, "code")? as i32;
                     let record_index = pending[index];
                     let versioned = records[record_index].version().is_some();
-                    if code == DUPLICATE_KEY && versioned && (keys == KeysExist::Yes || attempt > 0) {
+                    let message = error.get_str("errmsg").unwrap_or("");
+                    let key_conflict =
+                        code == DUPLICATE_KEY && on_key_index(kind, message, error.get_document("keyPattern").ok());
+                    if key_conflict && versioned && (keys == KeysExist::Yes || attempt > 0) {
                         outcome.stale += 1;
-                    } else if code == DUPLICATE_KEY && attempt < DUPLICATE_KEY_RETRIES {
+                    } else if key_conflict && attempt < DUPLICATE_KEY_RETRIES {
                         retry.push(record_index);
+                    } else if !RECORD_REFUSALS.contains(&code) {
+                        return Err(StoreError::Refused {
+                            code,
+                            message: message.to_string(),
+                        });
                     } else {
                         outcome.failed.push(FailedWrite {
                             index: record_index,
@@ -510,6 +558,28 @@ pub fn latest_per_key(records: &[Record]) -> BatchWinners {
         superseded,
         stale,
     }
+}
+
+/// The name MongoDB gives the unique index on `kind`'s business key
+/// (`user_id_1`, `product_id_1`, `product_id_1_user_id_1`).
+pub fn key_index_name(kind: RecordKind) -> String {
+    kind.key_fields()
+        .iter()
+        .map(|field| format!("{field}_1"))
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+/// Whether a duplicate-key error is about the record's business key (a
+/// document of that key exists) rather than another unique index someone
+/// added, which is a refusal of the record. Servers name the index in the
+/// message (`… index: user_id_1 dup key: …`) and, since 4.2, give its key
+/// pattern in the error; either decides.
+fn on_key_index(kind: RecordKind, message: &str, key_pattern: Option<&Document>) -> bool {
+    if let Some(pattern) = key_pattern {
+        return pattern.keys().map(String::as_str).eq(kind.key_fields().iter().copied());
+    }
+    message.contains(&format!("index: {} ", key_index_name(kind)))
 }
 
 /// Read an integer reply field, whatever width the server chose.
@@ -685,6 +755,24 @@ mod tests {
                 "upsert": true,
             }
         );
+    }
+
+    #[test]
+    fn only_a_duplicate_on_the_business_key_is_a_key_conflict() {
+        assert_eq!(key_index_name(RecordKind::Rental), "product_id_1_user_id_1");
+        let message =
+            "E11000 duplicate key error collection: db.customers index: user_id_1 dup key: { user_id: \"C1\" }";
+        assert!(on_key_index(RecordKind::Customer, message, None));
+        let other = "E11000 duplicate key error collection: db.customers index: email_1 dup key: { email: \"a@b.c\" }";
+        assert!(!on_key_index(RecordKind::Customer, other, None));
+        let compound = "E11000 duplicate key error collection: db.customers index: user_id_1_email_1 dup key: {}";
+        assert!(!on_key_index(RecordKind::Customer, compound, None));
+        assert!(on_key_index(
+            RecordKind::Rental,
+            "",
+            Some(&doc! {"product_id": 1, "user_id": 1})
+        ));
+        assert!(!on_key_index(RecordKind::Customer, message, Some(&doc! {"email": 1})));
     }
 
     #[test]

@@ -4,19 +4,34 @@
 //! so that the integration tests can run exactly this program as a child
 //! process (see `tests/src/bin`).
 
-use crate::{import, query, Config, Mode, Tuning};
+use crate::tools::query;
+use crate::{import, Config, Mode, Tuning};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use hpn_common::{broker, ConnectionSettings, Store};
+use hpn_common::config::env;
+use hpn_common::{broker, BrokerSettings, ConnectionSettings, Store, StoreSettings};
 
 /// Import HP Norton records from RabbitMQ into MongoDB.
 #[derive(Parser)]
 #[command(name = "hpn-importer", version)]
 struct Cli {
-    #[command(flatten)]
-    connection: ConnectionSettings,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Both servers, for the commands that use both.
+#[derive(clap::Args)]
+struct Servers {
+    #[command(flatten)]
+    broker: BrokerSettings,
+    #[command(flatten)]
+    store: StoreSettings,
+}
+
+impl Servers {
+    fn settings(self) -> ConnectionSettings {
+        ConnectionSettings::new(self.broker, self.store)
+    }
 }
 
 #[derive(Subcommand)]
@@ -27,10 +42,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Mode::Parallel)]
         mode: Mode,
         #[command(flatten)]
+        servers: Servers,
+        #[command(flatten)]
         tuning: Tuning,
         /// Each rental takes one unit of its product's stock (once, however
         /// often it is delivered); rentals with no stock are dead-lettered.
-        #[arg(long, env = "HPN_RENTALS_TAKE_STOCK")]
+        #[arg(long, env = env::RENTALS_TAKE_STOCK)]
         rentals_take_stock: bool,
         /// Print the report as JSON.
         #[arg(long)]
@@ -44,25 +61,29 @@ enum Command {
     /// database outages, with /healthz and /metrics.
     Serve {
         #[command(flatten)]
+        servers: Servers,
+        #[command(flatten)]
         tuning: Tuning,
         /// Each rental takes one unit of its product's stock (see `run`).
-        #[arg(long, env = "HPN_RENTALS_TAKE_STOCK")]
+        #[arg(long, env = env::RENTALS_TAKE_STOCK)]
         rentals_take_stock: bool,
         /// Address of the /healthz and /metrics listener ("off" for none).
-        #[arg(long, env = "HPN_LISTEN", default_value = "127.0.0.1:9464")]
+        #[arg(long, env = env::LISTEN, default_value = DEFAULT_LISTEN)]
         listen: String,
     },
     /// Ask a running `serve` whether it is healthy, for container
     /// healthchecks: prints its /healthz and exits 0 only on 200.
     Health {
         /// Where that importer listens.
-        #[arg(long, env = "HPN_LISTEN", default_value = "127.0.0.1:9464")]
+        #[arg(long, env = env::LISTEN, default_value = DEFAULT_LISTEN)]
         listen: String,
     },
     /// Run one of the brief's business queries.
     Query {
         #[command(subcommand)]
         query: Query,
+        #[command(flatten)]
+        store: StoreSettings,
         /// Print JSON keyed by product_id / user_id.
         #[arg(long, global = true)]
         json: bool,
@@ -71,13 +92,17 @@ enum Command {
     /// (on a scratch database and scratch queues).
     Contention {
         #[command(flatten)]
-        options: crate::contention::ContentionOptions,
+        servers: Servers,
+        #[command(flatten)]
+        options: crate::tools::contention::ContentionOptions,
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Drop the three collections and empty the queues (asks for --yes).
     Reset {
+        #[command(flatten)]
+        servers: Servers,
         #[arg(long)]
         yes: bool,
     },
@@ -98,6 +123,7 @@ pub async fn main() -> Result<()> {
     match cli.command {
         Command::Run {
             mode,
+            servers,
             tuning,
             rentals_take_stock,
             json,
@@ -105,7 +131,7 @@ pub async fn main() -> Result<()> {
         } => {
             let profiler = cpu_profile::start(profile_cpu.as_deref())?;
             let config = Config {
-                connection: cli.connection,
+                connection: servers.settings(),
                 tuning,
                 rentals_take_stock,
             };
@@ -120,18 +146,19 @@ pub async fn main() -> Result<()> {
             }
         }
         Command::Serve {
+            servers,
             tuning,
             rentals_take_stock,
             listen,
         } => {
             let config = Config {
-                connection: cli.connection,
+                connection: servers.settings(),
                 tuning,
                 rentals_take_stock,
             };
             serve(config, &listen).await?;
         }
-        Command::Health { listen } => match crate::http::fetch(&listen, "/healthz").await {
+        Command::Health { listen } => match crate::service::http::fetch(&listen, "/healthz").await {
             Some((200, body)) => print!("{body}"),
             Some((status, body)) => {
                 print!("{body}");
@@ -139,8 +166,8 @@ pub async fn main() -> Result<()> {
             }
             None => anyhow::bail!("nothing answers on http://{listen}/healthz"),
         },
-        Command::Query { query, json } => {
-            let store = Store::connect(&cli.connection.mongodb_uri, &cli.connection.database).await?;
+        Command::Query { query, store, json } => {
+            let store = Store::connect(&store.mongodb_uri, &store.database).await?;
             match query {
                 Query::AvailableProducts => {
                     let products = store.available_products().await?;
@@ -168,53 +195,61 @@ pub async fn main() -> Result<()> {
                 }
             }
         }
-        Command::Contention { options, json } => {
-            let rows = crate::contention::run(&cli.connection, &options).await?;
+        Command::Contention { servers, options, json } => {
+            let rows = crate::tools::contention::run(&servers.settings(), &options).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{}", crate::contention::table(&rows));
+                println!("{}", crate::tools::contention::table(&rows));
             }
         }
-        Command::Reset { yes } => {
+        Command::Reset { servers, yes } => {
+            let settings = servers.settings();
             anyhow::ensure!(
                 yes,
                 "reset drops the {} collections and empties the {} queues: add --yes",
-                cli.connection.database,
-                cli.connection.queue_prefix
+                settings.database,
+                settings.queue_prefix
             );
-            let store = Store::connect(&cli.connection.mongodb_uri, &cli.connection.database).await?;
+            let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
             store.drop_collections().await?;
-            let connection = broker::connect(&cli.connection.amqp_url, "hpn-importer (reset)").await?;
+            let connection = broker::connect(&settings.amqp_url, "hpn-importer (reset)").await?;
             let channel = connection.create_channel().await?;
-            let topology = cli.connection.topology();
+            let topology = settings.topology();
             topology.declare(&channel).await?;
             let purged = topology.purge(&channel).await?;
             println!(
                 "dropped the collections of {}; purged {purged} messages",
-                cli.connection.database
+                settings.database
             );
         }
     }
     Ok(())
 }
 
+/// Where `serve` listens for /healthz and /metrics unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
 /// How long shutdown may take before the process leaves anyway (what it
 /// still holds is unacknowledged and returns to the queues).
 const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(9);
 
 async fn serve(config: Config, listen: &str) -> Result<()> {
-    use crate::{http, metrics::Metrics};
+    use crate::observe::metrics::Metrics;
+    use crate::service::http;
     use std::sync::Arc;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let health = Arc::new(http::Health::default());
+    let health = Arc::new(crate::observe::health::Health::default());
     let metrics = Arc::new(Metrics::default());
     if listen != "off" {
         let addr: std::net::SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
         let listener = http::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
-        tracing::info!("health and metrics on http://{addr}/healthz and /metrics");
+        // On stdout, for whoever started us with port 0 (the tests do).
+        let bound = listener.local_addr()?;
+        println!("listening on http://{bound}");
+        tracing::info!("health and metrics on http://{bound}/healthz and /metrics");
         tokio::spawn(http::serve(listener, health.clone(), metrics.clone(), shutdown.clone()));
     }
     let signals = shutdown.clone();
@@ -232,7 +267,7 @@ async fn serve(config: Config, listen: &str) -> Result<()> {
         tokio::time::sleep(SHUTDOWN_DEADLINE).await;
     };
     tokio::select! {
-        result = crate::serve::serve(&config, health, metrics, shutdown.clone()) => Ok(result?),
+        result = crate::service::serve::serve(&config, health, metrics, shutdown.clone()) => Ok(result?),
         _ = deadline => {
             tracing::warn!("shutdown did not finish in {SHUTDOWN_DEADLINE:?}; what is unacknowledged returns to the queues");
             Ok(())

@@ -1,9 +1,9 @@
-//! The importer's settings: where the servers are (shared with the
-//! producer) and how hard to push them. Every knob is a flag and an
-//! environment variable; the defaults are what the benchmarks found best on
-//! a 2-core machine running both servers.
+//! The importer's settings: where the servers are and how hard to push
+//! them. Every knob is a flag and an environment variable; the defaults are
+//! written once, in [`Tuning::DEFAULT`].
 
-use crate::attempts::DEFAULT_MAX_ATTEMPTS;
+use crate::source::attempts::DEFAULT_MAX_ATTEMPTS;
+use hpn_common::config::env;
 use hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES;
 use hpn_common::ConnectionSettings;
 use std::time::Duration;
@@ -30,60 +30,64 @@ impl Config {
     }
 }
 
-/// How the importer batches, buffers and spreads its work.
+/// How the importer batches, buffers and spreads its work. The defaults
+/// are [`Tuning::DEFAULT`], which the flags declare too.
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct Tuning {
     /// Records written to MongoDB in one round trip at most.
-    #[arg(long, env = "HPN_BATCH_SIZE", default_value_t = 1000)]
+    #[arg(long, env = env::BATCH_SIZE, default_value_t = Tuning::DEFAULT.batch_size)]
     pub batch_size: usize,
     /// A batch that is not full is written after this many milliseconds.
-    #[arg(long, env = "HPN_FLUSH_MS", default_value_t = 20)]
+    #[arg(long, env = env::FLUSH_MS, default_value_t = Tuning::DEFAULT.flush_ms)]
     pub flush_ms: u64,
     /// Unacknowledged messages the broker may send each consumer, at most.
-    #[arg(long, env = "HPN_PREFETCH", default_value_t = 2000)]
+    #[arg(long, env = env::PREFETCH, default_value_t = Tuning::DEFAULT.prefetch)]
     pub prefetch: u16,
     /// Records each consumer aims to have in hand: the message prefetch is
     /// set from it and the records per message seen so far, so memory stays
     /// flat whether messages carry one record or a hundred.
-    #[arg(long, env = "HPN_PREFETCH_RECORDS", default_value_t = 4000)]
+    #[arg(long, env = env::PREFETCH_RECORDS, default_value_t = Tuning::DEFAULT.prefetch_records)]
     pub prefetch_records: usize,
     /// Parallel mode: consumers (channels) per queue.
-    #[arg(long, env = "HPN_CONSUMERS", default_value_t = 2)]
+    #[arg(long, env = env::CONSUMERS, default_value_t = Tuning::DEFAULT.consumers)]
     pub consumers: usize,
     /// Parallel mode: writers per collection (records are routed to them by key).
-    #[arg(long, env = "HPN_WRITERS", default_value_t = 2)]
+    #[arg(long, env = env::WRITERS, default_value_t = Tuning::DEFAULT.writers)]
     pub writers: usize,
     /// One-shot runs: how long a consumer waits without deliveries before
     /// checking whether its queue is empty (checking early is harmless).
-    #[arg(long, env = "HPN_IDLE_MS", default_value_t = 10)]
+    #[arg(long, env = env::IDLE_MS, default_value_t = Tuning::DEFAULT.idle_ms)]
     pub idle_ms: u64,
     /// Messages larger than this go to the dead-letter queue.
-    #[arg(long, env = "HPN_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    #[arg(long, env = env::MAX_MESSAGE_BYTES, default_value_t = Tuning::DEFAULT.max_message_bytes)]
     pub max_message_bytes: usize,
     /// Deliveries of one message that may end without it being written (the
     /// importer stopped or lost its connection while holding it) before it
     /// goes to the dead-letter queue. Poison it can recognise goes at once.
-    #[arg(long, env = "HPN_MAX_ATTEMPTS", default_value_t = DEFAULT_MAX_ATTEMPTS)]
+    #[arg(long, env = env::MAX_ATTEMPTS, default_value_t = Tuning::DEFAULT.max_attempts)]
     pub max_attempts: u32,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Tuning {
-            batch_size: 1000,
-            flush_ms: 20,
-            prefetch: 2000,
-            prefetch_records: 4000,
-            consumers: 2,
-            writers: 2,
-            idle_ms: 10,
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-        }
+        Tuning::DEFAULT
     }
 }
 
 impl Tuning {
+    /// What the benchmarks found best on a 2-core machine running both servers.
+    pub const DEFAULT: Tuning = Tuning {
+        batch_size: 1000,
+        flush_ms: 20,
+        prefetch: 2000,
+        prefetch_records: 4000,
+        consumers: 2,
+        writers: 2,
+        idle_ms: 10,
+        max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+    };
+
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_ms)
     }
@@ -96,7 +100,7 @@ impl Tuning {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     #[derive(Parser)]
     struct Cli {
@@ -105,12 +109,40 @@ mod tests {
     }
 
     #[test]
-    fn cli_defaults_match_the_library_defaults() {
-        // Ignore the environment: it may set HPN_* for a run.
-        let parsed = Cli::try_parse_from(["x"]).unwrap().tuning;
-        if std::env::vars().all(|(k, _)| !k.starts_with("HPN_")) {
-            assert_eq!(parsed, Tuning::default());
+    fn declared_defaults_are_the_library_defaults_and_flags_override_them() {
+        // What clap declares, whatever HPN_* variables this test runs under.
+        let command = Cli::command();
+        let declared: Vec<(String, String)> = command
+            .get_arguments()
+            .map(|a| {
+                (
+                    a.get_id().to_string(),
+                    a.get_default_values()[0].to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
+        let d = Tuning::DEFAULT;
+        let expected = [
+            ("batch_size", d.batch_size.to_string()),
+            ("flush_ms", d.flush_ms.to_string()),
+            ("prefetch", d.prefetch.to_string()),
+            ("prefetch_records", d.prefetch_records.to_string()),
+            ("consumers", d.consumers.to_string()),
+            ("writers", d.writers.to_string()),
+            ("idle_ms", d.idle_ms.to_string()),
+            ("max_message_bytes", d.max_message_bytes.to_string()),
+            ("max_attempts", d.max_attempts.to_string()),
+        ];
+        for (id, value) in expected {
+            assert!(
+                declared.contains(&(id.to_string(), value.clone())),
+                "{id} = {value}: {declared:?}"
+            );
         }
+        assert!(
+            command.get_arguments().all(|a| a.get_env().is_some()),
+            "every knob has a variable"
+        );
         let custom = Cli::try_parse_from(["x", "--batch-size", "10", "--writers", "4"])
             .unwrap()
             .tuning;

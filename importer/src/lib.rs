@@ -1,31 +1,30 @@
 //! The importer: consumes the HP Norton queues and writes MongoDB.
 //!
+//! Modules follow the path of a record, as vector's sources and sinks do:
+//!
 //! ```text
-//!  queue ──► consume (decode, dead-letter poison, route by key)
+//!  queue ──► source (consume: decode, prefetch in records, attempts, poison)
 //!              │ WorkItem { record, ticket }
 //!              ▼
-//!            write (one writer per key partition: batch, upsert, complete tickets)
+//!            route (partition by key ─► writer; dead letters; ack tracking)
+//!              │
+//!              ▼
+//!            sink (write: batch, guarded write, retry) ──► MongoDB
 //!              │ ticket done
 //!              ▼
-//!            ack (in-order acknowledgement back on the consumer's channel)
+//!            route::ack (in-order acknowledgement back on the consumer's channel)
 //! ```
 //!
-//! Modules:
-//! - [`cli`]: the `hpn-importer` command line;
-//! - [`config`]: connection settings and tuning knobs;
-//! - [`run`]: one-shot linear and parallel runs and their report ([`run_linear`], [`run_parallel`]);
-//! - [`consume`]: a consumer on one channel;
-//! - [`partition`]: routing records to writers by business key (and what that guarantees);
-//! - [`write`]: batching writers and their retry policy;
-//! - [`ack`]: tickets and in-order acknowledgement;
-//! - [`direct`]: the write path fed straight from CSV, no broker (for the benchmark);
-//! - [`dead_letter`]: refused messages and records to the dead-letter queues, with reasons;
-//! - [`attempts`]: redelivered messages counted, and set aside after too many failed deliveries;
-//! - [`counters`]: live per-collection counts for the report;
-//! - [`serve`]: the long-running importer: reconnects, retries, graceful shutdown;
-//! - [`http`] and [`metrics`]: `/healthz` and Prometheus `/metrics`;
-//! - [`query`]: the two business queries, printed for people or as JSON;
-//! - [`contention`]: racing consumers breaking naive writes on purpose, beside the safe ones.
+//! Around that path:
+//! - `observe`: counters for the reports, Prometheus metrics, health;
+//! - `oneshot`: linear and parallel runs that drain the queues and report
+//!   ([`run_linear`], [`run_parallel`], [`import`]), and the direct path
+//!   from CSV with no broker ([`import_files`], for the benchmark);
+//! - `service`: `hpn-importer serve` and its `/healthz` and `/metrics`;
+//! - `supervise`: waiting for consumers and writers, naming the real cause
+//!   of a failure;
+//! - `tools`: the business queries and the [`contention`] demonstration;
+//! - `config` and `cli`: settings and the command line ([`main`]).
 //!
 //! Nothing is acknowledged before it is written: a crash at any point leaves
 //! unwritten messages in their queue, and writing them again is harmless
@@ -33,22 +32,20 @@
 //! its version, so the store ends with the newest version of every key
 //! whatever order consumers, processes and redeliveries write in.
 
-pub mod ack;
-pub mod attempts;
-pub mod cli;
-pub mod config;
-pub mod consume;
-pub mod contention;
-pub mod counters;
-pub mod dead_letter;
-pub mod direct;
-pub mod http;
-pub mod metrics;
-pub mod partition;
-pub mod query;
-pub mod run;
-pub mod serve;
-pub mod write;
+mod cli;
+mod config;
+mod observe;
+mod oneshot;
+mod route;
+mod service;
+mod sink;
+mod source;
+mod supervise;
+mod tools;
 
+pub use cli::main;
 pub use config::{Config, Tuning};
-pub use run::{import, run_linear, run_parallel, Mode};
+pub use oneshot::direct::import_files;
+pub use oneshot::run::{import, run_linear, run_parallel, Mode};
+pub use service::http::fetch;
+pub use tools::contention;

@@ -1,6 +1,7 @@
-//! `hpn-importer`: see `hpn_importer::cli`.
+//! `hpn-importer`: the command line is `hpn_importer::main` (in the library,
+//! so the integration tests can run this very program as a child process).
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    hpn_importer::cli::main().await
+    hpn_importer::main().await
 }

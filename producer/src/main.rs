@@ -3,7 +3,8 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use hpn_common::{profile, ConnectionSettings};
+use hpn_common::config::env;
+use hpn_common::{profile, BrokerSettings};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, FileSummary, PublishOptions, VersionClock};
 use std::path::PathBuf;
@@ -12,8 +13,6 @@ use std::path::PathBuf;
 #[derive(Parser)]
 #[command(name = "hpn-producer", version)]
 struct Cli {
-    #[command(flatten)]
-    connection: ConnectionSettings,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,11 +36,13 @@ enum Command {
         /// Files or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        broker: BrokerSettings,
         /// Records packed into one message (1 sends one JSON object per message).
-        #[arg(long, env = "HPN_ROWS_PER_MESSAGE", default_value_t = hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)]
+        #[arg(long, env = env::ROWS_PER_MESSAGE, default_value_t = hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)]
         rows_per_message: usize,
         /// Publishes awaiting a broker confirm at most, per file.
-        #[arg(long, env = "HPN_CONFIRM_WINDOW", default_value_t = 1024)]
+        #[arg(long, env = env::CONFIRM_WINDOW, default_value_t = hpn_producer::publish::DEFAULT_CONFIRM_WINDOW)]
         confirm_window: usize,
         /// Directory for rejects files (default: beside each input file).
         #[arg(long)]
@@ -52,7 +53,7 @@ enum Command {
         /// State file shared by the producers on this machine, so every
         /// publish versions its records above every earlier one
         /// [default: $XDG_STATE_HOME/hpnorton/version-clock, else ~/.local/state/hpnorton/version-clock]
-        #[arg(long, env = "HPN_VERSION_CLOCK")]
+        #[arg(long, env = env::VERSION_CLOCK)]
         version_clock: Option<PathBuf>,
         /// Send the records without versions: the importer then applies them
         /// in arrival order (the benchmark's measure of what versions cost).
@@ -74,6 +75,7 @@ async fn main() -> Result<()> {
         }
         Command::Publish {
             paths,
+            broker,
             rows_per_message,
             confirm_window,
             rejects_dir,
@@ -92,7 +94,7 @@ async fn main() -> Result<()> {
                     .then(|| VersionClock::new(version_clock.unwrap_or_else(VersionClock::default_path))),
             };
             let started = std::time::Instant::now();
-            let summaries = publish_files(&cli.connection, &files, &options).await?;
+            let summaries = publish_files(&broker, &files, &options).await?;
             let report = PublishReport {
                 seconds: started.elapsed().as_secs_f64(),
                 published: summaries.iter().map(|s| s.published).sum(),

@@ -11,11 +11,10 @@
 //! ```
 //!
 //! Publisher confirms are how we know the broker has taken responsibility
-//! for a message (written it to disk for a durable queue). Waiting for each
-//! confirm before the next publish would cap us at one message per round
-//! trip, so up to `confirm_window` publishes are in flight and the oldest is
-//! awaited when the window is full. A nack or an unroutable return fails the
-//! file: the run reports it rather than claiming rows it cannot vouch for.
+//! for a message (written it to disk for a durable queue); up to
+//! `confirm_window` publishes are in flight (see `hpn_common::publisher`).
+//! A nack or an unroutable return fails the file: the run reports it rather
+//! than claiming rows it cannot vouch for.
 //! Files are published concurrently, one channel each.
 //!
 //! Every record gets a version from the line it was read on (see
@@ -25,12 +24,11 @@
 use crate::version::{FileVersions, VersionClock};
 use hpn_common::csv_source::{CsvSource, RejectsWriter};
 use hpn_common::message::{self, Origin};
-use hpn_common::{broker, ConnectionSettings, Error, Record, RecordKind, Result};
+use hpn_common::publisher::ConfirmedPublisher;
+use hpn_common::{broker, BrokerSettings, Error, Record, RecordKind, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Channel, Connection, PublisherConfirm};
+use lapin::Connection;
 use serde::Serialize;
-use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -42,6 +40,9 @@ use tracing::{info, warn, Instrument};
 /// (measured by `hpn-bench`: about 10,000 confirmed messages/s here against
 /// hundreds of thousands of records/s at 100 per message).
 pub const DEFAULT_ROWS_PER_MESSAGE: usize = 100;
+
+/// Publishes awaiting their confirm, per file, unless told otherwise.
+pub const DEFAULT_CONFIRM_WINDOW: usize = 1024;
 
 /// How the producer publishes.
 #[derive(Clone, Debug)]
@@ -64,7 +65,7 @@ impl Default for PublishOptions {
     fn default() -> Self {
         PublishOptions {
             rows_per_message: DEFAULT_ROWS_PER_MESSAGE,
-            confirm_window: 1024,
+            confirm_window: DEFAULT_CONFIRM_WINDOW,
             rejects_dir: None,
             progress: false,
             version_clock: Some(VersionClock::new(VersionClock::default_path())),
@@ -129,7 +130,7 @@ pub fn collect_inputs(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 /// Publish every file, concurrently, and return one summary per file in the
 /// order given. Headers are checked for every file before anything is sent.
 pub async fn publish_files(
-    settings: &ConnectionSettings,
+    settings: &BrokerSettings,
     files: &[PathBuf],
     options: &PublishOptions,
 ) -> Result<Vec<FileSummary>> {
@@ -160,7 +161,7 @@ struct Chunk {
 
 async fn publish_file(
     connection: &Connection,
-    settings: &ConnectionSettings,
+    settings: &BrokerSettings,
     file: &Path,
     options: &PublishOptions,
     bars: &MultiProgress,
@@ -177,8 +178,7 @@ async fn publish_file(
     );
     bar.set_prefix(kind.collection());
 
-    let channel = connection.create_channel().await?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut publisher = ConfirmedPublisher::open(connection, options.confirm_window).await?;
 
     // Enough chunks in hand to keep the publisher busy, no more.
     let (tx, mut rx) = mpsc::channel::<Chunk>(64);
@@ -191,12 +191,7 @@ async fn publish_file(
 
     let origin_file = file.display().to_string();
     let exchange = settings.topology().exchange();
-    let mut window: VecDeque<PublisherConfirm> = VecDeque::with_capacity(options.confirm_window);
     let (mut published, mut messages) = (0u64, 0u64);
-    let publish_options = BasicPublishOptions {
-        mandatory: true,
-        ..BasicPublishOptions::default()
-    };
     while let Some(chunk) = rx.recv().await {
         let origin = Origin {
             file: origin_file.clone(),
@@ -209,20 +204,10 @@ async fn publish_file(
                 message::properties(kind, Some(&origin)),
             )
         };
-        let confirm = channel
-            .basic_publish(
-                exchange.as_str().into(),
-                kind.as_str().into(),
-                publish_options,
-                &body,
-                properties,
-            )
+        publisher
+            .publish(&exchange, kind.as_str(), &body, properties)
             .instrument(tracing::debug_span!(target: "stage", "publish"))
             .await?;
-        window.push_back(confirm);
-        while window.len() >= options.confirm_window.max(1) {
-            check(window.pop_front().expect("window is not empty"), &channel).await?;
-        }
         published += chunk.records.len() as u64;
         messages += 1;
         if messages.is_multiple_of(256) {
@@ -230,12 +215,9 @@ async fn publish_file(
             bar.set_message(format!("{published} rows, {rate:.0} rows/s"));
         }
     }
-    for confirm in window {
-        check(confirm, &channel).await?;
-    }
+    publisher.close().await?;
     let read = reader.await.map_err(|e| Error::Io(std::io::Error::other(e)))??;
     let rejected = read.rejected;
-    let _ = channel.close(200, "done".into()).await;
     let elapsed = started.elapsed();
     bar.finish_with_message(format!(
         "{published} rows in {:.2}s, {rejected} rejected",
@@ -252,27 +234,6 @@ async fn publish_file(
         versions: read.versions,
         elapsed,
     })
-}
-
-/// Wait for one confirm: an ack is success; a nack or a returned
-/// (unroutable) message fails the file.
-async fn check(confirm: PublisherConfirm, channel: &Channel) -> Result<()> {
-    let confirmation = confirm
-        .instrument(tracing::debug_span!(target: "stage", "confirm"))
-        .await?;
-    if confirmation.is_nack() {
-        return Err(Error::NotConfirmed(format!(
-            "refused a message on channel {}",
-            channel.id()
-        )));
-    }
-    if let Some(returned) = confirmation.take_message() {
-        return Err(Error::NotConfirmed(format!(
-            "could not route a message to {}: {}",
-            returned.delivery.routing_key, returned.reply_text
-        )));
-    }
-    Ok(())
 }
 
 /// What the reader stage did with one file.

@@ -3,8 +3,9 @@
 //! `HPN_AMQP_URL` and `HPN_MONGODB_URI`, with the local defaults).
 //!
 //! Every test gets its own database and queue prefix from [`TestEnv`], so the
-//! tests run in parallel without seeing each other's data, and cleans up after
-//! itself with [`TestEnv::cleanup`].
+//! tests run in parallel without seeing each other's data. Its database and
+//! queues are removed when the test ends, passed or failed: explicitly with
+//! [`TestEnv::cleanup`], or when the `TestEnv` is dropped during a panic.
 
 use hpn_common::{broker, ConnectionSettings, Record, RecordKind, Store};
 use lapin::{Channel, Connection};
@@ -18,6 +19,7 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 pub struct TestEnv {
     pub settings: ConnectionSettings,
     pub dir: tempfile::TempDir,
+    cleaned: bool,
 }
 
 impl TestEnv {
@@ -31,6 +33,7 @@ impl TestEnv {
         TestEnv {
             settings,
             dir: tempfile::tempdir().expect("temp dir"),
+            cleaned: false,
         }
     }
 
@@ -69,15 +72,40 @@ impl TestEnv {
     }
 
     /// Drop the test's database and delete its queues and exchanges.
-    pub async fn cleanup(self) {
-        if let Ok(store) = Store::connect(&self.settings.mongodb_uri, &self.settings.database).await {
-            let _ = store.database().drop().await;
+    pub async fn cleanup(mut self) {
+        remove(&self.settings).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for TestEnv {
+    /// A test that panicked never reached [`TestEnv::cleanup`]: remove its
+    /// database and queues here, on a thread of its own (the test's runtime
+    /// may be the one unwinding).
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
         }
-        if let Ok(connection) = broker::connect(&self.settings.amqp_url, "hpn-tests-cleanup").await {
-            if let Ok(channel) = connection.create_channel().await {
-                let _ = self.settings.topology().delete(&channel).await;
+        let settings = self.settings.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(remove(&settings));
             }
+        })
+        .join();
+    }
+}
+
+async fn remove(settings: &ConnectionSettings) {
+    if let Ok(store) = Store::connect(&settings.mongodb_uri, &settings.database).await {
+        let _ = store.database().drop().await;
+        store.shutdown().await;
+    }
+    if let Ok(connection) = broker::connect(&settings.amqp_url, "hpn-tests-cleanup").await {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = settings.topology().delete(&channel).await;
         }
+        let _ = connection.close(200, "done".into()).await;
     }
 }
 

@@ -20,7 +20,7 @@ fn config(env: &TestEnv) -> Config {
 }
 
 async fn publish(env: &TestEnv, files: &[PathBuf]) {
-    publish_files(&env.settings, files, &PublishOptions::default())
+    publish_files(&env.settings.broker(), files, &PublishOptions::default())
         .await
         .unwrap();
 }

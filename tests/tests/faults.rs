@@ -11,45 +11,70 @@
 
 use hpn_common::message::{self, header};
 use hpn_common::{Customer, Record, RecordKind};
-use hpn_importer::http::fetch;
+use hpn_importer::fetch;
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::{documents, expected_documents, read_csv, TestEnv};
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::BasicProperties;
+use mongodb::bson::doc;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-/// A running `hpn-importer serve`.
-struct Importer(Child);
+/// A running `hpn-importer serve`, listening where it says it does.
+struct Importer {
+    child: Child,
+    /// Where its `/healthz` and `/metrics` answer.
+    listen: String,
+    /// Kept open: the importer may write to it until it exits.
+    _stdout: BufReader<ChildStdout>,
+}
 
 impl Importer {
-    fn start(env: &TestEnv) -> Importer {
-        Importer::start_with(env, &["--listen", "off"])
+    /// `serve` with `flags`, on a port it picks and reports on stdout (no
+    /// port is freed by the test and hoped for).
+    fn start(env: &TestEnv, flags: &[&str]) -> Importer {
+        Importer::spawn(env, flags, Stdio::inherit())
     }
 
-    /// Started with more flags (`--listen` among them: "off" when not wanted).
-    fn start_with(env: &TestEnv, flags: &[&str]) -> Importer {
-        let child = Command::new(env!("CARGO_BIN_EXE_hpn-tests-importer"))
-            .args(["serve", "--flush-ms", "10"])
+    /// The same, with its log (stderr) going to `log`.
+    fn start_logged(env: &TestEnv, flags: &[&str], log: &Path) -> Importer {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Importer::spawn(env, flags, Stdio::from(file))
+    }
+
+    fn spawn(env: &TestEnv, flags: &[&str], stderr: Stdio) -> Importer {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hpn-tests-importer"))
+            .args(["serve", "--flush-ms", "10", "--listen", "127.0.0.1:0"])
             .args(flags)
-            .env("HPN_AMQP_URL", &env.settings.amqp_url)
-            .env("HPN_MONGODB_URI", &env.settings.mongodb_uri)
-            .env("HPN_DATABASE", &env.settings.database)
-            .env("HPN_QUEUE_PREFIX", &env.settings.queue_prefix)
+            .envs(env.settings.env_vars())
             .env("RUST_LOG", "warn,hpn_importer=info")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("start the importer");
-        Importer(child)
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read the importer's stdout");
+        let listen = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("the importer did not say where it listens: {line:?}"))
+            .to_string();
+        Importer {
+            child,
+            listen,
+            _stdout: stdout,
+        }
     }
 
     fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-s", signal, &self.0.id().to_string()])
+            .args(["-s", signal, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success(), "kill -s {signal}");
@@ -59,7 +84,7 @@ impl Importer {
     async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
+            if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
             assert!(started.elapsed() < limit, "importer still running after {limit:?}");
@@ -70,15 +95,9 @@ impl Importer {
 
 impl Drop for Importer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-}
-
-/// A loopback address nothing listens on right now, for `--listen`.
-fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 /// `hpn-importer health` against `address`: whether it exits 0.
@@ -125,7 +144,7 @@ async fn publish(env: &TestEnv, file: &Path, rows_per_message: usize) {
         rows_per_message,
         ..PublishOptions::default()
     };
-    publish_files(&env.settings, &[file.to_path_buf()], &options)
+    publish_files(&env.settings.broker(), &[file.to_path_buf()], &options)
         .await
         .unwrap();
 }
@@ -158,8 +177,8 @@ impl ServedImport {
     async fn under_way(env: &TestEnv, records: usize) -> ServedImport {
         let file = customers_file(env, records);
         publish(env, &file, 100).await;
-        let listen = free_address();
-        let importer = Importer::start_with(env, &["--listen", &listen]);
+        let importer = Importer::start(env, &[]);
+        let listen = importer.listen.clone();
         eventually(Duration::from_secs(60), "import under way", || async move {
             count(env).await > 0
         })
@@ -203,7 +222,7 @@ async fn sigkill_three_times_during_a_200k_import_loses_and_doubles_nothing() {
     let file = customers_file(&env, 200_000);
     publish(&env, &file, 100).await;
     for kill in 0..3 {
-        let mut importer = Importer::start(&env);
+        let mut importer = Importer::start(&env, &[]);
         // A different point each time: after some records are in, before all are.
         let target = 30_000 * (kill + 1);
         eventually(Duration::from_secs(60), "import progresses", || async {
@@ -214,7 +233,7 @@ async fn sigkill_three_times_during_a_200k_import_loses_and_doubles_nothing() {
         importer.wait(Duration::from_secs(5)).await;
     }
     assert!(count(&env).await < 200_000, "the kills came before the end");
-    let mut importer = Importer::start(&env);
+    let mut importer = Importer::start(&env, &[]);
     eventually(Duration::from_secs(90), "import finishes", || async {
         count(&env).await == 200_000
     })
@@ -235,7 +254,7 @@ async fn sigterm_under_load_exits_zero_within_ten_seconds_and_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::new("fault_sigterm");
     let file = customers_file(&env, 50_000);
-    let mut importer = Importer::start(&env);
+    let mut importer = Importer::start(&env, &[]);
     publish(&env, &file, 10).await;
     eventually(Duration::from_secs(30), "import under way", || async {
         count(&env).await > 0
@@ -247,7 +266,7 @@ async fn sigterm_under_load_exits_zero_within_ten_seconds_and_loses_nothing() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     // What it did not take stays queued; a second importer finishes it.
-    let mut importer = Importer::start(&env);
+    let mut importer = Importer::start(&env, &[]);
     eventually(Duration::from_secs(60), "import finishes", || async {
         count(&env).await == 50_000
     })
@@ -393,7 +412,7 @@ async fn a_message_redelivered_too_often_is_dead_lettered_and_one_redelivery_is_
     }
     holder.0.close(200, "gone".into()).await.unwrap();
 
-    let mut importer = Importer::start_with(&env, &["--listen", "off", "--max-attempts", "2"]);
+    let mut importer = Importer::start(&env, &["--max-attempts", "2"]);
     let dead = topology.dead_letter_queue(RecordKind::Customer);
     eventually(Duration::from_secs(30), "B1 dead-lettered", || async {
         env.ready(&dead).await == 1
@@ -501,7 +520,7 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_
             .await
             .unwrap();
     }
-    let mut importer = Importer::start(&env);
+    let mut importer = Importer::start(&env, &[]);
     let dead = topology.dead_letter_queue(RecordKind::Customer);
     eventually(Duration::from_secs(30), "poison dead-lettered", || async {
         env.ready(&dead).await == 9
@@ -563,7 +582,7 @@ async fn publish_one_per_message(env: &TestEnv, file: &Path, clock: &Path) -> (i
         version_clock: Some(hpn_producer::VersionClock::new(clock)),
         ..PublishOptions::default()
     };
-    let summaries = publish_files(&env.settings, &[file.to_path_buf()], &options)
+    let summaries = publish_files(&env.settings.broker(), &[file.to_path_buf()], &options)
         .await
         .unwrap();
     summaries[0].versions.expect("versions of a file with rows")
@@ -610,30 +629,12 @@ async fn racing_importers_killed_mid_stream_end_with_the_newest_version_of_every
     let file = versioned_customers(&env, keys, versions);
     let clock = env.path("version-clock");
     let queue = env.settings.topology().queue(RecordKind::Customer);
-    let flags = |listen: &str| -> Vec<String> {
-        [
-            "--listen",
-            listen,
-            "--consumers",
-            "3",
-            "--writers",
-            "2",
-            "--batch-size",
-            "200",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let start = |listen: &str| {
-        let flags = flags(listen);
-        Importer::start_with(&env, &flags.iter().map(String::as_str).collect::<Vec<_>>())
-    };
+    let start = || Importer::start(&env, &["--consumers", "3", "--writers", "2", "--batch-size", "200"]);
 
     let (first, last) = publish_one_per_message(&env, &file, &clock).await;
     assert_eq!(last - first, (keys * versions - 1) as i64, "one version per line");
-    let survivor_listen = free_address();
-    let survivor = start(&survivor_listen);
-    let mut victim = start("off");
+    let survivor = start();
+    let mut victim = start();
     eventually(Duration::from_secs(60), "import under way", || async {
         count(&env).await >= 5_000
     })
@@ -641,7 +642,7 @@ async fn racing_importers_killed_mid_stream_end_with_the_newest_version_of_every
     victim.signal("KILL");
     victim.wait(Duration::from_secs(5)).await;
     assert!(env.ready(&queue).await > 0, "killed while messages were still queued");
-    let mut restarted = start("off");
+    let mut restarted = start();
     eventually(Duration::from_secs(120), "every key at its newest version", || async {
         keys_at_newest(&env, first, versions as i64).await.0 == keys
     })
@@ -662,7 +663,7 @@ async fn racing_importers_killed_mid_stream_end_with_the_newest_version_of_every
         || async { keys_at_newest(&env, first_again, versions as i64).await.0 == keys },
     )
     .await;
-    let (_, metrics) = fetch(&survivor_listen, "/metrics").await.expect("metrics answer");
+    let (_, metrics) = fetch(&survivor.listen, "/metrics").await.expect("metrics answer");
     let stale = counter(
         &metrics,
         r#"hpn_importer_records_total{collection="customers",outcome="stale"}"#,
@@ -684,4 +685,144 @@ async fn racing_importers_killed_mid_stream_end_with_the_newest_version_of_every
         "publishing the same file again leaves the data unchanged"
     );
     env.cleanup().await;
+}
+
+/// A store that answers but refuses the writes is a store problem, not a
+/// broker one. Here `customers` is a view, which MongoDB cannot write: the
+/// writers hold their batch, `/healthz` says MongoDB refuses writes (with
+/// its words) while RabbitMQ stays connected, the refusal is logged once per
+/// writer, nothing is acknowledged or dead-lettered and no broker reconnect
+/// happens. Once the view is dropped, everything goes in.
+#[tokio::test]
+async fn a_store_refusing_writes_pauses_serve_and_never_blames_the_broker() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_refusal");
+    let log = env.path("serve.log");
+    let mut importer = Importer::start_logged(&env, &["--writers", "2"], &log);
+    let listen = importer.listen.clone();
+    eventually(Duration::from_secs(30), "healthy at start", || async {
+        healthz(&listen).await == Some(200)
+    })
+    .await;
+    // After start-up (which made the collections and indexes), someone
+    // replaces the collection with a view.
+    make_customers_a_view(&env).await;
+    let file = customers_file(&env, 2_000);
+    publish(&env, &file, 100).await;
+    let _dump = DumpOnPanic(log.clone());
+    eventually(Duration::from_secs(30), "healthz reports the refusal", || async {
+        fetch(&listen, "/healthz")
+            .await
+            .is_some_and(|(status, body)| status == 503 && body.contains("refusing writes"))
+    })
+    .await;
+    let (_, body) = fetch(&listen, "/healthz").await.unwrap();
+    assert!(body.contains("rabbitmq: connected"), "{body}");
+    // Long enough for several retries of the held batch.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, metrics) = fetch(&listen, "/metrics").await.unwrap();
+    assert!(
+        !metrics.contains(r#"reconnects_total{server="rabbitmq"}"#),
+        "a store refusal must not reconnect the broker: {metrics}"
+    );
+    assert!(
+        counter(&metrics, r#"hpn_importer_retries_total{server="mongodb"}"#) >= 2,
+        "the held batch is retried: {metrics}"
+    );
+    let dead = env.settings.topology().dead_letter_queue(RecordKind::Customer);
+    assert_eq!(env.ready(&dead).await, 0, "nothing dead-lettered for a store refusal");
+
+    // Fix the cause: the held batches go in, then everything else.
+    env.store()
+        .await
+        .database()
+        .collection::<mongodb::bson::Document>("customers")
+        .drop()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(60), "everything written after the fix", || async {
+        count(&env).await == 2_000
+    })
+    .await;
+    eventually(Duration::from_secs(10), "healthy again", || async {
+        healthz(&listen).await == Some(200)
+    })
+    .await;
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+    assert_exact(&env, &file).await;
+    let log = std::fs::read_to_string(&log).unwrap();
+    let refusals = log.matches("MongoDB refuses this batch").count();
+    assert!(
+        (1..=2).contains(&refusals),
+        "the refusal is logged once per writer holding a batch, not once per retry: {refusals} in\n{log}"
+    );
+    assert!(!log.contains("reconnecting"), "no broker reconnect in the log:\n{log}");
+    let indexes = env
+        .store()
+        .await
+        .collection(RecordKind::Customer)
+        .list_index_names()
+        .await
+        .unwrap();
+    assert!(indexes.contains(&"user_id_1".to_string()), "{indexes:?}");
+    env.cleanup().await;
+}
+
+/// A one-shot run that meets the same refusal fails with the store's own
+/// error, not "writer stopped", and acknowledges nothing.
+#[tokio::test]
+async fn a_one_shot_run_fails_with_the_store_error_and_keeps_the_messages() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_refusal_run");
+    let file = customers_file(&env, 100_000);
+    publish(&env, &file, 100).await;
+    let config = hpn_importer::Config {
+        connection: env.settings.clone(),
+        tuning: Default::default(),
+        rentals_take_stock: false,
+    };
+    let run = tokio::spawn(async move { hpn_importer::run_parallel(&config).await });
+    // Once the writers are writing, the collection turns into a view.
+    eventually(Duration::from_secs(30), "import under way", || async {
+        count(&env).await > 0
+    })
+    .await;
+    make_customers_a_view(&env).await;
+    let error = run.await.unwrap().expect_err("the run fails");
+    let text = error.to_string();
+    assert_eq!(error.origin(), hpn_common::Origin::Store, "{text}");
+    assert!(text.starts_with("MongoDB"), "the store's own words: {text}");
+    assert!(!text.contains("writer stopped"), "{text}");
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    assert!(env.ready(&queue).await > 0, "what was not written is back in its queue");
+    env.cleanup().await;
+}
+
+/// Replace the test's `customers` collection with a view, which MongoDB
+/// refuses to write to: a store refusal that is not an outage.
+/// Writers still inserting may create the collection again between the
+/// drop and the view, so it tries until the view wins.
+async fn make_customers_a_view(env: &TestEnv) {
+    let store = env.store().await;
+    for _ in 0..100 {
+        store.collection(RecordKind::Customer).drop().await.unwrap();
+        let view = doc! {"create": "customers", "viewOn": "elsewhere", "pipeline": []};
+        if store.database().run_command(view).await.is_ok() {
+            return;
+        }
+    }
+    panic!("could not replace the customers collection with a view");
+}
+
+/// Prints a child's log when the test fails, for the person reading CI output.
+struct DumpOnPanic(PathBuf);
+
+impl Drop for DumpOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
+            eprintln!("---- {} ----\n{log}", self.0.display());
+        }
+    }
 }

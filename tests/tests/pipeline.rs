@@ -24,7 +24,7 @@ fn config(env: &TestEnv) -> Config {
 async fn publish_sample(env: &TestEnv, options: &PublishOptions) -> Vec<PathBuf> {
     let files = generate(&env.path("data"), RECORDS, DEFAULT_SEED).unwrap();
     let paths: Vec<PathBuf> = files.paths().iter().map(|p| p.to_path_buf()).collect();
-    let summaries = publish_files(&env.settings, &paths, options).await.unwrap();
+    let summaries = publish_files(&env.settings.broker(), &paths, options).await.unwrap();
     for s in &summaries {
         assert_eq!((s.published, s.rejected), (RECORDS as u64, 0), "{s:?}");
     }
@@ -143,9 +143,13 @@ async fn bad_rows_are_reported_with_their_lines_and_good_rows_still_go_in() {
          ,Ed,5 Main St,98101,555-0105,ed@example.com\n",
     )
     .unwrap();
-    let summaries = publish_files(&env.settings, std::slice::from_ref(&file), &PublishOptions::default())
-        .await
-        .unwrap();
+    let summaries = publish_files(
+        &env.settings.broker(),
+        std::slice::from_ref(&file),
+        &PublishOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!((summaries[0].published, summaries[0].rejected), (2, 3));
     let rejects_file = summaries[0].rejects_file.clone().expect("a rejects file");
     assert_eq!(rejects_file, env.path("customers.rejects.csv"));
@@ -314,4 +318,111 @@ async fn versions_decide_inside_and_across_messages_whatever_the_consumers() {
         );
         env.cleanup().await;
     }
+}
+
+/// The direct path (the same writers fed from CSV, no broker) stores exactly
+/// the rows, in both modes.
+#[tokio::test]
+async fn the_direct_path_stores_exactly_the_rows() {
+    for mode in [hpn_importer::Mode::Linear, hpn_importer::Mode::Parallel] {
+        let env = TestEnv::new("direct");
+        let files = generate(&env.path("data"), RECORDS, DEFAULT_SEED).unwrap();
+        let paths: Vec<PathBuf> = files.paths().iter().map(|p| p.to_path_buf()).collect();
+        let report = hpn_importer::import_files(&config(&env), &paths, mode).await.unwrap();
+        assert_eq!(report.processed(), 3 * RECORDS as u64, "{mode:?}");
+        assert_store_matches(&env, &paths).await;
+        env.cleanup().await;
+    }
+}
+
+/// `hpn-importer reset` asks for --yes, then drops the collections and
+/// empties the queues.
+#[tokio::test]
+async fn reset_asks_first_then_drops_the_collections_and_purges_the_queues() {
+    let env = TestEnv::new("reset");
+    let files = publish_sample(&env, &PublishOptions::default()).await;
+    run_linear(&config(&env)).await.unwrap();
+    // Queued again, not imported: reset must purge these.
+    publish_files(&env.settings.broker(), &files[..1], &PublishOptions::default())
+        .await
+        .unwrap();
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    assert!(env.ready(&queue).await > 0);
+    let reset = |yes: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hpn-tests-importer"));
+        command.arg("reset").envs(env.settings.env_vars());
+        if yes {
+            command.arg("--yes");
+        }
+        command.output().expect("run hpn-importer reset")
+    };
+    let refused = reset(false);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("add --yes"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let store = env.store().await;
+    assert_eq!(store.count(RecordKind::Customer).await.unwrap(), RECORDS as u64);
+    let done = reset(true);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    for kind in RecordKind::ALL {
+        assert_eq!(store.count(kind).await.unwrap(), 0, "{kind}");
+    }
+    assert_eq!(env.ready(&queue).await, 0);
+    env.cleanup().await;
+}
+
+/// A record MongoDB refuses on its merits is dead-lettered with the
+/// server's reason, and the rest go in. Here an operator has added a unique
+/// index on `email`: a second customer with a taken address is refused (an
+/// E11000 that is not about the business key, so not a stale version).
+#[tokio::test]
+async fn a_record_mongodb_refuses_is_dead_lettered_with_the_reason() {
+    let env = TestEnv::new("e2e_refused");
+    let store = env.store().await;
+    store.ensure_indexes().await.unwrap();
+    let unique_email = mongodb::IndexModel::builder()
+        .keys(mongodb::bson::doc! {"email": 1})
+        .options(mongodb::options::IndexOptions::builder().unique(true).build())
+        .build();
+    store
+        .collection(RecordKind::Customer)
+        .create_index(unique_email)
+        .await
+        .unwrap();
+    let file = env.path("customers.csv");
+    std::fs::write(
+        &file,
+        "user_id,name,address,zip_code,phone_number,email\n\
+         C1,Ann,1 Main St,98101,555,shared@example.com\n\
+         C2,Bob,2 Main St,98101,555,bob@example.com\n\
+         C3,Cy,3 Main St,98101,555,shared@example.com\n",
+    )
+    .unwrap();
+    publish_files(&env.settings.broker(), &[file], &PublishOptions::default())
+        .await
+        .unwrap();
+    let stats = run_parallel(&config(&env)).await.unwrap();
+    let customers = &stats[0];
+    assert_eq!(
+        (customers.inserted, customers.stale, customers.rejected),
+        (2, 0, 1),
+        "{customers:?}"
+    );
+    let (_connection, channel) = env.channel().await;
+    let dead = env.settings.topology().dead_letter_queue(RecordKind::Customer);
+    let message = channel
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the refused record");
+    let reason = hpn_common::message::header_str(&message.delivery.properties, header::ERROR).unwrap();
+    assert!(
+        reason.starts_with("MongoDB refused the record (code 11000)"),
+        "{reason}"
+    );
+    assert!(String::from_utf8_lossy(&message.delivery.data).contains("C3"));
+    env.cleanup().await;
 }

@@ -4,5 +4,5 @@
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    hpn_importer::cli::main().await
+    hpn_importer::main().await
 }

@@ -9,11 +9,13 @@
 //! what lets the consumer acknowledge the messages: nothing is acknowledged
 //! before it is in MongoDB.
 
-use crate::ack::Ticket;
 use crate::config::Config;
-use crate::counters::Counters;
-use crate::dead_letter::DeadLetters;
-use crate::partition::Router;
+use crate::observe::counters::Counters;
+use crate::observe::health::Health;
+use crate::route::ack::Ticket;
+use crate::route::dead_letter::DeadLetters;
+use crate::route::partition::{Router, WorkItem};
+use crate::sink::retry::RetryPolicy;
 use hpn_common::store::{StockOutcome, StoreError};
 use hpn_common::{Record, RecordKind, Result, Store};
 use std::future::Future;
@@ -21,61 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{warn, Instrument};
-
-/// One record on its way to a writer, with the ticket of its delivery.
-#[derive(Debug)]
-pub struct WorkItem {
-    pub record: Record,
-    pub ticket: Arc<Ticket>,
-}
-
-/// How a writer reacts to a database that does not answer.
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    /// Attempts per batch before the writer gives up (None: never).
-    pub max_attempts: Option<u32>,
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl RetryPolicy {
-    /// For the long-running importer: never give up on a database that is
-    /// down; consuming pauses meanwhile (the writers stop taking records,
-    /// the consumers' prefetch fills, the broker stops delivering).
-    pub const FOREVER: RetryPolicy = RetryPolicy {
-        max_attempts: None,
-        first_backoff: Duration::from_millis(100),
-        max_backoff: Duration::from_secs(2),
-    };
-
-    /// For one-shot runs: a few attempts over about ten seconds, then fail
-    /// the run (its messages stay in the queue).
-    pub const ONE_SHOT: RetryPolicy = RetryPolicy {
-        max_attempts: Some(6),
-        first_backoff: Duration::from_millis(200),
-        max_backoff: Duration::from_secs(4),
-    };
-
-    /// The wait before attempt `attempt + 1` (capped exponential, with jitter
-    /// so writers that failed together do not retry together).
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.first_backoff.saturating_mul(1 << attempt.min(16));
-        let capped = exp.min(self.max_backoff);
-        let jitter = rand_fraction();
-        capped.mul_f64(0.5 + jitter / 2.0)
-    }
-}
-
-/// A cheap, good-enough fraction in [0, 1) for jitter.
-fn rand_fraction() -> f64 {
-    use std::hash::{BuildHasher, RandomState};
-    (RandomState::new().hash_one(Instant::now()) % 10_000) as f64 / 10_000.0
-}
+use tracing::{error, warn, Instrument};
 
 /// One partition's writer.
 pub struct Writer {
     pub kind: RecordKind,
+    /// `customers#0` and so on, for logs and health.
+    pub name: String,
     pub store: Store,
     pub rx: mpsc::Receiver<WorkItem>,
     pub batch_size: usize,
@@ -85,35 +39,48 @@ pub struct Writer {
     /// broker) they are logged and counted as rejected.
     pub dead_letters: Option<DeadLetters>,
     pub retry: RetryPolicy,
+    /// Where a refused batch is reported while the writer holds it (serve).
+    pub health: Option<Arc<Health>>,
     /// Rentals take stock from their product before they are stored.
     pub rentals_take_stock: bool,
+}
+
+/// What every writer of a run shares.
+#[derive(Clone, Copy)]
+pub struct WriterSetup<'a> {
+    pub store: &'a Store,
+    pub config: &'a Config,
+    /// Where refused records go (none on the direct path, which has no broker).
+    pub dead_letters: Option<&'a DeadLetters>,
+    pub retry: RetryPolicy,
+    pub health: Option<&'a Arc<Health>>,
 }
 
 /// The `writers` writers of one collection (at least one), not yet
 /// running, and the router that sends each record to the one owning its key.
 /// The writers stop once every clone of the router is dropped.
-pub fn partition(
+pub fn writers(
     kind: RecordKind,
     writers: usize,
-    store: &Store,
-    config: &Config,
     counters: &Arc<Counters>,
-    dead_letters: Option<&DeadLetters>,
-    retry: RetryPolicy,
+    setup: WriterSetup<'_>,
 ) -> (Router, Vec<Writer>) {
+    let config = setup.config;
     let batch_size = config.tuning.batch_size.max(1);
     let (inboxes, writers) = (0..writers.max(1))
-        .map(|_| {
+        .map(|i| {
             let (tx, rx) = mpsc::channel(batch_size * 2);
             let writer = Writer {
                 kind,
-                store: store.clone(),
+                name: format!("{}#{i}", kind.collection()),
+                store: setup.store.clone(),
                 rx,
                 batch_size,
                 flush_interval: config.tuning.flush_interval(),
                 counters: counters.clone(),
-                dead_letters: dead_letters.cloned(),
-                retry,
+                dead_letters: setup.dead_letters.cloned(),
+                retry: setup.retry,
+                health: setup.health.cloned(),
                 rentals_take_stock: config.rentals_take_stock,
             };
             (tx, writer)
@@ -262,54 +229,74 @@ impl Writer {
         }
     }
 
-    /// Run a store operation, retrying transient failures by the policy.
+    /// Run a store operation, retrying by the policy: outages always (the
+    /// server is away or too busy), refusals only when the policy holds
+    /// them (the server answered no: permissions, a full disk, a collection
+    /// that cannot be written). A refusal is logged once with the server's
+    /// words and shown in `/healthz` while it lasts; it is never reported
+    /// as a broker problem, and the batch is never dead-lettered for it.
+    /// After a refusal each attempt first makes sure of the collections'
+    /// indexes: the cause may have been a collection dropped or replaced, and
+    /// one MongoDB creates again on the next insert has no unique key index.
     async fn retrying<T, F, Fut>(&self, operation: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = std::result::Result<T, StoreError>>,
     {
         let mut attempt = 0;
+        // Set while the store refuses this batch (the refusal is logged once).
+        let mut refused = false;
         loop {
-            match operation().await {
+            let attempted = if refused {
+                match self.store.ensure_indexes().await {
+                    Ok(()) => operation().await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                operation().await
+            };
+            let e = match attempted {
                 Ok(value) => {
                     if attempt > 0 {
-                        tracing::info!(kind = %self.kind, attempts = attempt + 1, "MongoDB answers again");
+                        tracing::info!(writer = %self.name, attempts = attempt + 1, "MongoDB takes writes again");
+                    }
+                    if let Some(health) = &self.health {
+                        health.store_writes(&self.name);
                     }
                     return Ok(value);
                 }
-                Err(e) if e.is_transient() && self.retry.max_attempts.is_none_or(|max| attempt + 1 < max) => {
-                    let wait = self.retry.backoff(attempt);
-                    self.counters.mongodb_retried();
-                    // Said once per outage, not once per attempt.
-                    if attempt == 0 {
-                        warn!(kind = %self.kind, "MongoDB failed, retrying with backoff until it answers: {e}");
-                    } else {
-                        tracing::debug!(kind = %self.kind, attempt = attempt + 1, "retrying in {wait:?}: {e}");
-                    }
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => e,
+            };
+            let transient = e.is_transient();
+            if !(transient || self.retry.hold_refused) || !self.retry.may_retry(attempt) {
+                return Err(e.into());
             }
+            let wait = self.retry.backoff(attempt);
+            self.counters.mongodb_retried();
+            if transient {
+                // Said once per outage, not once per attempt.
+                if attempt == 0 {
+                    warn!(writer = %self.name, "MongoDB failed, retrying with backoff until it answers: {e}");
+                } else {
+                    tracing::debug!(writer = %self.name, attempt = attempt + 1, "retrying in {wait:?}: {e}");
+                }
+            } else {
+                if !refused {
+                    error!(
+                        writer = %self.name,
+                        "MongoDB refuses this batch: {e}; holding it (nothing is acknowledged) \
+                         and trying again with backoff until the cause is fixed"
+                    );
+                    refused = true;
+                } else {
+                    tracing::debug!(writer = %self.name, attempt = attempt + 1, "still refused: {e}");
+                }
+                if let Some(health) = &self.health {
+                    health.store_refuses(&self.name, e.to_string());
+                }
+            }
+            tokio::time::sleep(wait).await;
+            attempt += 1;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let p = RetryPolicy::ONE_SHOT;
-        for attempt in 0..20 {
-            let wait = p.backoff(attempt);
-            let full = p.first_backoff.saturating_mul(1 << attempt.min(16)).min(p.max_backoff);
-            assert!(
-                wait >= full / 2 && wait <= full,
-                "attempt {attempt}: {wait:?} vs {full:?}"
-            );
-        }
-        assert!(p.backoff(10) <= p.max_backoff);
     }
 }

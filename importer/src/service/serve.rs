@@ -3,18 +3,25 @@
 //! and poison messages, until SIGINT or SIGTERM.
 //!
 //! How it keeps going, and why nothing is lost or doubled:
-//! - **The database goes away.** Writers retry with capped exponential
-//!   backoff and jitter for as long as it takes ([`RetryPolicy::FOREVER`]).
-//!   Meanwhile nothing is acknowledged; the writers' inboxes fill, the
-//!   consumers stop taking deliveries, and each consumer's prefetch caps what
-//!   the broker sends: consuming pauses instead of churning redeliveries.
-//! - **The broker goes away.** The session ends with the connection; its
+//! - **The database goes away, or refuses writes.** Writers hold their batch
+//!   and retry with capped exponential backoff and jitter for as long as it
+//!   takes ([`RetryPolicy::FOREVER`]). Meanwhile nothing is acknowledged; the
+//!   writers' inboxes fill, the consumers stop taking deliveries, and each
+//!   consumer's prefetch caps what the broker sends: consuming pauses instead
+//!   of churning redeliveries. A refusal (the server answers, but says no:
+//!   permissions, a full disk) is logged once with the server's words and
+//!   shown in `/healthz` until a batch goes in again. Neither touches the
+//!   broker connection: a store problem is never handled as a broker one.
+//! - **The broker goes away.** Only an error that comes from RabbitMQ (see
+//!   `hpn_common::Origin`) ends a session this way. The session ends with the connection; its
 //!   consumers and writers are dropped. Everything they held was
 //!   unacknowledged, so the broker requeues it. A new session reconnects
 //!   (capped backoff with jitter), declares the topology again and carries on.
 //!   A record that was written but not yet acknowledged when the connection
 //!   dropped is delivered again and written again: harmless, as every write
-//!   is keyed.
+//!   is keyed and guarded by version.
+//! - **A bug** (a task that panicked) ends the process with the error, for
+//!   the supervisor to restart it; retrying it in a loop would hide it.
 //! - **A poison message** goes to its dead-letter queue with the reason and
 //!   is acknowledged; it never blocks the queue.
 //! - **Shutdown.** Consumers cancel their subscriptions, finish what they
@@ -25,26 +32,21 @@
 //! Every reconnect and every outage is logged once with its cause.
 
 use crate::config::Config;
-use crate::consume::{ConsumerTask, StopWhen};
-use crate::counters::Counters;
-use crate::dead_letter::DeadLetters;
-use crate::http::Health;
-use crate::metrics::{Metrics, QueueLabels};
-use crate::write::{self, RetryPolicy};
-use hpn_common::{broker, Error, RecordKind, Result, Store};
+use crate::observe::counters::Counters;
+use crate::observe::health::Health;
+use crate::observe::metrics::{Metrics, QueueLabels};
+use crate::route::dead_letter::DeadLetters;
+use crate::sink::retry::RetryPolicy;
+use crate::sink::write::{self, WriterSetup};
+use crate::source::consume::{ConsumerTask, StopWhen};
+use crate::supervise;
+use hpn_common::{broker, Origin, RecordKind, Result, Store};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-/// Backoff between broker reconnects.
-const RECONNECT: RetryPolicy = RetryPolicy {
-    max_attempts: None,
-    first_backoff: Duration::from_millis(200),
-    max_backoff: Duration::from_secs(5),
-};
 
 /// How often the health of both servers and the queue depths are checked.
 const MONITOR_EVERY: Duration = Duration::from_secs(2);
@@ -69,6 +71,12 @@ pub async fn serve(
     while !shutdown.is_cancelled() {
         match session(config, &store, &counters, &health, &metrics, &shutdown, reconnecting).await {
             Ok(()) => break,
+            Err(e) if e.origin() != Origin::Broker => {
+                tracing::error!(origin = ?e.origin(), "stopping: {e}");
+                monitor.abort();
+                store.shutdown().await;
+                return Err(e);
+            }
             Err(e) => {
                 // A session that had connected ends here: a new outage, so
                 // the backoff starts afresh and the cause is logged once;
@@ -76,7 +84,7 @@ pub async fn serve(
                 if health.broker.swap(false, Ordering::Relaxed) {
                     (attempt, reconnecting) = (0, true);
                 }
-                let wait = RECONNECT.backoff(attempt);
+                let wait = RetryPolicy::RECONNECT.backoff(attempt);
                 if attempt == 0 {
                     warn!("{e}; reconnecting with backoff until it answers");
                 } else {
@@ -112,9 +120,13 @@ async fn connect_store(config: &Config, health: &Health, shutdown: &Cancellation
                 return Some(store);
             }
             Err(e) => {
-                let wait = RECONNECT.backoff(attempt);
-                if attempt == 0 {
+                let wait = RetryPolicy::RECONNECT.backoff(attempt);
+                if attempt == 0 && e.is_transient() {
                     warn!("MongoDB does not answer ({e}); retrying until it does");
+                } else if attempt == 0 {
+                    tracing::error!(
+                        "MongoDB refuses to set up the collections: {e}; retrying until the cause is fixed"
+                    );
                 }
                 attempt += 1;
                 tokio::select! {
@@ -150,7 +162,7 @@ async fn session(
     config: &Config,
     store: &Store,
     counters: &[Arc<Counters>],
-    health: &Health,
+    health: &Arc<Health>,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
     reconnecting: bool,
@@ -170,15 +182,14 @@ async fn session(
     let mut writers = JoinSet::new();
     let mut consumers = JoinSet::new();
     for (kind, counters) in RecordKind::ALL.into_iter().zip(counters) {
-        let (router, partition) = write::partition(
-            kind,
-            tuning.writers,
+        let setup = WriterSetup {
             store,
             config,
-            counters,
-            Some(&dead_letters),
-            RetryPolicy::FOREVER,
-        );
+            dead_letters: Some(&dead_letters),
+            retry: RetryPolicy::FOREVER,
+            health: Some(health),
+        };
+        let (router, partition) = write::writers(kind, tuning.writers, counters, setup);
         for writer in partition {
             writers.spawn(writer.run());
         }
@@ -204,26 +215,14 @@ async fn session(
         metrics.clone(),
     ));
 
-    // Consumers end only on shutdown (Ok) or a lost connection (Err).
-    let mut outcome = Ok(());
-    while let Some(joined) = consumers.join_next().await {
-        if let Err(e) = joined.map_err(|e| Error::Task(e.to_string())).and_then(|r| r) {
-            outcome = Err(e);
-            consumers.abort_all();
-            break;
-        }
-    }
+    // Consumers end only on shutdown (then the writers flush what they hold
+    // and stop) or on a failure, whose cause `finish` names.
+    let outcome = supervise::finish(&mut consumers, &mut writers).await;
     depth.abort();
-    if outcome.is_err() {
-        // Whatever the writers hold is unacknowledged: the broker requeues it.
-        writers.abort_all();
-    } else {
-        // Clean shutdown: the consumers have dropped their routers; writers
-        // flush what they hold and stop.
-        while let Some(joined) = writers.join_next().await {
-            joined.map_err(|e| Error::Task(e.to_string()))??;
-        }
-    }
+    // After a failure, whatever the tasks hold is unacknowledged: the broker
+    // requeues it when the connection closes.
+    consumers.abort_all();
+    writers.abort_all();
     let _ = connection.close(200, "done".into()).await;
     outcome
 }

@@ -5,11 +5,13 @@
 //! validation, key routing, batching writers and keyed writes as a queued
 //! import; only the producer, RabbitMQ and the consumers are left out.
 
-use crate::ack::Ticket;
 use crate::config::Config;
-use crate::counters::Counters;
-use crate::run::Mode;
-use crate::write::{self, RetryPolicy, WorkItem};
+use crate::observe::counters::Counters;
+use crate::oneshot::run::Mode;
+use crate::route::ack::Ticket;
+use crate::route::partition::WorkItem;
+use crate::sink::retry::RetryPolicy;
+use crate::sink::write::{self, WriterSetup};
 use hpn_common::csv_source::CsvSource;
 use hpn_common::{Error, ImportReport, ImportStats, Result, Store};
 use lapin::BasicProperties;
@@ -61,7 +63,14 @@ async fn import_file(store: &Store, config: &Config, file: &Path, writers: usize
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let mut tasks = JoinSet::new();
-    let (router, partition) = write::partition(kind, writers, store, config, &counters, None, RetryPolicy::ONE_SHOT);
+    let setup = WriterSetup {
+        store,
+        config,
+        dead_letters: None,
+        retry: RetryPolicy::ONE_SHOT,
+        health: None,
+    };
+    let (router, partition) = write::writers(kind, writers, &counters, setup);
     for writer in partition {
         tasks.spawn(writer.run());
     }

@@ -27,10 +27,18 @@
 //! sets the pace, 5.5–7.4 s against 7.3–9.7 s. Both ended with all 20,000
 //! keys.
 
-use crate::write::WorkItem;
+use crate::route::ack::Ticket;
 use hpn_common::Record;
 use std::hash::{DefaultHasher, Hasher};
+use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// One record on its way to a writer, with the ticket of its delivery.
+#[derive(Debug)]
+pub struct WorkItem {
+    pub record: Record,
+    pub ticket: Arc<Ticket>,
+}
 
 /// The sending side of one collection's writers.
 #[derive(Clone, Debug)]

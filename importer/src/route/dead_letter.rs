@@ -11,8 +11,9 @@
 //! dead-letter queue, never a loss.
 
 use hpn_common::message::{self, header};
-use hpn_common::{Error, RecordKind, Result, Topology};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use hpn_common::publisher::publish_confirmed;
+use hpn_common::{RecordKind, Result, Topology};
+use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use tracing::warn;
 
@@ -65,25 +66,13 @@ impl DeadLetters {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<()> {
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange.as_str().into(),
-                self.topology.routing_key(kind).into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await?
-            .await?;
-        if confirm.is_nack() || confirm.take_message().is_some() {
-            return Err(Error::NotConfirmed(format!(
-                "{exchange} did not take a message for {kind}"
-            )));
-        }
-        Ok(())
+        publish_confirmed(
+            &self.channel,
+            &exchange,
+            self.topology.routing_key(kind),
+            body,
+            properties,
+        )
+        .await
     }
 }

@@ -3,7 +3,7 @@
 //! report's [`ImportStats`] at the end of a run; in `serve`, also fed to the
 //! Prometheus metrics.
 
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use hpn_common::{ImportStats, RecordKind};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

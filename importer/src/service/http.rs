@@ -1,31 +1,18 @@
 //! The importer's HTTP listener: `/healthz` for orchestrators, `/metrics`
-//! for Prometheus. Off in `run` unless asked for; on by default in `serve`.
+//! for Prometheus, served by `serve` (on by default, `--listen off` for none).
 //! Also the client side, [`fetch`], for `hpn-importer health` (a container
 //! healthcheck needs no curl in the image), the benchmark and the tests.
 
-use crate::metrics::Metrics;
+use crate::observe::health::Health;
+use crate::observe::metrics::Metrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-/// Whether the importer is connected to each server right now.
-#[derive(Debug, Default)]
-pub struct Health {
-    pub broker: AtomicBool,
-    pub store: AtomicBool,
-}
-
-impl Health {
-    pub fn healthy(&self) -> bool {
-        self.broker.load(Ordering::Relaxed) && self.store.load(Ordering::Relaxed)
-    }
-}
 
 #[derive(Clone)]
 struct AppState {
@@ -34,23 +21,13 @@ struct AppState {
 }
 
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let broker = state.health.broker.load(Ordering::Relaxed);
-    let store = state.health.store.load(Ordering::Relaxed);
-    let body = format!("rabbitmq: {}\nmongodb: {}\n", up(broker), up(store));
-    let status = if broker && store {
+    let body = state.health.report();
+    let status = if state.health.healthy() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, body)
-}
-
-fn up(connected: bool) -> &'static str {
-    if connected {
-        "connected"
-    } else {
-        "not connected"
-    }
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -10,11 +10,13 @@
 //! finishing, the count after.
 
 use crate::config::Config;
-use crate::consume::{ConsumerTask, StopWhen};
-use crate::counters::Counters;
-use crate::dead_letter::DeadLetters;
-use crate::write::{self, RetryPolicy};
-use hpn_common::{broker, Error, ImportReport, ImportStats, RecordKind, Result, Store, Topology};
+use crate::observe::counters::Counters;
+use crate::route::dead_letter::DeadLetters;
+use crate::sink::retry::RetryPolicy;
+use crate::sink::write::{self, WriterSetup};
+use crate::source::consume::{ConsumerTask, StopWhen};
+use crate::supervise;
+use hpn_common::{broker, ImportReport, ImportStats, RecordKind, Result, Store, Topology};
 use lapin::Connection;
 use std::sync::Arc;
 use std::time::Instant;
@@ -134,22 +136,21 @@ async fn import_collection(
     let count_before = services.store.count(kind).await?;
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
-    let mut tasks = JoinSet::new();
-    let (router, partition) = write::partition(
-        kind,
-        writers,
-        &services.store,
+    let (mut writer_tasks, mut consumer_tasks) = (JoinSet::new(), JoinSet::new());
+    let setup = WriterSetup {
+        store: &services.store,
         config,
-        &counters,
-        Some(&services.dead_letters),
-        RetryPolicy::ONE_SHOT,
-    );
+        dead_letters: Some(&services.dead_letters),
+        retry: RetryPolicy::ONE_SHOT,
+        health: None,
+    };
+    let (router, partition) = write::writers(kind, writers, &counters, setup);
     for writer in partition {
-        tasks.spawn(writer.run());
+        writer_tasks.spawn(writer.run());
     }
     for _ in 0..consumers {
         let channel = services.connection.create_channel().await?;
-        tasks.spawn(
+        consumer_tasks.spawn(
             ConsumerTask::new(
                 kind,
                 channel,
@@ -165,13 +166,10 @@ async fn import_collection(
     }
     // The writers stop once every consumer (holding a router) has finished.
     drop(router);
-    while let Some(joined) = tasks.join_next().await {
-        let outcome = joined.map_err(|e| Error::Task(e.to_string())).and_then(|r| r);
-        if let Err(e) = outcome {
-            tasks.abort_all();
-            return Err(e);
-        }
-    }
+    let outcome = supervise::finish(&mut consumer_tasks, &mut writer_tasks).await;
+    consumer_tasks.abort_all();
+    writer_tasks.abort_all();
+    outcome?;
     let elapsed = started.elapsed();
     let count_after = services.store.count(kind).await?;
     Ok(counters.stats(kind, count_before, count_after, elapsed))

@@ -1,0 +1,8 @@
+//! Where a record and its message go between the source and the sink: to
+//! the writer that owns the record's key (`partition`), back to the broker
+//! as an acknowledgement once everything in the message is written (`ack`),
+//! or to a dead-letter queue with the reason (`dead_letter`).
+
+pub mod ack;
+pub mod dead_letter;
+pub mod partition;

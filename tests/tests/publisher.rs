@@ -1,0 +1,75 @@
+//! The one confirmed publisher against a real broker: what it does when the
+//! broker will not take a message. The producer, the dead letters, the
+//! contention demo and the bench all publish through it, so a refusal never
+//! passes for a delivery anywhere.
+
+use hpn_common::publisher::ConfirmedPublisher;
+use hpn_common::{broker, message, Error, RecordKind};
+use hpn_tests::TestEnv;
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::ExchangeKind;
+
+#[tokio::test]
+async fn an_unroutable_message_is_an_error_not_a_delivery() {
+    let env = TestEnv::new("publisher_unroutable");
+    let connection = broker::connect(&env.settings.amqp_url, "hpn-tests").await.unwrap();
+    let mut publisher = ConfirmedPublisher::open(&connection, 8).await.unwrap();
+    let exchange = format!("{}.nowhere", env.settings.queue_prefix);
+    publisher
+        .channel()
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    publisher
+        .publish(
+            &exchange,
+            "customer",
+            b"{}",
+            message::properties(RecordKind::Customer, None),
+        )
+        .await
+        .unwrap();
+    let error = publisher.flush().await.expect_err("nothing is bound to that exchange");
+    assert!(matches!(error, Error::NotConfirmed(_)), "{error:?}");
+    assert!(error.to_string().contains("could not route"), "{error}");
+    assert_eq!(error.origin(), hpn_common::Origin::Broker);
+    let _ = publisher
+        .channel()
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_message_the_broker_refuses_is_an_error_not_a_delivery() {
+    let env = TestEnv::new("publisher_nack");
+    let connection = broker::connect(&env.settings.amqp_url, "hpn-tests").await.unwrap();
+    let mut publisher = ConfirmedPublisher::open(&connection, 8).await.unwrap();
+    // A queue that holds one message and refuses (nacks) the next.
+    let queue = format!("{}.full", env.settings.queue_prefix);
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    publisher
+        .channel()
+        .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), arguments)
+        .await
+        .unwrap();
+    let properties = || message::properties(RecordKind::Customer, None);
+    publisher.publish("", &queue, b"{}", properties()).await.unwrap();
+    publisher.flush().await.expect("the first fits");
+    publisher.publish("", &queue, b"{}", properties()).await.unwrap();
+    let error = publisher.flush().await.expect_err("the second is refused");
+    assert!(error.to_string().contains("refused a message"), "{error}");
+    let _ = publisher
+        .channel()
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    env.cleanup().await;
+}
