@@ -19,8 +19,9 @@ use crate::measure::Bench;
 use crate::results::{Latency, LatencyStep};
 use anyhow::{bail, ensure, Context, Result};
 use hpn_common::publisher::ConfirmedPublisher;
-use hpn_common::{broker, message, ConnectionSettings, Customer, Record, RecordKind, Store};
+use hpn_common::{broker, message, ConnectionSettings, Customer, Record, RecordKind};
 use hpn_importer::fetch;
+use hpn_importer::Store;
 use std::time::{Duration, Instant};
 
 pub use crate::results::TARGET_RATE;

@@ -7,7 +7,8 @@
 use futures::StreamExt;
 use hpn_common::message;
 use hpn_common::publisher::ConfirmedPublisher;
-use hpn_common::{broker, Record, RecordKind, Store};
+use hpn_common::{broker, Record, RecordKind};
+use hpn_importer::Store;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use mongodb::bson::Document;

@@ -21,7 +21,8 @@ mod results;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use hpn_common::{ConnectionSettings, RecordKind, Store};
+use hpn_common::{ConnectionSettings, RecordKind};
+use hpn_importer::Store;
 use hpn_importer::Tuning;
 use measure::{Bench, Profile, DIRECT_PARALLEL, LINEAR, MODES, PARALLEL, PARALLEL_ONE_ROW};
 use results::{Limits, Machine, Results, Servers, Settings, SizeResults, Target};
@@ -323,7 +324,7 @@ async fn run(
 
 async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Result<Limits> {
     let records = measure::customer_records(customers, 100_000)?;
-    let documents: Vec<_> = records.iter().map(hpn_common::store::to_document).collect();
+    let documents: Vec<_> = records.iter().map(hpn_importer::store::to_document).collect();
     let store = Store::connect(
         &connection.mongodb_uri,
         &format!("hpn_bench_limits_{}", std::process::id()),

@@ -13,8 +13,9 @@ use crate::results::{median, Memory, ModeResult, RunTimes, StageProfile};
 use anyhow::{bail, Context, Result};
 use hpn_common::csv_source::CsvSource;
 use hpn_common::profile::StageTime;
-use hpn_common::{broker, ConnectionSettings, ImportReport, ImportStats, RecordKind, Store};
+use hpn_common::{broker, ConnectionSettings, RecordKind};
 use hpn_importer::{Config, Mode, Tuning};
+use hpn_importer::{ImportReport, ImportStats, Store};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -300,7 +301,7 @@ async fn baseline(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Ve
             match row {
                 Ok(row) => {
                     collection
-                        .insert_one(hpn_common::store::to_document(&row.record))
+                        .insert_one(hpn_importer::store::to_document(&row.record))
                         .await?;
                     inserted += 1;
                 }

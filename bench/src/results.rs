@@ -2,8 +2,8 @@
 //! `bench/results/<date>-<host>.json`, and read back to write `findings.md`.
 
 use hpn_common::profile::StageTime;
-use hpn_common::ImportStats;
 use hpn_importer::contention::ScenarioRow;
+use hpn_importer::ImportStats;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

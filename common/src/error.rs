@@ -1,10 +1,10 @@
-//! The error type of the pipeline's library code: one variant per outside
+//! The error type of the shared library code: one variant per outside
 //! party that can fail us, each keeping its cause, and each saying where it
 //! came from ([`Origin`]) so that a store failure is never handled, logged or
-//! counted as a broker outage, and the other way round.
+//! counted as a broker outage, and the other way round. The importer wraps
+//! it with its own store errors (`hpn_importer::Error`).
 
 use crate::csv_source::SourceError;
-use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,15 +13,9 @@ pub enum Error {
     #[error("RabbitMQ: the broker {0}")]
     NotConfirmed(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
     Source(#[from] SourceError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    /// A writer ended before the consumer feeding it; the writer's own
-    /// error says why (callers report that one, not this).
-    #[error("the {0} writer stopped")]
-    WriterStopped(crate::RecordKind),
     #[error("internal task failed: {0}")]
     Task(String),
 }
@@ -31,7 +25,7 @@ pub enum Error {
 pub enum Origin {
     /// RabbitMQ: unreachable, the connection lost, a publish refused.
     Broker,
-    /// MongoDB: unreachable, or refusing a write.
+    /// MongoDB: unreachable, or refusing a write (the importer's errors).
     Store,
     /// The input: a file that cannot be read as one of the three layouts.
     Input,
@@ -43,9 +37,8 @@ impl Error {
     pub fn origin(&self) -> Origin {
         match self {
             Error::Broker(_) | Error::NotConfirmed(_) => Origin::Broker,
-            Error::Store(_) => Origin::Store,
             Error::Source(_) | Error::Io(_) => Origin::Input,
-            Error::WriterStopped(_) | Error::Task(_) => Origin::Internal,
+            Error::Task(_) => Origin::Internal,
         }
     }
 }
@@ -58,15 +51,10 @@ mod tests {
 
     #[test]
     fn every_error_names_where_it_came_from() {
-        let store = Error::Store(StoreError::WriteConcern("not enough members".into()));
-        assert_eq!(store.origin(), Origin::Store);
-        assert!(store.to_string().starts_with("MongoDB"), "{store}");
         let broker = Error::NotConfirmed("refused a message".into());
         assert_eq!(broker.origin(), Origin::Broker);
         assert!(broker.to_string().starts_with("RabbitMQ"), "{broker}");
-        assert_eq!(
-            Error::WriterStopped(crate::RecordKind::Rental).origin(),
-            Origin::Internal
-        );
+        assert_eq!(Error::Task("panicked".into()).origin(), Origin::Internal);
+        assert_eq!(Error::Io(std::io::Error::other("gone")).origin(), Origin::Input);
     }
 }

@@ -4,12 +4,13 @@
 //! so that the integration tests can run exactly this program as a child
 //! process (see `tests/src/bin`).
 
+use crate::store::Store;
 use crate::tools::query;
 use crate::{import, Config, Mode, Tuning};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use hpn_common::config::env;
-use hpn_common::{broker, BrokerSettings, ConnectionSettings, Store, StoreSettings};
+use hpn_common::{broker, BrokerSettings, ConnectionSettings, StoreSettings};
 
 /// Import HP Norton records from RabbitMQ into MongoDB.
 #[derive(Parser)]

@@ -24,6 +24,10 @@
 //! - `supervise`: waiting for consumers and writers, naming the real cause
 //!   of a failure;
 //! - `tools`: the business queries and the [`contention`] demonstration;
+//! - [`store`]: the MongoDB collections, keyed and version-guarded writes,
+//!   the business queries (only the importer uses MongoDB);
+//! - [`report`]: HP Norton's per-collection figures, as a table or JSON;
+//! - `error`: the importer's [`Error`], which says where it came from;
 //! - `config` and `cli`: settings and the command line ([`main`]).
 //!
 //! Nothing is acknowledged before it is written: a crash at any point leaves
@@ -34,18 +38,24 @@
 
 mod cli;
 mod config;
+mod error;
 mod observe;
 mod oneshot;
+pub mod report;
 mod route;
 mod service;
 mod sink;
 mod source;
+pub mod store;
 mod supervise;
 mod tools;
 
 pub use cli::main;
 pub use config::{Config, Tuning};
+pub use error::{Error, Result};
 pub use oneshot::direct::import_files;
 pub use oneshot::run::{import, run_linear, run_parallel, Mode};
+pub use report::{ImportReport, ImportStats};
 pub use service::http::fetch;
+pub use store::Store;
 pub use tools::contention;

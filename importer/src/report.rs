@@ -17,7 +17,7 @@ pub struct ImportStats {
     pub count_before: u64,
     pub count_after: u64,
     /// Wall time from this collection's first read to its last write.
-    #[serde(with = "seconds", rename = "seconds")]
+    #[serde(with = "hpn_common::seconds", rename = "seconds")]
     pub elapsed: Duration,
     pub inserted: u64,
     pub updated: u64,
@@ -63,14 +63,14 @@ pub struct ImportReport {
     /// Customers, then products, then rentals.
     pub collections: Vec<ImportStats>,
     /// Wall time of the whole run (in parallel mode, less than the sum).
-    #[serde(with = "seconds", rename = "total_seconds")]
+    #[serde(with = "hpn_common::seconds", rename = "total_seconds")]
     pub total: Duration,
     /// The process's peak resident memory, where the platform tells.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_rss_bytes: Option<u64>,
     /// Per-stage timings, when stage profiling was on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stages: Vec<crate::profile::StageTime>,
+    pub stages: Vec<hpn_common::profile::StageTime>,
 }
 
 impl ImportReport {
@@ -146,21 +146,6 @@ impl ImportReport {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serialises")
-    }
-}
-
-/// Serialise a `Duration` as fractional seconds, the unit HP Norton reads.
-pub mod seconds {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
     }
 }
 

@@ -9,7 +9,7 @@
 //! pair: the brief's rentals file has no other column, so a customer renting
 //! the same product twice is one rental.
 //!
-//! Writes are guarded by version (see [`crate::record::replaces`]): each
+//! Writes are guarded by version (see [`hpn_common::record::replaces`]): each
 //! document keeps the version of the record it holds in `_v`, and a
 //! record whose version is not higher changes nothing and is counted as
 //! stale. So the store ends with the newest version of every key whatever
@@ -25,8 +25,8 @@
 //! on every MongoDB from 3.6 to 8, so the same code runs against the
 //! docker-compose stack and the local test server.
 
-use crate::record::{replaces, Customer, Product, Record, RecordKind};
 use futures::TryStreamExt;
+use hpn_common::record::{replaces, Customer, Product, Record, RecordKind};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::{Error as MongoError, ErrorKind};
 use mongodb::options::{ClientOptions, IndexOptions};
@@ -662,7 +662,7 @@ pub fn to_document(record: &Record) -> Document {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Rental;
+    use hpn_common::record::Rental;
 
     #[test]
     fn documents_and_filters_use_the_csv_names() {

@@ -6,7 +6,7 @@
 //! dead letter). Reporting the consumer's "writer stopped" would send an
 //! operator to the wrong server, so [`finish`] reports the writer's error.
 
-use hpn_common::{Error, Result};
+use crate::error::{Error, Result};
 use tokio::task::JoinSet;
 
 /// Wait for a collection's consumers, then its writers. The first failure

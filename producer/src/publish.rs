@@ -87,7 +87,7 @@ pub struct FileSummary {
     /// The versions given to the first and last record published (none for
     /// a file without valid rows).
     pub versions: Option<(i64, i64)>,
-    #[serde(with = "hpn_common::stats::seconds", rename = "seconds")]
+    #[serde(with = "hpn_common::seconds", rename = "seconds")]
     pub elapsed: Duration,
 }
 

@@ -7,7 +7,8 @@
 //! queues are removed when the test ends, passed or failed: explicitly with
 //! [`TestEnv::cleanup`], or when the `TestEnv` is dropped during a panic.
 
-use hpn_common::{broker, ConnectionSettings, Record, RecordKind, Store};
+use hpn_common::{broker, ConnectionSettings, Record, RecordKind};
+use hpn_importer::Store;
 use lapin::{Channel, Connection};
 use mongodb::bson::{doc, Document};
 use std::path::{Path, PathBuf};
@@ -112,7 +113,7 @@ async fn remove(settings: &ConnectionSettings) {
 /// Every document of a kind, without `_id` and its version (`_v`), sorted by
 /// business key: what a test compares against the source rows.
 pub async fn documents(store: &Store, kind: RecordKind) -> Vec<Document> {
-    find_sorted(store, kind, doc! {"_id": 0, hpn_common::store::VERSION_FIELD: 0}).await
+    find_sorted(store, kind, doc! {"_id": 0, hpn_importer::store::VERSION_FIELD: 0}).await
 }
 
 /// Every document of a kind with its stored version (`None`: written
@@ -122,7 +123,7 @@ pub async fn versions(store: &Store, kind: RecordKind) -> Vec<(Document, Option<
         .await
         .into_iter()
         .map(|mut d| {
-            let version = d.remove(hpn_common::store::VERSION_FIELD).and_then(|v| v.as_i64());
+            let version = d.remove(hpn_importer::store::VERSION_FIELD).and_then(|v| v.as_i64());
             (d, version)
         })
         .collect()
@@ -151,7 +152,7 @@ pub fn expected_documents(kind: RecordKind, records: &[Record]) -> Vec<Document>
     let mut docs: Vec<(String, Document)> = records
         .iter()
         .filter(|r| r.kind() == kind)
-        .map(|r| (sort_key(r), hpn_common::store::to_document(r)))
+        .map(|r| (sort_key(r), hpn_importer::store::to_document(r)))
         .collect();
     docs.sort_by(|a, b| a.0.cmp(&b.0));
     docs.dedup_by(|a, b| a.0 == b.0);

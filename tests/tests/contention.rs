@@ -2,9 +2,9 @@
 //! do not, redelivered rentals take stock once, and a parallel import with
 //! several consumers ends equal to a linear one.
 
-use hpn_common::store::StockOutcome;
 use hpn_common::RecordKind;
 use hpn_importer::contention::{self, ContentionOptions};
+use hpn_importer::store::StockOutcome;
 use hpn_importer::{run_linear, run_parallel, Config};
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::{documents, TestEnv};
@@ -112,7 +112,7 @@ async fn naive_strategies_break_every_time_and_safe_ones_stay_clean() {
         assert!(json[0].get(field).is_some(), "JSON rows have {field}");
     }
 
-    let scratch = hpn_common::Store::connect(
+    let scratch = hpn_importer::Store::connect(
         &env.settings.mongodb_uri,
         &format!("{}_contention", env.settings.database),
     )

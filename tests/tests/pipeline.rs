@@ -2,7 +2,8 @@
 //! in linear and parallel mode.
 
 use hpn_common::message::header;
-use hpn_common::{ImportStats, RecordKind};
+use hpn_common::RecordKind;
+use hpn_importer::ImportStats;
 use hpn_importer::{run_linear, run_parallel, Config};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};

@@ -1,8 +1,8 @@
 //! The store against a real MongoDB-compatible server: keyed upserts, counts,
 //! unique indexes, the version guard and the two business queries.
 
-use hpn_common::store::DUPLICATE_KEY;
 use hpn_common::{Customer, Product, Record, RecordKind, Rental};
+use hpn_importer::store::DUPLICATE_KEY;
 use hpn_tests::{documents, expected_documents, versions, TestEnv};
 use mongodb::bson::doc;
 
@@ -133,7 +133,7 @@ async fn business_queries_return_what_the_brief_says() {
 }
 
 /// (user_id, name, stored version) of every customer.
-async fn customers(store: &hpn_common::Store) -> Vec<(String, String, Option<i64>)> {
+async fn customers(store: &hpn_importer::Store) -> Vec<(String, String, Option<i64>)> {
     versions(store, RecordKind::Customer)
         .await
         .into_iter()

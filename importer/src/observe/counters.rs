@@ -4,7 +4,8 @@
 //! Prometheus metrics.
 
 use crate::observe::metrics::Metrics;
-use hpn_common::{ImportStats, RecordKind};
+use crate::report::ImportStats;
+use hpn_common::RecordKind;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,14 +6,16 @@
 //! import; only the producer, RabbitMQ and the consumers are left out.
 
 use crate::config::Config;
+use crate::error::{Error, Result};
 use crate::observe::counters::Counters;
 use crate::oneshot::run::Mode;
+use crate::report::{ImportReport, ImportStats};
 use crate::route::ack::Ticket;
 use crate::route::partition::WorkItem;
 use crate::sink::retry::RetryPolicy;
 use crate::sink::write::{self, WriterSetup};
+use crate::store::Store;
 use hpn_common::csv_source::CsvSource;
-use hpn_common::{Error, ImportReport, ImportStats, Result, Store};
 use lapin::BasicProperties;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -10,13 +10,16 @@
 //! finishing, the count after.
 
 use crate::config::Config;
+use crate::error::Result;
 use crate::observe::counters::Counters;
+use crate::report::{ImportReport, ImportStats};
 use crate::route::dead_letter::DeadLetters;
 use crate::sink::retry::RetryPolicy;
 use crate::sink::write::{self, WriterSetup};
 use crate::source::consume::{ConsumerTask, StopWhen};
+use crate::store::Store;
 use crate::supervise;
-use hpn_common::{broker, ImportReport, ImportStats, RecordKind, Result, Store, Topology};
+use hpn_common::{broker, RecordKind, Topology};
 use lapin::Connection;
 use std::sync::Arc;
 use std::time::Instant;

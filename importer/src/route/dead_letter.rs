@@ -10,9 +10,10 @@
 //! original in its queue to be refused again: a possible duplicate in the
 //! dead-letter queue, never a loss.
 
+use crate::error::Result;
 use hpn_common::message::{self, header};
 use hpn_common::publisher::publish_confirmed;
-use hpn_common::{RecordKind, Result, Topology};
+use hpn_common::{RecordKind, Topology};
 use lapin::options::ConfirmSelectOptions;
 use lapin::{BasicProperties, Channel, Connection};
 use tracing::warn;
@@ -73,6 +74,7 @@ impl DeadLetters {
             body,
             properties,
         )
-        .await
+        .await?;
+        Ok(())
     }
 }

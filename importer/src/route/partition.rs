@@ -1,7 +1,7 @@
 //! Routing records to writers by business key.
 //!
 //! Correctness does not depend on this module. Every write is guarded by
-//! version in the store (see `hpn_common::store`), so any number of writers,
+//! version in the store (see `crate::store`), so any number of writers,
 //! consumers and importer processes, in any order, end with the newest
 //! version of every key; a record without a version is applied in arrival
 //! order (see `docs/message-format.md`).
@@ -9,7 +9,7 @@
 //! What routing still buys is work not done: every record of one key in this
 //! process goes to the same writer, so
 //! - the versions of a key that arrive close together meet in one batch and
-//!   are folded there (`hpn_common::store::latest_per_key`): one statement
+//!   are folded there (`crate::store::latest_per_key`): one statement
 //!   reaches the server instead of several;
 //! - two writers of this process never insert the same new key at once, so
 //!   the insert-first fast path does not lose to a sibling and fall back to

@@ -32,6 +32,7 @@
 //! Every reconnect and every outage is logged once with its cause.
 
 use crate::config::Config;
+use crate::error::Result;
 use crate::observe::counters::Counters;
 use crate::observe::health::Health;
 use crate::observe::metrics::{Metrics, QueueLabels};
@@ -39,8 +40,9 @@ use crate::route::dead_letter::DeadLetters;
 use crate::sink::retry::RetryPolicy;
 use crate::sink::write::{self, WriterSetup};
 use crate::source::consume::{ConsumerTask, StopWhen};
+use crate::store::Store;
 use crate::supervise;
-use hpn_common::{broker, Origin, RecordKind, Result, Store};
+use hpn_common::{broker, Origin, RecordKind};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +114,7 @@ async fn connect_store(config: &Config, health: &Health, shutdown: &Cancellation
         let connected = async {
             let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
             store.ensure_indexes().await?;
-            Ok::<_, hpn_common::store::StoreError>(store)
+            Ok::<_, crate::store::StoreError>(store)
         };
         match connected.await {
             Ok(store) => {

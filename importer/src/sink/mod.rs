@@ -1,6 +1,6 @@
 //! The sink side: writing to MongoDB. Writers batch the records routed to
 //! them and write each batch in one round trip, keyed and guarded by
-//! version (`hpn_common::store`); `retry` is how they, and every other retry
+//! version (`crate::store`); `retry` is how they, and every other retry
 //! in the importer, wait before trying again.
 
 pub mod retry;

@@ -10,14 +10,16 @@
 //! before it is in MongoDB.
 
 use crate::config::Config;
+use crate::error::Result;
 use crate::observe::counters::Counters;
 use crate::observe::health::Health;
 use crate::route::ack::Ticket;
 use crate::route::dead_letter::DeadLetters;
 use crate::route::partition::{Router, WorkItem};
 use crate::sink::retry::RetryPolicy;
-use hpn_common::store::{StockOutcome, StoreError};
-use hpn_common::{Record, RecordKind, Result, Store};
+use crate::store::Store;
+use crate::store::{StockOutcome, StoreError};
+use hpn_common::{Record, RecordKind};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -23,7 +23,7 @@
 //! the messages queued after it, so it is written after newer messages of
 //! the same keys (with several consumers on a queue RabbitMQ does not keep
 //! order across a requeue either). The version guard makes that harmless:
-//! an older version written last changes nothing (see `hpn_common::store`).
+//! an older version written last changes nothing (see `crate::store`).
 //! A broker restart or an importer crash costs one republish per message
 //! that was in hand, a few hundred at most.
 

@@ -19,6 +19,7 @@
 //! long-running consumer stops when told to shut down, the same way.
 
 use crate::config::Tuning;
+use crate::error::{Error, Result};
 use crate::observe::counters::Counters;
 use crate::route::ack::{AckTracker, Ticket};
 use crate::route::dead_letter::DeadLetters;
@@ -28,7 +29,7 @@ use crate::source::attempts::{self, Verdict};
 use crate::source::prefetch::Prefetch;
 use futures::StreamExt;
 use hpn_common::message;
-use hpn_common::{Error, RecordKind, Result, Topology};
+use hpn_common::{RecordKind, Topology};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;

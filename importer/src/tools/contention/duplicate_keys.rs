@@ -4,8 +4,9 @@
 
 use super::scratch::Scratch;
 use super::{customer, ContentionOptions, ScenarioRow};
-use hpn_common::store::DUPLICATE_KEY;
-use hpn_common::{RecordKind, Result};
+use crate::error::Result;
+use crate::store::DUPLICATE_KEY;
+use hpn_common::RecordKind;
 use mongodb::bson::doc;
 use mongodb::error::Error as MongoError;
 use std::collections::BTreeMap;
@@ -27,11 +28,9 @@ pub async fn duplicate_keys(
     strategy: DuplicateStrategy,
 ) -> Result<ScenarioRow> {
     let store = scratch.store.clone();
-    let customers = store.collection(RecordKind::Customer);
-    customers.drop().await.map_err(hpn_common::store::StoreError::from)?;
-    if strategy != DuplicateStrategy::NaiveNoIndex {
-        store.ensure_indexes().await?;
-    }
+    let customers = scratch
+        .empty(RecordKind::Customer, strategy != DuplicateStrategy::NaiveNoIndex)
+        .await?;
     // Every consumer's queue gets every customer: the same records on all
     // consumers at once, as redeliveries and duplicate publishes make them.
     for i in 0..options.keys {
@@ -51,7 +50,7 @@ pub async fn duplicate_keys(
                         // none has inserted yet. Nothing orders one consumer's
                         // read after another's write; the barrier only makes the
                         // unlucky interleaving the one that always happens.
-                        let filter = hpn_common::store::key_filter(&record);
+                        let filter = crate::store::key_filter(&record);
                         let exists = customers.find_one(filter).await?.is_some();
                         barrier.wait().await;
                         // Step 2: each consumer acts on an answer that is already
@@ -65,7 +64,7 @@ pub async fn duplicate_keys(
                             Ok(())
                         } else {
                             customers
-                                .insert_one(hpn_common::store::to_document(&record))
+                                .insert_one(crate::store::to_document(&record))
                                 .await
                                 .map(|_| ())
                         };
@@ -93,7 +92,7 @@ pub async fn duplicate_keys(
                         let outcome = store.upsert(RecordKind::Customer, std::slice::from_ref(&record)).await;
                         barrier.wait().await;
                         let outcome = outcome.map_err(|e| match e {
-                            hpn_common::store::StoreError::Mongo(m) => m,
+                            crate::store::StoreError::Mongo(m) => m,
                             other => MongoError::custom(other.to_string()),
                         })?;
                         retried.fetch_add(outcome.retried, std::sync::atomic::Ordering::Relaxed);
@@ -109,7 +108,7 @@ pub async fn duplicate_keys(
     let documents = customers
         .count_documents(doc! {})
         .await
-        .map_err(hpn_common::store::StoreError::from)?;
+        .map_err(crate::store::StoreError::from)?;
     let (strategy_name, notes) = match strategy {
         DuplicateStrategy::NaiveNoIndex => (
             "naive: check then insert, no unique index",

@@ -3,8 +3,10 @@
 
 use super::scratch::Scratch;
 use super::{ContentionOptions, ScenarioRow};
-use hpn_common::store::StockOutcome;
-use hpn_common::{Error, Record, RecordKind, Result, Store};
+use crate::error::{Error, Result};
+use crate::store::StockOutcome;
+use crate::store::Store;
+use hpn_common::{Record, RecordKind};
 use mongodb::bson::{doc, Document};
 use mongodb::error::Error as MongoError;
 use std::sync::Arc;
@@ -23,16 +25,14 @@ pub async fn lost_updates(
     strategy: StockStrategy,
 ) -> Result<ScenarioRow> {
     let store = scratch.store.clone();
-    let products = store.collection(RecordKind::Product);
-    products.drop().await.map_err(hpn_common::store::StoreError::from)?;
-    store.ensure_indexes().await?;
+    let products = scratch.empty(RecordKind::Product, true).await?;
     let seeded: Vec<Document> = (0..options.products)
         .map(|p| doc! {"product_id": format!("P{p:03}"), "description": "Contended sofa", "product_type": "livingroom", "quantity_available": i64::from(options.stock)})
         .collect();
     products
         .insert_many(seeded)
         .await
-        .map_err(hpn_common::store::StoreError::from)?;
+        .map_err(crate::store::StoreError::from)?;
     // Consumer i gets rentals of every product, in the same order as every
     // other consumer, by different customers.
     for round in 0..options.rentals {
@@ -107,7 +107,7 @@ pub async fn lost_updates(
                                 Ok(())
                             }
                             Ok(_) => Ok(()),
-                            Err(hpn_common::store::StoreError::Mongo(e)) => Err(e),
+                            Err(crate::store::StoreError::Mongo(e)) => Err(e),
                             Err(other) => Err(MongoError::custom(other.to_string())),
                         }
                     }
@@ -154,10 +154,10 @@ async fn total_stock(store: &Store) -> Result<u64> {
         .collection(RecordKind::Product)
         .find(doc! {})
         .await
-        .map_err(hpn_common::store::StoreError::from)?
+        .map_err(crate::store::StoreError::from)?
         .try_collect()
         .await
-        .map_err(hpn_common::store::StoreError::from)?;
+        .map_err(crate::store::StoreError::from)?;
     let mut total = 0i64;
     for d in docs {
         let quantity = d.get_i64("quantity_available").unwrap_or(0);

@@ -39,9 +39,10 @@ mod lost_updates;
 mod scratch;
 mod stale_overwrites;
 
+use crate::error::Result;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use duplicate_keys::{duplicate_keys, DuplicateStrategy};
-use hpn_common::{ConnectionSettings, Customer, Record, Result};
+use hpn_common::{ConnectionSettings, Customer, Record};
 use lost_updates::{lost_updates, StockStrategy};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
 use scratch::Scratch;

@@ -3,18 +3,23 @@
 //! race.
 
 use super::error_code;
+use crate::error::{Error, Result};
 use crate::route::ack::AckTracker;
+use crate::store::Store;
+use crate::store::StoreError;
 use futures::StreamExt;
 use hpn_common::message::{self, DEFAULT_MAX_MESSAGE_BYTES};
 use hpn_common::publisher::publish_confirmed;
-use hpn_common::{broker, ConnectionSettings, Error, Record, RecordKind, Result, Store};
+use hpn_common::{broker, ConnectionSettings, Record, RecordKind};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ExchangeKind};
+use mongodb::bson::Document;
 use mongodb::error::Error as MongoError;
+use mongodb::Collection;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Barrier;
@@ -30,11 +35,7 @@ pub struct Scratch {
 impl Scratch {
     pub async fn open(settings: &ConnectionSettings, consumers: usize) -> Result<Scratch> {
         let store = Store::connect(&settings.mongodb_uri, &format!("{}_contention", settings.database)).await?;
-        store
-            .database()
-            .drop()
-            .await
-            .map_err(hpn_common::store::StoreError::from)?;
+        store.database().drop().await.map_err(crate::store::StoreError::from)?;
         let connection = broker::connect(&settings.amqp_url, "hpn-importer (contention)").await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -102,10 +103,22 @@ impl Scratch {
         Ok(())
     }
 
+    /// `kind`'s scratch collection, emptied, with the store's unique indexes
+    /// or (to show what they prevent) without them.
+    pub async fn empty(&self, kind: RecordKind, indexes: bool) -> Result<Collection<Document>> {
+        let collection = self.store.collection(kind);
+        collection.drop().await.map_err(StoreError::from)?;
+        if indexes {
+            self.store.ensure_indexes().await?;
+        }
+        Ok(collection)
+    }
+
     pub async fn publish(&self, exchange: &str, routing_key: &str, record: &Record) -> Result<()> {
         let body = message::encode(std::slice::from_ref(record));
         let properties = message::properties(record.kind(), None);
-        publish_confirmed(&self.channel, exchange, routing_key, &body, properties).await
+        publish_confirmed(&self.channel, exchange, routing_key, &body, properties).await?;
+        Ok(())
     }
 
     /// Run `step` on every consumer for every message in its queue, the

@@ -4,7 +4,9 @@
 
 use super::scratch::Scratch;
 use super::{customer, ContentionOptions, ScenarioRow};
-use hpn_common::{Record, RecordKind, Result, Store};
+use crate::error::Result;
+use crate::store::Store;
+use hpn_common::{Record, RecordKind};
 use mongodb::bson::{doc, Document};
 use mongodb::error::Error as MongoError;
 use std::sync::Arc;
@@ -32,9 +34,7 @@ pub async fn stale_overwrites(
     strategy: ReorderStrategy,
 ) -> Result<ScenarioRow> {
     let store = scratch.store.clone();
-    let customers = store.collection(RecordKind::Customer);
-    customers.drop().await.map_err(hpn_common::store::StoreError::from)?;
-    store.ensure_indexes().await?;
+    scratch.empty(RecordKind::Customer, true).await?;
     // One version of every customer per consumer: consumer 0 holds the
     // newest (version `consumers`), the last consumer the oldest (version 1).
     let newest = scratch.consumers;
@@ -98,7 +98,7 @@ pub async fn stale_overwrites(
                                 }),
                         }
                         .map_err(|e| match e {
-                            hpn_common::store::StoreError::Mongo(m) => m,
+                            crate::store::StoreError::Mongo(m) => m,
                             other => MongoError::custom(other.to_string()),
                         });
                     }
@@ -145,10 +145,10 @@ async fn customers_at_version(store: &Store, version: usize) -> Result<u64> {
         .collection(RecordKind::Customer)
         .find(doc! {})
         .await
-        .map_err(hpn_common::store::StoreError::from)?
+        .map_err(crate::store::StoreError::from)?
         .try_collect()
         .await
-        .map_err(hpn_common::store::StoreError::from)?;
+        .map_err(crate::store::StoreError::from)?;
     let suffix = format!(", version {version}");
     Ok(docs
         .iter()
