@@ -164,6 +164,39 @@ fn sort_key(record: &Record) -> String {
     record.to_fields()[..record.kind().key_fields().len()].join("\u{0}")
 }
 
+/// A valid customer, for tests that need one (email `{id}@example.com`).
+pub fn customer(id: &str, name: &str) -> Record {
+    Record::Customer(hpn_common::Customer {
+        user_id: id.into(),
+        name: name.into(),
+        address: format!("{id} Main St"),
+        zip_code: "98101".into(),
+        phone_number: "206-555-0100".into(),
+        email: format!("{id}@example.com"),
+        version: None,
+    })
+}
+
+/// A valid product with `quantity` in stock.
+pub fn product(id: &str, quantity: u32) -> Record {
+    Record::Product(hpn_common::Product {
+        product_id: id.into(),
+        description: format!("product {id}"),
+        product_type: "livingroom".into(),
+        quantity_available: quantity,
+        version: None,
+    })
+}
+
+/// A rental of product `p` by customer `u`.
+pub fn rental(p: &str, u: &str) -> Record {
+    Record::Rental(hpn_common::Rental {
+        product_id: p.into(),
+        user_id: u.into(),
+        version: None,
+    })
+}
+
 /// Every valid record in a CSV file.
 pub fn read_csv(path: &Path) -> Vec<Record> {
     hpn_common::csv_source::CsvSource::open(path)

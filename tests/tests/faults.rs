@@ -10,7 +10,7 @@
 //! because stopping a server would break a test running beside it.
 
 use hpn_common::message::{self, header};
-use hpn_common::{Customer, Record, RecordKind};
+use hpn_common::RecordKind;
 use hpn_importer::fetch;
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::{documents, expected_documents, read_csv, TestEnv};
@@ -372,17 +372,7 @@ async fn a_message_redelivered_too_often_is_dead_lettered_and_one_redelivery_is_
     let (_connection, channel) = env.channel().await;
     let topology = env.settings.topology();
     let queue = topology.queue(RecordKind::Customer);
-    let customer = |id: &str| {
-        message::encode(&[Record::Customer(Customer {
-            user_id: id.into(),
-            name: format!("Customer {id}"),
-            address: "1 Main St".into(),
-            zip_code: "98101".into(),
-            phone_number: "555".into(),
-            email: format!("{id}@example.com"),
-            version: None,
-        })])
-    };
+    let customer = |id: &str| message::encode(&[hpn_tests::customer(id, &format!("Customer {id}"))]);
     let fresh = message::properties(RecordKind::Customer, None);
     // As if an importer had already put it back once after a failed delivery.
     let failed_once = message::retry_properties(&fresh, 1);
@@ -455,17 +445,7 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_
     let env = TestEnv::new("fault_poison");
     let (_connection, channel) = env.channel().await;
     let topology = env.settings.topology();
-    let good = |i: usize| {
-        Record::Customer(Customer {
-            user_id: format!("G{i}"),
-            name: format!("Good {i}"),
-            address: "1 Main St".into(),
-            zip_code: "98101".into(),
-            phone_number: "555".into(),
-            email: format!("g{i}@example.com"),
-            version: None,
-        })
-    };
+    let good = |i: usize| hpn_tests::customer(&format!("G{i}"), &format!("Good {i}"));
     let json = message::properties(RecordKind::Customer, None);
     let big = vec![b' '; hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES + 1];
     let batch_with_bad = format!(
@@ -717,6 +697,7 @@ async fn a_store_refusing_writes_pauses_serve_and_never_blames_the_broker() {
     })
     .await;
     let (_, body) = fetch(&listen, "/healthz").await.unwrap();
+    println!("/healthz while the store refuses writes:\n{body}");
     assert!(body.contains("rabbitmq: connected"), "{body}");
     // Long enough for several retries of the held batch.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -752,6 +733,7 @@ async fn a_store_refusing_writes_pauses_serve_and_never_blames_the_broker() {
     assert!(importer.wait(Duration::from_secs(10)).await.success());
     assert_exact(&env, &file).await;
     let log = std::fs::read_to_string(&log).unwrap();
+    println!("the importer's log:\n{log}");
     let refusals = log.matches("MongoDB refuses this batch").count();
     assert!(
         (1..=2).contains(&refusals),

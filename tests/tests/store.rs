@@ -1,40 +1,10 @@
 //! The store against a real MongoDB-compatible server: keyed upserts, counts,
 //! unique indexes, the version guard and the two business queries.
 
-use hpn_common::{Customer, Product, Record, RecordKind, Rental};
+use hpn_common::{Record, RecordKind};
 use hpn_importer::store::DUPLICATE_KEY;
-use hpn_tests::{documents, expected_documents, versions, TestEnv};
+use hpn_tests::{customer, documents, expected_documents, product, rental, versions, TestEnv};
 use mongodb::bson::doc;
-
-fn customer(id: &str, name: &str) -> Record {
-    Record::Customer(Customer {
-        user_id: id.into(),
-        name: name.into(),
-        address: format!("{id} Main St"),
-        zip_code: "98101".into(),
-        phone_number: "206-555-0100".into(),
-        email: format!("{id}@example.com"),
-        version: None,
-    })
-}
-
-fn product(id: &str, quantity: u32) -> Record {
-    Record::Product(Product {
-        product_id: id.into(),
-        description: format!("product {id}"),
-        product_type: "livingroom".into(),
-        quantity_available: quantity,
-        version: None,
-    })
-}
-
-fn rental(p: &str, u: &str) -> Record {
-    Record::Rental(Rental {
-        product_id: p.into(),
-        user_id: u.into(),
-        version: None,
-    })
-}
 
 #[tokio::test]
 async fn upserts_insert_then_update_and_never_duplicate() {
