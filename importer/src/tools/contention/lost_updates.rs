@@ -5,7 +5,6 @@ use super::scratch::Scratch;
 use super::{ContentionOptions, ScenarioRow};
 use crate::error::{Error, Result};
 use crate::store::StockOutcome;
-use crate::store::Store;
 use hpn_common::{Record, RecordKind};
 use mongodb::bson::{doc, Document};
 use mongodb::error::Error as MongoError;
@@ -115,7 +114,7 @@ pub async fn lost_updates(
                 .await?
         }
     };
-    let remaining = total_stock(&store).await?;
+    let remaining = total_stock(scratch).await?;
     let rentals_per_product = options.rentals as u64 * scratch.consumers as u64;
     let expected = options.products as u64 * u64::from(options.stock).saturating_sub(rentals_per_product);
     let (name, notes) = match strategy {
@@ -148,16 +147,8 @@ pub async fn lost_updates(
     })
 }
 
-async fn total_stock(store: &Store) -> Result<u64> {
-    use futures::TryStreamExt;
-    let docs: Vec<Document> = store
-        .collection(RecordKind::Product)
-        .find(doc! {})
-        .await
-        .map_err(crate::store::StoreError::from)?
-        .try_collect()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+async fn total_stock(scratch: &Scratch) -> Result<u64> {
+    let docs = scratch.documents(RecordKind::Product).await?;
     let mut total = 0i64;
     for d in docs {
         let quantity = d.get_i64("quantity_available").unwrap_or(0);

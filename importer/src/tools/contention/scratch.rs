@@ -114,6 +114,18 @@ impl Scratch {
         Ok(collection)
     }
 
+    /// Every document of `kind`'s scratch collection, to see what a race left.
+    pub async fn documents(&self, kind: RecordKind) -> Result<Vec<Document>> {
+        use futures::TryStreamExt;
+        let cursor = self
+            .store
+            .collection(kind)
+            .find(mongodb::bson::doc! {})
+            .await
+            .map_err(StoreError::from)?;
+        Ok(cursor.try_collect().await.map_err(StoreError::from)?)
+    }
+
     pub async fn publish(&self, exchange: &str, routing_key: &str, record: &Record) -> Result<()> {
         let body = message::encode(std::slice::from_ref(record));
         let properties = message::properties(record.kind(), None);

@@ -5,9 +5,7 @@
 use super::scratch::Scratch;
 use super::{customer, ContentionOptions, ScenarioRow};
 use crate::error::Result;
-use crate::store::Store;
 use hpn_common::{Record, RecordKind};
-use mongodb::bson::{doc, Document};
 use mongodb::error::Error as MongoError;
 use std::sync::Arc;
 
@@ -107,7 +105,7 @@ pub async fn stale_overwrites(
             })
             .await?
     };
-    let at_newest = customers_at_version(&store, newest).await?;
+    let at_newest = customers_at_version(scratch, newest).await?;
     let (name, notes) = match strategy {
         ReorderStrategy::LastArrivalWins => (
             "naive: keyed upsert, last arrival wins",
@@ -139,16 +137,8 @@ pub async fn stale_overwrites(
 }
 
 /// Customers whose stored name is the one of `version`.
-async fn customers_at_version(store: &Store, version: usize) -> Result<u64> {
-    use futures::TryStreamExt;
-    let docs: Vec<Document> = store
-        .collection(RecordKind::Customer)
-        .find(doc! {})
-        .await
-        .map_err(crate::store::StoreError::from)?
-        .try_collect()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+async fn customers_at_version(scratch: &Scratch, version: usize) -> Result<u64> {
+    let docs = scratch.documents(RecordKind::Customer).await?;
     let suffix = format!(", version {version}");
     Ok(docs
         .iter()
