@@ -331,6 +331,8 @@ impl Store {
             conflicts.sort_unstable();
             // The insert said these keys exist, so a versioned statement that
             // hits the key index again found a version at least its own.
+            // (Only a document deleted in between, which nothing but `reset`
+            // does, would make that wrong: the record would count as stale.)
             let guarded = self.apply(kind, records, conflicts, KeysExist::Yes).await?;
             outcome.add(guarded);
         }

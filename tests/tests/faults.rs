@@ -686,7 +686,7 @@ async fn a_store_refusing_writes_pauses_serve_and_never_blames_the_broker() {
     .await;
     // After start-up (which made the collections and indexes), someone
     // replaces the collection with a view.
-    make_customers_a_view(&env).await;
+    make_a_view(&env, RecordKind::Customer).await;
     let file = customers_file(&env, 2_000);
     publish(&env, &file, 100).await;
     let _dump = DumpOnPanic(log.clone());
@@ -752,49 +752,53 @@ async fn a_store_refusing_writes_pauses_serve_and_never_blames_the_broker() {
 }
 
 /// A one-shot run that meets the same refusal fails with the store's own
-/// error, not "writer stopped", and acknowledges nothing.
+/// error, not "writer stopped", and acknowledges nothing it did not write.
+/// Linear mode makes the timing certain: while customers are imported, no
+/// writer touches `products`, which becomes a view; the products phase
+/// then meets the refusal.
 #[tokio::test]
 async fn a_one_shot_run_fails_with_the_store_error_and_keeps_the_messages() {
     let _serial = SERIAL.lock().await;
     let env = TestEnv::new("fault_refusal_run");
-    let file = customers_file(&env, 100_000);
-    publish(&env, &file, 100).await;
+    let files = hpn_producer::generate::generate(&env.path("data"), 40_000, 11).unwrap();
+    for file in [&files.customers, &files.products] {
+        publish(&env, file, 100).await;
+    }
     let config = hpn_importer::Config {
         connection: env.settings.clone(),
         tuning: Default::default(),
         rentals_take_stock: false,
     };
-    let run = tokio::spawn(async move { hpn_importer::run_parallel(&config).await });
-    // Once the writers are writing, the collection turns into a view.
-    eventually(Duration::from_secs(30), "import under way", || async {
+    let run = tokio::spawn(async move { hpn_importer::run_linear(&config).await });
+    eventually(Duration::from_secs(30), "customers under way", || async {
         count(&env).await > 0
     })
     .await;
-    make_customers_a_view(&env).await;
+    make_a_view(&env, RecordKind::Product).await;
     let error = run.await.unwrap().expect_err("the run fails");
     let text = error.to_string();
     assert_eq!(error.origin(), hpn_common::Origin::Store, "{text}");
     assert!(text.starts_with("MongoDB"), "the store's own words: {text}");
+    assert!(text.contains("is a view"), "{text}");
     assert!(!text.contains("writer stopped"), "{text}");
-    let queue = env.settings.topology().queue(RecordKind::Customer);
-    assert!(env.ready(&queue).await > 0, "what was not written is back in its queue");
+    assert_eq!(count(&env).await, 40_000, "the customers went in");
+    let products = env.settings.topology().queue(RecordKind::Product);
+    assert_eq!(
+        env.ready(&products).await,
+        200,
+        "every product message back in its queue"
+    );
     env.cleanup().await;
 }
 
-/// Replace the test's `customers` collection with a view, which MongoDB
-/// refuses to write to: a store refusal that is not an outage.
-/// Writers still inserting may create the collection again between the
-/// drop and the view, so it tries until the view wins.
-async fn make_customers_a_view(env: &TestEnv) {
+/// Replace a collection with a view, which MongoDB refuses to write to: a
+/// store refusal that is not an outage. Call it while no writer writes that
+/// collection.
+async fn make_a_view(env: &TestEnv, kind: RecordKind) {
     let store = env.store().await;
-    for _ in 0..100 {
-        store.collection(RecordKind::Customer).drop().await.unwrap();
-        let view = doc! {"create": "customers", "viewOn": "elsewhere", "pipeline": []};
-        if store.database().run_command(view).await.is_ok() {
-            return;
-        }
-    }
-    panic!("could not replace the customers collection with a view");
+    store.collection(kind).drop().await.unwrap();
+    let view = doc! {"create": kind.collection(), "viewOn": "elsewhere", "pipeline": []};
+    store.database().run_command(view).await.expect("create a view");
 }
 
 /// Prints a child's log when the test fails, for the person reading CI output.
