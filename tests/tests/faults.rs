@@ -785,7 +785,7 @@ async fn a_one_shot_run_fails_with_the_store_error_and_keeps_the_messages() {
     let products = env.settings.topology().queue(RecordKind::Product);
     assert_eq!(
         env.ready(&products).await,
-        200,
+        400,
         "every product message back in its queue"
     );
     env.cleanup().await;
