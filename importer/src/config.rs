@@ -2,7 +2,6 @@
 //! them. Every knob is a flag and an environment variable; the defaults are
 //! written once, in [`Tuning::DEFAULT`].
 
-use crate::source::attempts::DEFAULT_MAX_ATTEMPTS;
 use hpn_common::config::env;
 use hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES;
 use hpn_common::ConnectionSettings;
@@ -85,7 +84,8 @@ impl Tuning {
         writers: 2,
         idle_ms: 10,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        // A message may fail five deliveries (see `source::attempts`).
+        max_attempts: 5,
     };
 
     pub fn flush_interval(&self) -> Duration {

@@ -30,9 +30,6 @@
 use hpn_common::message::{self, header};
 use lapin::BasicProperties;
 
-/// The default for `--max-attempts`: a message may fail five deliveries.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-
 /// What to do with a delivery, given the deliveries of it that failed before.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
