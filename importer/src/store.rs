@@ -38,11 +38,10 @@ use std::time::Duration;
 pub const DUPLICATE_KEY: i32 = 11000;
 
 /// The field that holds a document's version (absent: written without one).
-/// Short because MongoDB stores every field name in every document: on a
-/// fresh load of 100,000 customers, `insert_many` averaged 0.95× plain
-/// documents with a `_version` field and 1.03× with `_v` (4 alternating
-/// runs each, which varied by ±5%; 2026-11-24). On the wire the record's
-/// field is `_version`.
+/// Short because MongoDB stores every field name in every document, so a
+/// long name costs every insert; what the version costs a fresh load in all
+/// is the bench's `version_guard_cost` target (see findings.md). On the wire
+/// the record's field is `_version`.
 pub const VERSION_FIELD: &str = "_v";
 
 /// Server error codes that mean "try again": the operation did not fail on

@@ -345,11 +345,10 @@ async fn a_database_outage_pauses_consuming_and_acknowledges_nothing_meanwhile()
     );
     let (status, metrics) = fetch(&listen, "/metrics").await.expect("metrics answer");
     assert_eq!(status, 200);
-    let written: u64 = metrics
-        .lines()
-        .filter(|l| l.starts_with(r#"hpn_importer_records_total{collection="customers",outcome="written"}"#))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let written = counter(
+        &metrics,
+        r#"hpn_importer_records_total{collection="customers",outcome="written"}"#,
+    );
     assert!(written >= 200_000, "metrics count every write: {written}");
     assert!(
         metrics.contains(r#"hpn_importer_retries_total{server="mongodb"}"#),

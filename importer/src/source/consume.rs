@@ -230,9 +230,11 @@ impl ConsumerTask {
                         .await?;
                 }
                 self.counters.add_rejected(decoded.invalid.len() as u64);
-                let unversioned = decoded.records.iter().filter(|r| r.version().is_none()).count();
-                self.counters
-                    .add_unversioned(unversioned as u64, properties.app_id().as_ref().map(|a| a.as_str()));
+                if self.counters.has_metrics() {
+                    let unversioned = decoded.records.iter().filter(|r| r.version().is_none()).count();
+                    self.counters
+                        .add_unversioned(unversioned as u64, properties.app_id().as_ref().map(|a| a.as_str()));
+                }
                 let records = decoded.records.len() + decoded.invalid.len();
                 let ticket = Ticket::new(delivery_tag, decoded.records.len(), done.clone(), properties);
                 let route = async {

@@ -3,7 +3,7 @@
 //! them insert.
 
 use super::scratch::Scratch;
-use super::{customer, ContentionOptions, ScenarioRow};
+use super::{as_mongo, customer, ContentionOptions, ScenarioRow};
 use crate::error::Result;
 use crate::store::DUPLICATE_KEY;
 use hpn_common::RecordKind;
@@ -91,10 +91,7 @@ pub async fn duplicate_keys(
                         barrier.wait().await;
                         let outcome = store.upsert(RecordKind::Customer, std::slice::from_ref(&record)).await;
                         barrier.wait().await;
-                        let outcome = outcome.map_err(|e| match e {
-                            crate::store::StoreError::Mongo(m) => m,
-                            other => MongoError::custom(other.to_string()),
-                        })?;
+                        let outcome = outcome.map_err(as_mongo)?;
                         retried.fetch_add(outcome.retried, std::sync::atomic::Ordering::Relaxed);
                         match outcome.failed.first() {
                             Some(f) => Err(MongoError::custom(format!("code {}", f.code))),

@@ -2,12 +2,11 @@
 //! consumers at once; read-modify-write of the stock loses all but one.
 
 use super::scratch::Scratch;
-use super::{ContentionOptions, ScenarioRow};
+use super::{as_mongo, ContentionOptions, ScenarioRow};
 use crate::error::{Error, Result};
 use crate::store::StockOutcome;
 use hpn_common::{Record, RecordKind};
 use mongodb::bson::{doc, Document};
-use mongodb::error::Error as MongoError;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,8 +105,7 @@ pub async fn lost_updates(
                                 Ok(())
                             }
                             Ok(_) => Ok(()),
-                            Err(crate::store::StoreError::Mongo(e)) => Err(e),
-                            Err(other) => Err(MongoError::custom(other.to_string())),
+                            Err(e) => Err(as_mongo(e)),
                         }
                     }
                 })

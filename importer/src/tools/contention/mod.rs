@@ -168,6 +168,15 @@ pub fn table(rows: &[ScenarioRow]) -> Table {
     table
 }
 
+/// A store error as the driver error the race reports count by code.
+pub(crate) fn as_mongo(error: crate::store::StoreError) -> MongoError {
+    match error {
+        crate::store::StoreError::Mongo(m) => m,
+        other => MongoError::custom(other.to_string()),
+    }
+}
+
+/// The MongoDB error code of a failed operation, as the report shows it.
 pub fn error_code(error: &MongoError) -> String {
     match error.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(e)) => e.code.to_string(),

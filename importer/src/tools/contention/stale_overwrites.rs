@@ -3,10 +3,9 @@
 //! version.
 
 use super::scratch::Scratch;
-use super::{customer, ContentionOptions, ScenarioRow};
+use super::{as_mongo, customer, ContentionOptions, ScenarioRow};
 use crate::error::Result;
 use hpn_common::{Record, RecordKind};
-use mongodb::error::Error as MongoError;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,10 +94,7 @@ pub async fn stale_overwrites(
                                     stale.fetch_add(outcome.stale, std::sync::atomic::Ordering::Relaxed);
                                 }),
                         }
-                        .map_err(|e| match e {
-                            crate::store::StoreError::Mongo(m) => m,
-                            other => MongoError::custom(other.to_string()),
-                        });
+                        .map_err(as_mongo);
                     }
                     result
                 }
