@@ -146,7 +146,7 @@ async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: D
 async fn publish_at(settings: &ConnectionSettings, rate: u32, length: Duration) -> Result<(u64, f64)> {
     let connection = broker::connect(&settings.amqp_url, "hpn-bench (latency)").await?;
     let mut publisher = ConfirmedPublisher::open(&connection, CONFIRM_WINDOW).await?;
-    settings.topology().declare(publisher.channel()).await?;
+    settings.topology().declare(&connection).await?;
     let exchange = settings.topology().exchange();
     let routing_key = settings.topology().routing_key(RecordKind::Customer);
     // Ticks of 5 ms; each sends what the schedule owes by then, so a late

@@ -5,7 +5,7 @@
 //! variable ([`env`] names them all), with the local defaults the services
 //! script provisions.
 
-use crate::topology::Topology;
+use crate::topology::{QueueType, Topology};
 
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_MONGODB_URI: &str = "mongodb://127.0.0.1:27017";
@@ -16,6 +16,7 @@ pub const DEFAULT_QUEUE_PREFIX: &str = "hp_norton";
 pub mod env {
     pub const AMQP_URL: &str = "HPN_AMQP_URL";
     pub const QUEUE_PREFIX: &str = "HPN_QUEUE_PREFIX";
+    pub const QUEUE_TYPE: &str = "HPN_QUEUE_TYPE";
     pub const MONGODB_URI: &str = "HPN_MONGODB_URI";
     pub const DATABASE: &str = "HPN_DATABASE";
     pub const ROWS_PER_MESSAGE: &str = "HPN_ROWS_PER_MESSAGE";
@@ -25,6 +26,7 @@ pub mod env {
     pub const FLUSH_MS: &str = "HPN_FLUSH_MS";
     pub const PREFETCH: &str = "HPN_PREFETCH";
     pub const PREFETCH_RECORDS: &str = "HPN_PREFETCH_RECORDS";
+    pub const PREFETCH_SCOPE: &str = "HPN_PREFETCH_SCOPE";
     pub const CONSUMERS: &str = "HPN_CONSUMERS";
     pub const WRITERS: &str = "HPN_WRITERS";
     pub const IDLE_MS: &str = "HPN_IDLE_MS";
@@ -35,15 +37,22 @@ pub mod env {
     pub const PROFILE_STAGES: &str = "HPN_PROFILE_STAGES";
 }
 
-/// Where RabbitMQ is, and the prefix of our exchanges and queues on it.
+/// Where RabbitMQ is, and the names and type of our exchanges and queues on it.
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct BrokerSettings {
-    /// RabbitMQ address (AMQP 0-9-1 URL).
+    /// RabbitMQ address (AMQP 0-9-1 URL), or several separated by commas
+    /// (the nodes of a cluster): the first that answers is used, and the
+    /// next ones when it is lost.
     #[arg(long, env = env::AMQP_URL, default_value = DEFAULT_AMQP_URL)]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name.
     #[arg(long, env = env::QUEUE_PREFIX, default_value = DEFAULT_QUEUE_PREFIX)]
     pub queue_prefix: String,
+    /// Type of the queues: classic (one broker) or quorum (replicated
+    /// across a cluster). Producer, importer and upstream publishers must
+    /// agree: a queue keeps the type it was first declared with.
+    #[arg(long, env = env::QUEUE_TYPE, value_enum, default_value_t = QueueType::default())]
+    pub queue_type: QueueType,
 }
 
 /// Where MongoDB is, and the database to use on it.
@@ -59,7 +68,7 @@ pub struct StoreSettings {
 
 impl BrokerSettings {
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.queue_prefix)
+        Topology::new(&self.queue_prefix, self.queue_type)
     }
 }
 
@@ -70,6 +79,7 @@ pub struct ConnectionSettings {
     pub mongodb_uri: String,
     pub database: String,
     pub queue_prefix: String,
+    pub queue_type: QueueType,
 }
 
 impl Default for ConnectionSettings {
@@ -79,6 +89,7 @@ impl Default for ConnectionSettings {
             mongodb_uri: DEFAULT_MONGODB_URI.into(),
             database: DEFAULT_DATABASE.into(),
             queue_prefix: DEFAULT_QUEUE_PREFIX.into(),
+            queue_type: QueueType::default(),
         }
     }
 }
@@ -88,6 +99,7 @@ impl ConnectionSettings {
         ConnectionSettings {
             amqp_url: broker.amqp_url,
             queue_prefix: broker.queue_prefix,
+            queue_type: broker.queue_type,
             mongodb_uri: store.mongodb_uri,
             database: store.database,
         }
@@ -102,17 +114,22 @@ impl ConnectionSettings {
             mongodb_uri: var(env::MONGODB_URI, DEFAULT_MONGODB_URI),
             database: var(env::DATABASE, DEFAULT_DATABASE),
             queue_prefix: var(env::QUEUE_PREFIX, DEFAULT_QUEUE_PREFIX),
+            queue_type: std::env::var(env::QUEUE_TYPE)
+                .ok()
+                .and_then(|t| <QueueType as clap::ValueEnum>::from_str(&t, true).ok())
+                .unwrap_or_default(),
         }
     }
 
     /// The variables that point a child process (our own binaries) at
     /// these servers and names.
-    pub fn env_vars(&self) -> [(&'static str, &str); 4] {
+    pub fn env_vars(&self) -> [(&'static str, &str); 5] {
         [
             (env::AMQP_URL, &self.amqp_url),
             (env::MONGODB_URI, &self.mongodb_uri),
             (env::DATABASE, &self.database),
             (env::QUEUE_PREFIX, &self.queue_prefix),
+            (env::QUEUE_TYPE, self.queue_type.as_str()),
         ]
     }
 
@@ -120,6 +137,7 @@ impl ConnectionSettings {
         BrokerSettings {
             amqp_url: self.amqp_url.clone(),
             queue_prefix: self.queue_prefix.clone(),
+            queue_type: self.queue_type,
         }
     }
 
@@ -131,7 +149,7 @@ impl ConnectionSettings {
     }
 
     pub fn topology(&self) -> Topology {
-        Topology::new(&self.queue_prefix)
+        Topology::new(&self.queue_prefix, self.queue_type)
     }
 }
 
@@ -150,9 +168,18 @@ mod tests {
 
     #[test]
     fn flags_override_and_declared_defaults_are_the_library_defaults() {
-        let cli = Cli::parse_from(["x", "--database", "other", "--queue-prefix", "t1"]);
+        let cli = Cli::parse_from([
+            "x",
+            "--database",
+            "other",
+            "--queue-prefix",
+            "t1",
+            "--queue-type",
+            "quorum",
+        ]);
         let settings = ConnectionSettings::new(cli.broker, cli.store);
         assert_eq!(settings.database, "other");
+        assert_eq!(settings.topology().queue_type(), QueueType::Quorum);
         assert_eq!(settings.topology().queue(crate::RecordKind::Customer), "t1.customers");
         assert_eq!(ConnectionSettings::new(settings.broker(), settings.store()), settings);
         // What clap declares, whatever the environment of this test says.
@@ -174,6 +201,10 @@ mod tests {
         assert_eq!(
             declared("queue_prefix"),
             (defaults.queue_prefix, env::QUEUE_PREFIX.to_string())
+        );
+        assert_eq!(
+            declared("queue_type"),
+            (defaults.queue_type.to_string(), env::QUEUE_TYPE.to_string())
         );
     }
 }

@@ -40,4 +40,4 @@ pub mod topology;
 pub use config::{BrokerSettings, ConnectionSettings, StoreSettings};
 pub use error::{Error, Origin, Result};
 pub use record::{Customer, Product, Record, RecordKind, Rental};
-pub use topology::Topology;
+pub use topology::{QueueType, Topology};

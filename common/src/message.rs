@@ -52,6 +52,9 @@ pub mod header {
     /// queue: how many deliveries of it ended without it being written
     /// (integer). Publishers leave it out.
     pub const ATTEMPTS: &str = "x-hpn-attempts";
+    /// Set by the broker on a quorum queue's redeliveries: how many
+    /// deliveries of the message ended without an acknowledgement.
+    pub const DELIVERY_COUNT: &str = "x-delivery-count";
 }
 
 /// Where a message's records came from, for the headers.

@@ -18,24 +18,72 @@
 //! Every queue also names the dead-letter exchange in `x-dead-letter-exchange`,
 //! so a message the broker itself discards (rejected without requeue, or
 //! expired by an operator's policy) lands in the same place.
+//!
+//! Queues come in two types ([`QueueType`]): classic queues live on one
+//! broker and are the fastest there; quorum queues are replicated across a
+//! cluster (Raft), survive the loss of a minority of nodes and count
+//! deliveries themselves. A queue's type and arguments are fixed when it is
+//! first declared: declaring it again with other ones fails
+//! (`PRECONDITION_FAILED`), so every publisher declares exactly
+//! [`Topology::queue_arguments`] (see `docs/message-format.md`).
 
 use crate::record::RecordKind;
 use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
+
+/// The type of every queue in the topology.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum QueueType {
+    /// One broker's queues (declared as version 2, the leaner storage).
+    #[default]
+    Classic,
+    /// Replicated queues for a cluster, with a native delivery count.
+    Quorum,
+}
+
+impl QueueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How often a quorum queue delivers a message before the broker itself
+/// dead-letters it (`x-delivery-limit`). A backstop: the importer sets a
+/// message aside after its own `--max-attempts`, which may not exceed it.
+/// It is part of the queue's declaration, so it cannot follow a per-run flag.
+pub const QUORUM_DELIVERY_LIMIT: u32 = 20;
 
 /// The names of everything in the topology, derived from one prefix so that
-/// tests and demonstrations can run side by side with production.
+/// tests and demonstrations can run side by side with production, and the
+/// type of its queues.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topology {
     prefix: String,
+    queue_type: QueueType,
 }
 
 impl Topology {
-    pub fn new(prefix: impl Into<String>) -> Self {
-        Topology { prefix: prefix.into() }
+    pub fn new(prefix: impl Into<String>, queue_type: QueueType) -> Self {
+        Topology {
+            prefix: prefix.into(),
+            queue_type,
+        }
+    }
+
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
     }
 
     pub fn prefix(&self) -> &str {
@@ -65,65 +113,120 @@ impl Topology {
         format!("{}.{}.dead-letter", self.prefix, kind.collection())
     }
 
-    /// Declare exchanges, queues and bindings; safe to call any number of times.
-    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+    /// Declare exchanges, queues and bindings; safe to call any number of
+    /// times. Uses channels of its own on `connection`, since a refused
+    /// declaration closes its channel.
+    pub async fn declare(&self, connection: &Connection) -> lapin::Result<()> {
+        let mut channel = connection.create_channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..ExchangeDeclareOptions::default()
         };
-        channel
-            .exchange_declare(
-                self.exchange().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        channel
-            .exchange_declare(
-                self.dead_letter_exchange().into(),
-                ExchangeKind::Direct,
-                durable,
-                FieldTable::default(),
-            )
-            .await?;
-        for kind in RecordKind::ALL {
-            let key = self.routing_key(kind);
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(self.dead_letter_exchange().into()),
-            );
+        for exchange in [self.exchange(), self.dead_letter_exchange()] {
             channel
-                .queue_declare(self.queue(kind).into(), QueueDeclareOptions::durable(), args)
-                .await?;
-            channel
-                .queue_bind(
-                    self.queue(kind).into(),
-                    self.exchange().into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            channel
-                .queue_declare(
-                    self.dead_letter_queue(kind).into(),
-                    QueueDeclareOptions::durable(),
-                    FieldTable::default(),
-                )
-                .await?;
-            channel
-                .queue_bind(
-                    self.dead_letter_queue(kind).into(),
-                    self.dead_letter_exchange().into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
+                .exchange_declare(exchange.into(), ExchangeKind::Direct, durable, FieldTable::default())
                 .await?;
         }
+        for kind in RecordKind::ALL {
+            let key = self.routing_key(kind);
+            let queues = [
+                (self.queue(kind), self.exchange(), self.queue_arguments()),
+                (
+                    self.dead_letter_queue(kind),
+                    self.dead_letter_exchange(),
+                    self.dead_letter_queue_arguments(),
+                ),
+            ];
+            for (queue, exchange, args) in queues {
+                self.declare_queue(connection, &mut channel, &queue, args).await?;
+                channel
+                    .queue_bind(
+                        queue.into(),
+                        exchange.into(),
+                        key.into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        let _ = channel.close(200, "declared".into()).await;
         Ok(())
+    }
+
+    /// Declare one queue. A classic queue created before we declared
+    /// version 2 keeps version 1, and RabbitMQ refuses to declare it again
+    /// with another version: that one is used as it is, with a warning
+    /// (an operator converts it in place with a `queue-version` policy).
+    /// Any other mismatch, a classic queue declared as quorum above all, is
+    /// an error: the two types count deliveries differently.
+    async fn declare_queue(
+        &self,
+        connection: &Connection,
+        channel: &mut Channel,
+        queue: &str,
+        args: FieldTable,
+    ) -> lapin::Result<()> {
+        let declared = channel
+            .queue_declare(queue.into(), QueueDeclareOptions::durable(), args.clone())
+            .await;
+        match declared {
+            Err(e) if self.queue_type == QueueType::Classic && e.to_string().contains("'x-queue-version'") => {
+                tracing::warn!(
+                    queue,
+                    "queue exists as a version 1 classic queue; using it as it is \
+                     (a 'queue-version' policy of 2 converts it in place)"
+                );
+                *channel = connection.create_channel().await?;
+                let mut older = FieldTable::default();
+                for (key, value) in args.inner().iter().filter(|(k, _)| k.as_str() != "x-queue-version") {
+                    older.insert(key.clone(), value.clone());
+                }
+                channel
+                    .queue_declare(queue.into(), QueueDeclareOptions::durable(), older)
+                    .await?;
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// The arguments every record queue is declared with.
+    ///
+    /// Classic: version 2 (RabbitMQ 3.10 and later; older brokers ignore the
+    /// argument) and the dead-letter exchange. Quorum: the type, the
+    /// dead-letter exchange with at-least-once dead-lettering (the broker
+    /// keeps a dead-lettered message until the dead-letter queue has
+    /// confirmed it, which needs `x-overflow: reject-publish`), and the
+    /// broker's delivery limit as a backstop.
+    pub fn queue_arguments(&self) -> FieldTable {
+        let mut args = self.dead_letter_queue_arguments();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.dead_letter_exchange().into()),
+        );
+        if self.queue_type == QueueType::Quorum {
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(i64::from(QUORUM_DELIVERY_LIMIT)),
+            );
+        }
+        args
+    }
+
+    /// The arguments every dead-letter queue is declared with: its type.
+    pub fn dead_letter_queue_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        match self.queue_type {
+            QueueType::Classic => args.insert("x-queue-version".into(), AMQPValue::LongLongInt(2)),
+            QueueType::Quorum => args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into())),
+        };
+        args
     }
 
     /// Messages ready in a queue (not counting those delivered and unacknowledged).
@@ -172,12 +275,28 @@ mod tests {
 
     #[test]
     fn names_derive_from_the_prefix() {
-        let t = Topology::new("hp_norton");
+        let t = Topology::new("hp_norton", QueueType::Classic);
         assert_eq!(t.exchange(), "hp_norton.records");
         assert_eq!(t.dead_letter_exchange(), "hp_norton.dead-letter");
         assert_eq!(t.queue(RecordKind::Product), "hp_norton.products");
         assert_eq!(t.dead_letter_queue(RecordKind::Rental), "hp_norton.rentals.dead-letter");
         assert_eq!(t.routing_key(RecordKind::Customer), "customer");
         assert_eq!(t.all_queues().len(), 6);
+    }
+
+    #[test]
+    fn quorum_queues_declare_their_type_and_at_least_once_dead_lettering() {
+        let quorum = Topology::new("q", QueueType::Quorum).queue_arguments();
+        let text = |key: &str| match quorum.inner().get(key) {
+            Some(AMQPValue::LongString(s)) => s.to_string(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(text("x-queue-type"), "quorum");
+        assert_eq!(text("x-dead-letter-strategy"), "at-least-once");
+        assert_eq!(text("x-overflow"), "reject-publish");
+        assert_eq!(text("x-dead-letter-exchange"), "q.dead-letter");
+        let classic = Topology::new("c", QueueType::Classic).queue_arguments();
+        assert_eq!(classic.inner().get("x-queue-version"), Some(&AMQPValue::LongLongInt(2)));
+        assert!(!classic.inner().contains_key("x-queue-type"));
     }
 }

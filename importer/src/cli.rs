@@ -215,9 +215,9 @@ pub async fn main() -> Result<()> {
             let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
             store.drop_collections().await?;
             let connection = broker::connect(&settings.amqp_url, "hpn-importer (reset)").await?;
-            let channel = connection.create_channel().await?;
             let topology = settings.topology();
-            topology.declare(&channel).await?;
+            topology.declare(&connection).await?;
+            let channel = connection.create_channel().await?;
             let purged = topology.purge(&channel).await?;
             println!(
                 "dropped the collections of {}; purged {purged} messages",

@@ -4,7 +4,8 @@
 
 use hpn_common::config::env;
 use hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES;
-use hpn_common::ConnectionSettings;
+use hpn_common::topology::QUORUM_DELIVERY_LIMIT;
+use hpn_common::{ConnectionSettings, QueueType};
 use std::time::Duration;
 
 /// Everything an import run needs.
@@ -27,6 +28,39 @@ impl Config {
             rentals_take_stock: false,
         }
     }
+
+    /// Settings that cannot work together, said before anything connects.
+    pub fn check(&self) -> Result<(), String> {
+        if self.connection.queue_type == QueueType::Quorum {
+            if self.tuning.prefetch_scope == PrefetchScope::Channel {
+                return Err(
+                    "quorum queues refuse a channel-wide prefetch (RabbitMQ closes the channel with \
+                            540 NOT_IMPLEMENTED): use --prefetch-scope per-consumer"
+                        .into(),
+                );
+            }
+            if self.tuning.max_attempts > QUORUM_DELIVERY_LIMIT {
+                return Err(format!(
+                    "--max-attempts {} is above the quorum queues' delivery limit ({QUORUM_DELIVERY_LIMIT}), \
+                     after which the broker dead-letters a message itself",
+                    self.tuning.max_attempts
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the consumer's prefetch limits (see `source::prefetch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrefetchScope {
+    /// Each consumer's own limit (`basic.qos` with `global = false`). The
+    /// consumer subscribes again when the limit it wants moves. Works with
+    /// every queue type.
+    PerConsumer,
+    /// One limit for the channel (`global = true`), changed in place.
+    /// Classic queues only; kept to measure against.
+    Channel,
 }
 
 /// How the importer batches, buffers and spreads its work. The defaults
@@ -47,6 +81,10 @@ pub struct Tuning {
     /// flat whether messages carry one record or a hundred.
     #[arg(long, env = env::PREFETCH_RECORDS, default_value_t = Tuning::DEFAULT.prefetch_records)]
     pub prefetch_records: usize,
+    /// What the prefetch limits: each consumer, or the whole channel
+    /// (classic queues only).
+    #[arg(long, env = env::PREFETCH_SCOPE, value_enum, default_value_t = Tuning::DEFAULT.prefetch_scope)]
+    pub prefetch_scope: PrefetchScope,
     /// Parallel mode: consumers (channels) per queue.
     #[arg(long, env = env::CONSUMERS, default_value_t = Tuning::DEFAULT.consumers)]
     pub consumers: usize,
@@ -80,6 +118,7 @@ impl Tuning {
         flush_ms: 20,
         prefetch: 2000,
         prefetch_records: 4000,
+        prefetch_scope: PrefetchScope::PerConsumer,
         consumers: 2,
         writers: 2,
         idle_ms: 10,
@@ -127,6 +166,7 @@ mod tests {
             ("flush_ms", d.flush_ms.to_string()),
             ("prefetch", d.prefetch.to_string()),
             ("prefetch_records", d.prefetch_records.to_string()),
+            ("prefetch_scope", "per-consumer".to_string()),
             ("consumers", d.consumers.to_string()),
             ("writers", d.writers.to_string()),
             ("idle_ms", d.idle_ms.to_string()),
@@ -147,5 +187,20 @@ mod tests {
             .unwrap()
             .tuning;
         assert_eq!((custom.batch_size, custom.writers), (10, 4));
+    }
+
+    #[test]
+    fn quorum_queues_refuse_what_the_broker_would_refuse() {
+        let mut config = Config::default();
+        config.connection.queue_type = QueueType::Quorum;
+        assert_eq!(config.check(), Ok(()));
+        config.tuning.prefetch_scope = PrefetchScope::Channel;
+        assert!(config.check().unwrap_err().contains("per-consumer"));
+        config.tuning.prefetch_scope = PrefetchScope::PerConsumer;
+        config.tuning.max_attempts = QUORUM_DELIVERY_LIMIT + 1;
+        assert!(config.check().unwrap_err().contains("delivery limit"));
+        config.connection.queue_type = QueueType::Classic;
+        config.tuning.prefetch_scope = PrefetchScope::Channel;
+        assert_eq!(config.check(), Ok(()), "classic queues take both");
     }
 }

@@ -17,6 +17,9 @@ pub enum Error {
     WriterStopped(RecordKind),
     #[error("internal task failed: {0}")]
     Task(String),
+    /// Settings that cannot work together (see `Config::check`).
+    #[error("settings: {0}")]
+    Settings(String),
 }
 
 impl From<lapin::Error> for Error {
@@ -43,6 +46,7 @@ impl Error {
             Error::Common(e) => e.origin(),
             Error::Store(_) => Origin::Store,
             Error::WriterStopped(_) | Error::Task(_) => Origin::Internal,
+            Error::Settings(_) => Origin::Input,
         }
     }
 }

@@ -138,8 +138,7 @@ pub async fn publish_files(
         CsvSource::open(file)?;
     }
     let connection = broker::connect(&settings.amqp_url, "hpn-producer").await?;
-    let setup = connection.create_channel().await?;
-    settings.topology().declare(&setup).await?;
+    settings.topology().declare(&connection).await?;
     let bars = MultiProgress::with_draw_target(if options.progress && std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {

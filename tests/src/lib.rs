@@ -53,12 +53,12 @@ impl TestEnv {
         let connection = broker::connect(&self.settings.amqp_url, "hpn-tests")
             .await
             .expect("RabbitMQ answers (run scripts/services start)");
-        let channel = connection.create_channel().await.expect("channel");
         self.settings
             .topology()
-            .declare(&channel)
+            .declare(&connection)
             .await
             .expect("declare topology");
+        let channel = connection.create_channel().await.expect("channel");
         (connection, channel)
     }
 

@@ -10,7 +10,7 @@
 //! finishing, the count after.
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::observe::counters::Counters;
 use crate::report::{ImportReport, ImportStats};
 use crate::route::dead_letter::DeadLetters;
@@ -62,12 +62,13 @@ pub(crate) struct Services {
 
 impl Services {
     pub(crate) async fn connect(config: &Config, name: &str) -> Result<Services> {
+        config.check().map_err(Error::Settings)?;
         let settings = &config.connection;
         let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
         store.ensure_indexes().await?;
         let connection = broker::connect(&settings.amqp_url, name).await?;
         let topology = settings.topology();
-        topology.declare(&connection.create_channel().await?).await?;
+        topology.declare(&connection).await?;
         let dead_letters = DeadLetters::open(&connection, topology.clone()).await?;
         Ok(Services {
             store,

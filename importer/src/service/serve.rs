@@ -32,7 +32,7 @@
 //! Every reconnect and every outage is logged once with its cause.
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::observe::counters::Counters;
 use crate::observe::health::Health;
 use crate::observe::metrics::{Metrics, QueueLabels};
@@ -61,6 +61,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    config.check().map_err(Error::Settings)?;
     let Some(store) = connect_store(config, &health, &shutdown).await else {
         return Ok(());
     };
@@ -173,13 +174,13 @@ async fn session(
     let tuning = &config.tuning;
     let connection = broker::connect(&settings.amqp_url, "hpn-importer (serve)").await?;
     let topology = settings.topology();
-    topology.declare(&connection.create_channel().await?).await?;
+    topology.declare(&connection).await?;
     let dead_letters = DeadLetters::open(&connection, topology.clone()).await?;
     health.broker.store(true, Ordering::Relaxed);
     if reconnecting {
         metrics.reconnects.get_or_create(&Metrics::server("rabbitmq")).inc();
     }
-    info!(amqp = %redact(&settings.amqp_url), "connected to RabbitMQ; consuming");
+    info!("consuming");
 
     let mut writers = JoinSet::new();
     let mut consumers = JoinSet::new();
@@ -243,31 +244,5 @@ async fn watch_depth(channel: lapin::Channel, topology: hpn_common::Topology, me
             }
         }
         tokio::time::sleep(MONITOR_EVERY).await;
-    }
-}
-
-/// An AMQP URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(
-            redact("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(redact("amqp://host"), "amqp://host");
     }
 }

@@ -7,11 +7,18 @@
 //! is a message on which processing fails without saying why: the process
 //! crashes or is killed while holding it, or the connection drops. The broker
 //! then delivers it again with `redelivered` set, and on a classic queue it
-//! would do so forever, because a classic queue counts no deliveries
-//! (quorum queues have `x-delivery-limit`, but they cannot take the
-//! channel-wide prefetch the consumers adjust, see `consume`).
+//! would do so forever, because a classic queue counts no deliveries.
 //!
-//! So the importer keeps the count in the message itself. A delivery that
+//! **Quorum queues** count them: every delivery that ends without an
+//! acknowledgement (a consumer's channel or connection closes, or it
+//! rejects with requeue) raises the message's `x-delivery-count` header. So
+//! on a quorum queue the importer reads that count and processes the
+//! redelivery in place, or dead-letters it with the count in the reason once
+//! `max_attempts` deliveries have failed. Nothing is republished. The
+//! queue's own `x-delivery-limit` (see `hpn_common::topology`) is only a
+//! backstop above `max_attempts`, for a message no importer ever looks at.
+//!
+//! **Classic queues**: the importer keeps the count in the message itself. A delivery that
 //! arrives redelivered is not processed at once: a copy goes back to the
 //! same queue with `x-hpn-attempts` one higher, confirmed by the broker, and
 //! only then is the original acknowledged (a crash in between leaves both
@@ -28,6 +35,7 @@
 //! that was in hand, a few hundred at most.
 
 use hpn_common::message::{self, header};
+use hpn_common::QueueType;
 use lapin::BasicProperties;
 
 /// What to do with a delivery, given the deliveries of it that failed before.
@@ -41,18 +49,27 @@ pub enum Verdict {
     GiveUp { failed: u32 },
 }
 
-/// Decide for a delivery with these properties and `redelivered` flag, when
-/// at most `max_attempts` deliveries of one message may fail.
-pub fn verdict(properties: &BasicProperties, redelivered: bool, max_attempts: u32) -> Verdict {
+/// Decide for a delivery from a queue of `queue_type` with these properties
+/// and `redelivered` flag, when at most `max_attempts` deliveries of one
+/// message may fail.
+pub fn verdict(queue_type: QueueType, properties: &BasicProperties, redelivered: bool, max_attempts: u32) -> Verdict {
     if !redelivered {
         return Verdict::Process;
     }
-    let earlier = message::header_i64(properties, header::ATTEMPTS).unwrap_or(0);
-    let failed = u32::try_from(earlier.max(0)).unwrap_or(u32::MAX).saturating_add(1);
+    let count = |name| u32::try_from(message::header_i64(properties, name).unwrap_or(0).max(0)).unwrap_or(u32::MAX);
+    let (failed, otherwise) = match queue_type {
+        // The broker counted every delivery that failed, this one's predecessors.
+        QueueType::Quorum => (count(header::DELIVERY_COUNT), Verdict::Process),
+        // Failures counted in copies put back before, plus the one that just ended.
+        QueueType::Classic => {
+            let failed = count(header::ATTEMPTS).saturating_add(1);
+            (failed, Verdict::Retry { failed })
+        }
+    };
     if failed >= max_attempts.max(1) {
         Verdict::GiveUp { failed }
     } else {
-        Verdict::Retry { failed }
+        otherwise
     }
 }
 
@@ -75,27 +92,51 @@ mod tests {
     use super::*;
     use hpn_common::RecordKind;
 
+    use lapin::types::{AMQPValue, FieldTable};
+
+    const CLASSIC: QueueType = QueueType::Classic;
+    const QUORUM: QueueType = QueueType::Quorum;
+
     #[test]
     fn first_deliveries_are_processed_whatever_the_header_says() {
         let props = message::retry_properties(&message::properties(RecordKind::Customer, None), 9);
-        assert_eq!(verdict(&props, false, 3), Verdict::Process);
+        assert_eq!(verdict(CLASSIC, &props, false, 3), Verdict::Process);
+        assert_eq!(verdict(QUORUM, &delivered(9), false, 3), Verdict::Process);
     }
 
     #[test]
     fn redeliveries_are_counted_until_the_limit() {
         let fresh = message::properties(RecordKind::Customer, None);
-        assert_eq!(verdict(&fresh, true, 3), Verdict::Retry { failed: 1 });
+        assert_eq!(verdict(CLASSIC, &fresh, true, 3), Verdict::Retry { failed: 1 });
         let once = message::retry_properties(&fresh, 1);
-        assert_eq!(verdict(&once, true, 3), Verdict::Retry { failed: 2 });
+        assert_eq!(verdict(CLASSIC, &once, true, 3), Verdict::Retry { failed: 2 });
         let twice = message::retry_properties(&fresh, 2);
-        assert_eq!(verdict(&twice, true, 3), Verdict::GiveUp { failed: 3 });
+        assert_eq!(verdict(CLASSIC, &twice, true, 3), Verdict::GiveUp { failed: 3 });
+    }
+
+    /// Properties as a quorum queue redelivers them, after `count` failures.
+    fn delivered(count: i64) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        headers.insert(header::DELIVERY_COUNT.into(), AMQPValue::LongLongInt(count));
+        message::properties(RecordKind::Customer, None).with_headers(headers)
+    }
+
+    #[test]
+    fn quorum_redeliveries_are_processed_in_place_until_the_brokers_count_reaches_the_limit() {
+        assert_eq!(verdict(QUORUM, &delivered(1), true, 3), Verdict::Process);
+        assert_eq!(verdict(QUORUM, &delivered(2), true, 3), Verdict::Process);
+        assert_eq!(verdict(QUORUM, &delivered(3), true, 3), Verdict::GiveUp { failed: 3 });
+        // Our own counter means nothing on a quorum queue: the broker's counts.
+        let ours = message::retry_properties(&message::properties(RecordKind::Customer, None), 7);
+        assert_eq!(verdict(QUORUM, &ours, true, 3), Verdict::Process);
     }
 
     #[test]
     fn one_attempt_means_no_retry_and_zero_is_taken_as_one() {
         let fresh = message::properties(RecordKind::Product, None);
-        assert_eq!(verdict(&fresh, true, 1), Verdict::GiveUp { failed: 1 });
-        assert_eq!(verdict(&fresh, true, 0), Verdict::GiveUp { failed: 1 });
+        assert_eq!(verdict(CLASSIC, &fresh, true, 1), Verdict::GiveUp { failed: 1 });
+        assert_eq!(verdict(CLASSIC, &fresh, true, 0), Verdict::GiveUp { failed: 1 });
+        assert_eq!(verdict(QUORUM, &delivered(1), true, 1), Verdict::GiveUp { failed: 1 });
     }
 
     #[test]

@@ -6,9 +6,20 @@
 //! owns its key, together with the delivery's ticket. Acknowledgements come
 //! back from the writers through the ticket and go out in order through the
 //! [`AckTracker`]. The consumer's prefetch bounds how many deliveries are in
-//! hand, and the writers' bounded inboxes push back on the consumer when the
-//! database is slower than the broker: memory stays flat however deep the
-//! queue.
+//! hand (in records, see [`Prefetch`]), and the writers' bounded inboxes
+//! push back on the consumer when the database is slower than the broker:
+//! memory stays flat however deep the queue.
+//!
+//! The prefetch is the consumer's own (`basic.qos` with `global = false`):
+//! quorum queues refuse a channel-wide one. RabbitMQ applies a per-consumer
+//! limit only to consumers created after it is set, so when the limit the
+//! consumer wants moves, it subscribes again: it cancels its subscription
+//! and opens a new one under the new limit. Deliveries already sent to the
+//! old subscription still arrive (lapin ends a cancelled consumer's stream
+//! only after them: the `basic.cancel-ok` that ends it follows them on the
+//! channel) and are acknowledged on the same channel as any other. That
+//! happens once or twice per run, when the consumer learns how many records
+//! a message holds.
 //!
 //! A redelivered message is counted and put back on its queue, or
 //! dead-lettered once it has failed too often (see [`crate::source::attempts`]).
@@ -18,7 +29,7 @@
 //! cancels its subscription, finishes what is in hand and returns. A
 //! long-running consumer stops when told to shut down, the same way.
 
-use crate::config::Tuning;
+use crate::config::{PrefetchScope, Tuning};
 use crate::error::{Error, Result};
 use crate::observe::counters::Counters;
 use crate::route::ack::{AckTracker, Ticket};
@@ -27,26 +38,21 @@ use crate::route::partition::Router;
 use crate::route::partition::WorkItem;
 use crate::source::attempts::{self, Verdict};
 use crate::source::prefetch::Prefetch;
+use futures::stream::SelectAll;
 use futures::StreamExt;
 use hpn_common::message;
 use hpn_common::{RecordKind, Topology};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::Channel;
+use lapin::types::ShortString;
+use lapin::{Channel, Consumer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// The prefetch limit applies to the channel (one consumer per channel
-/// here). RabbitMQ applies a per-consumer limit only to consumers created
-/// after it is set, so only a channel-wide one can be changed while
-/// consuming, which [`Prefetch`] needs. (Quorum queues do not support
-/// channel-wide limits; our queues are classic.)
-const CHANNEL_WIDE: BasicQosOptions = BasicQosOptions { global: true };
 
 /// When a consumer stops.
 #[derive(Clone, Debug)]
@@ -68,6 +74,7 @@ pub struct ConsumerTask {
     /// The most messages in hand, and the records to aim for (see [`Prefetch`]).
     pub prefetch: u16,
     pub prefetch_records: usize,
+    pub prefetch_scope: PrefetchScope,
     pub max_message_bytes: usize,
     /// Failed deliveries of one message allowed (see [`crate::source::attempts`]).
     pub max_attempts: u32,
@@ -96,6 +103,7 @@ impl ConsumerTask {
             counters,
             prefetch: tuning.prefetch,
             prefetch_records: tuning.prefetch_records,
+            prefetch_scope: tuning.prefetch_scope,
             max_message_bytes: tuning.max_message_bytes,
             max_attempts: tuning.max_attempts,
             stop,
@@ -105,17 +113,10 @@ impl ConsumerTask {
     pub async fn run(self) -> Result<()> {
         let queue = self.topology.queue(self.kind);
         let mut prefetch = Prefetch::new(self.prefetch, self.prefetch_records);
-        self.channel.basic_qos(prefetch.current, CHANNEL_WIDE).await?;
-        let mut consumer = self
-            .channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let consumer_tag = consumer.tag();
+        // Every subscription of this run: the current one, and a cancelled
+        // one while its last deliveries arrive.
+        let mut subscriptions = SelectAll::new();
+        let mut consumer_tag = self.subscribe(&queue, prefetch.current, &mut subscriptions).await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let mut tracker = AckTracker::new();
         let mut subscribed = true;
@@ -144,7 +145,7 @@ impl ConsumerTask {
                             .await?;
                     }
                 }
-                next = consumer.next().instrument(tracing::debug_span!(target: "stage", "broker_to_consumer")), if stream_open => match next {
+                next = subscriptions.next().instrument(tracing::debug_span!(target: "stage", "broker_to_consumer")), if stream_open => match next {
                     None => stream_open = false,
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(delivery)) => {
@@ -153,8 +154,10 @@ impl ConsumerTask {
                         tracker.delivered(delivery.delivery_tag);
                         let records = self.handle(delivery, &done_tx).await?;
                         if let Some(change) = prefetch.observe(records) {
-                            tracing::debug!(queue = %queue, prefetch = change, "prefetch changed");
-                            self.channel.basic_qos(change, CHANNEL_WIDE).await?;
+                            if subscribed {
+                                tracing::debug!(queue = %queue, prefetch = change, scope = ?self.prefetch_scope, "prefetch changed");
+                                consumer_tag = self.resize(&queue, change, consumer_tag, &mut subscriptions).await?;
+                            }
                         }
                     }
                 },
@@ -176,6 +179,54 @@ impl ConsumerTask {
         Ok(())
     }
 
+    /// Set the prefetch to `limit` and subscribe to `queue`; the new
+    /// subscription joins `subscriptions`. Returns its consumer tag.
+    async fn subscribe(&self, queue: &str, limit: u16, subscriptions: &mut SelectAll<Consumer>) -> Result<ShortString> {
+        self.channel.basic_qos(limit, self.qos()).await?;
+        let consumer = self
+            .channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let tag = consumer.tag();
+        subscriptions.push(consumer);
+        Ok(tag)
+    }
+
+    /// Move the prefetch to `limit`: in place for a channel-wide one; for a
+    /// per-consumer one, by cancelling subscription `current` and
+    /// subscribing again under the new limit. Returns the tag now in use.
+    async fn resize(
+        &self,
+        queue: &str,
+        limit: u16,
+        current: ShortString,
+        subscriptions: &mut SelectAll<Consumer>,
+    ) -> Result<ShortString> {
+        match self.prefetch_scope {
+            PrefetchScope::Channel => {
+                self.channel.basic_qos(limit, self.qos()).await?;
+                Ok(current)
+            }
+            PrefetchScope::PerConsumer => {
+                self.channel
+                    .basic_cancel(current, BasicCancelOptions::default())
+                    .await?;
+                self.subscribe(queue, limit, subscriptions).await
+            }
+        }
+    }
+
+    fn qos(&self) -> BasicQosOptions {
+        BasicQosOptions {
+            global: self.prefetch_scope == PrefetchScope::Channel,
+        }
+    }
+
     /// Decode one delivery; dead-letter what cannot be used; route the rest.
     /// Returns how many records the message held.
     async fn handle(&self, delivery: Delivery, done: &mpsc::UnboundedSender<u64>) -> Result<usize> {
@@ -186,7 +237,7 @@ impl ConsumerTask {
             redelivered,
             ..
         } = delivery;
-        match attempts::verdict(&properties, redelivered, self.max_attempts) {
+        match attempts::verdict(self.topology.queue_type(), &properties, redelivered, self.max_attempts) {
             Verdict::Process => {}
             Verdict::Retry { failed } => {
                 // Counted and put back; acknowledged only once the copy is confirmed.
