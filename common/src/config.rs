@@ -35,6 +35,9 @@ pub mod env {
     pub const LISTEN: &str = "HPN_LISTEN";
     pub const RENTALS_TAKE_STOCK: &str = "HPN_RENTALS_TAKE_STOCK";
     pub const PROFILE_STAGES: &str = "HPN_PROFILE_STAGES";
+    /// The cluster's addresses, for the cluster tests and benchmarks
+    /// (default: what `scripts/services cluster urls` prints).
+    pub const CLUSTER_AMQP_URL: &str = "HPN_CLUSTER_AMQP_URL";
 }
 
 /// Where RabbitMQ is, and the names and type of our exchanges and queues on it.

@@ -12,6 +12,18 @@ pub enum Error {
     Broker(#[from] lapin::Error),
     #[error("RabbitMQ: the broker {0}")]
     NotConfirmed(String),
+    /// A queue exists with other arguments than we declare: most often one
+    /// of the other type. Retrying cannot help; the settings must change.
+    #[error(
+        "RabbitMQ: queue {queue} exists, but not as the {queue_type} queue we declare (producer, importer \
+         and upstream publishers must agree on --queue-type / HPN_QUEUE_TYPE; to change a queue's type, \
+         drain and delete it first): {source}"
+    )]
+    Inequivalent {
+        queue: String,
+        queue_type: crate::QueueType,
+        source: lapin::Error,
+    },
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("{0}")]
@@ -27,7 +39,8 @@ pub enum Origin {
     Broker,
     /// MongoDB: unreachable, or refusing a write (the importer's errors).
     Store,
-    /// The input: a file that cannot be read as one of the three layouts.
+    /// The input: a file that cannot be read as one of the three layouts,
+    /// or settings that do not match what the servers hold.
     Input,
     /// This program: a task that panicked or stopped early.
     Internal,
@@ -37,7 +50,7 @@ impl Error {
     pub fn origin(&self) -> Origin {
         match self {
             Error::Broker(_) | Error::NotConfirmed(_) => Origin::Broker,
-            Error::Source(_) | Error::Io(_) => Origin::Input,
+            Error::Source(_) | Error::Io(_) | Error::Inequivalent { .. } => Origin::Input,
             Error::Task(_) => Origin::Internal,
         }
     }

@@ -116,7 +116,7 @@ impl Topology {
     /// Declare exchanges, queues and bindings; safe to call any number of
     /// times. Uses channels of its own on `connection`, since a refused
     /// declaration closes its channel.
-    pub async fn declare(&self, connection: &Connection) -> lapin::Result<()> {
+    pub async fn declare(&self, connection: &Connection) -> crate::Result<()> {
         let mut channel = connection.create_channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
@@ -166,7 +166,7 @@ impl Topology {
         channel: &mut Channel,
         queue: &str,
         args: FieldTable,
-    ) -> lapin::Result<()> {
+    ) -> crate::Result<()> {
         let declared = channel
             .queue_declare(queue.into(), QueueDeclareOptions::durable(), args.clone())
             .await;
@@ -187,7 +187,12 @@ impl Topology {
                     .await?;
                 Ok(())
             }
-            other => other.map(drop),
+            Err(e) if e.to_string().contains("inequivalent arg") => Err(crate::Error::Inequivalent {
+                queue: queue.to_string(),
+                queue_type: self.queue_type,
+                source: e,
+            }),
+            other => Ok(other.map(drop)?),
         }
     }
 

@@ -7,7 +7,10 @@
 //! queues are removed when the test ends, passed or failed: explicitly with
 //! [`TestEnv::cleanup`], or when the `TestEnv` is dropped during a panic.
 
-use hpn_common::{broker, ConnectionSettings, Record, RecordKind};
+pub mod process;
+
+use hpn_common::config::env;
+use hpn_common::{broker, ConnectionSettings, QueueType, Record, RecordKind};
 use hpn_importer::Store;
 use lapin::{Channel, Connection};
 use mongodb::bson::{doc, Document};
@@ -36,6 +39,16 @@ impl TestEnv {
             dir: tempfile::tempdir().expect("temp dir"),
             cleaned: false,
         }
+    }
+
+    /// The same, on the local 3-node cluster (`scripts/services cluster
+    /// start`) with quorum queues: its addresses from
+    /// `HPN_CLUSTER_AMQP_URL`, or else as the services script lists them.
+    pub fn on_cluster(test: &str) -> TestEnv {
+        let mut env = TestEnv::new(test);
+        env.settings.amqp_url = cluster_urls();
+        env.settings.queue_type = QueueType::Quorum;
+        env
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -108,6 +121,20 @@ async fn remove(settings: &ConnectionSettings) {
         }
         let _ = connection.close(200, "done".into()).await;
     }
+}
+
+/// The cluster's comma-separated AMQP addresses.
+pub fn cluster_urls() -> String {
+    if let Ok(urls) = std::env::var(env::CLUSTER_AMQP_URL) {
+        return urls;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
+    let output = std::process::Command::new(script)
+        .args(["cluster", "urls"])
+        .output()
+        .expect("run scripts/services cluster urls");
+    assert!(output.status.success(), "scripts/services cluster urls");
+    String::from_utf8(output.stdout).expect("text").trim().to_string()
 }
 
 /// Every document of a kind, without `_id` and its version (`_v`), sorted by

@@ -350,7 +350,7 @@ async fn reset_asks_first_then_drops_the_collections_and_purges_the_queues() {
     let queue = env.settings.topology().queue(RecordKind::Customer);
     assert!(env.ready(&queue).await > 0);
     let reset = |yes: bool| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hpn-tests-importer"));
+        let mut command = std::process::Command::new(hpn_tests::process::importer_program());
         command.arg("reset").envs(env.settings.env_vars());
         if yes {
             command.arg("--yes");

@@ -1,0 +1,227 @@
+//! On RabbitMQ's distributed engine: the local 3-node cluster
+//! (`scripts/services cluster start`) with quorum queues, reached through
+//! the comma-separated address list. One node is stopped in the middle of
+//! an import, so the tests in this file take one lock.
+
+use hpn_common::message::{self, header};
+use hpn_common::{QueueType, RecordKind, Topology};
+use hpn_importer::{fetch, run_linear, run_parallel, Config};
+use hpn_producer::generate::{generate, DEFAULT_SEED};
+use hpn_producer::{publish_files, PublishOptions};
+use hpn_tests::process::{assert_exact, count, customers_file, eventually, publish, services, Importer};
+use hpn_tests::{documents, TestEnv};
+use lapin::options::{BasicGetOptions, BasicPublishOptions, BasicRejectOptions, QueueDeclareOptions};
+use lapin::types::AMQPValue;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// An address where nothing answers, put first in lists to prove it is skipped.
+const DEAD_ADDRESS: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+fn config(env: &TestEnv) -> Config {
+    Config {
+        connection: env.settings.clone(),
+        tuning: Default::default(),
+        rentals_take_stock: false,
+    }
+}
+
+/// The node (1-3) that leads a quorum queue.
+fn leader(queue: &str) -> usize {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
+    let output = Command::new(script)
+        .args(["cluster", "leader", queue])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "scripts/services cluster leader {queue}");
+    String::from_utf8(output.stdout).unwrap().trim().parse().unwrap()
+}
+
+#[tokio::test]
+async fn quorum_queues_are_declared_consumed_and_kept_apart_from_classic_ones() {
+    let _serial = SERIAL.lock().await;
+    let mut env = TestEnv::on_cluster("cluster_quorum");
+    env.settings.amqp_url = format!("{DEAD_ADDRESS},{}", env.settings.amqp_url);
+    let files = generate(&env.path("data"), 1000, DEFAULT_SEED).unwrap();
+    let paths: Vec<PathBuf> = files.paths().iter().map(|p| p.to_path_buf()).collect();
+    publish_files(&env.settings.broker(), &paths, &PublishOptions::default())
+        .await
+        .unwrap();
+
+    let stats = run_parallel(&config(&env))
+        .await
+        .expect("parallel import from quorum queues");
+    let after: Vec<u64> = stats.iter().map(|s| s.count_after).collect();
+    assert_eq!(after, vec![1000, 1000, 1000]);
+
+    // The queues really are quorum queues: declaring one as classic fails.
+    let (connection, _) = env.channel().await;
+    let probe = connection.create_channel().await.unwrap();
+    let classic_topology = Topology::new(env.settings.queue_prefix.clone(), QueueType::Classic);
+    let mut classic = classic_topology.queue_arguments();
+    classic.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    let refused = probe
+        .queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), classic)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("inequivalent arg"), "{refused}");
+
+    // An importer set for classic queues refuses them rather than counting
+    // deliveries the wrong way.
+    let mut wrong = config(&env);
+    wrong.connection.queue_type = QueueType::Classic;
+    let error = run_linear(&wrong).await.unwrap_err();
+    assert!(error.to_string().contains("not as the classic queue"), "{error}");
+    assert_eq!(
+        error.origin(),
+        hpn_common::Origin::Input,
+        "not a broker outage to retry"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_the_brokers_count() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::on_cluster("cluster_limit");
+    let (_connection, channel) = env.channel().await;
+    let topology = env.settings.topology();
+    let queue = topology.queue(RecordKind::Customer);
+    let send = |id: &'static str| {
+        let channel = channel.clone();
+        let exchange = topology.exchange();
+        async move {
+            let body = message::encode(&[hpn_tests::customer(id, &format!("Customer {id}"))]);
+            channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "customer".into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    message::properties(RecordKind::Customer, None),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    // B1 fails three deliveries (taken and handed back, as by a consumer
+    // that dies holding it); the broker counts them in x-delivery-count.
+    send("B1").await;
+    for _ in 0..3 {
+        let taken = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+            .expect("B1 to hold");
+        taken
+            .delivery
+            .acker
+            .reject(BasicRejectOptions { requeue: true })
+            .await
+            .unwrap();
+    }
+    send("A1").await;
+
+    let mut importer = Importer::start(&env, &["--max-attempts", "3"]);
+    let dead = topology.dead_letter_queue(RecordKind::Customer);
+    eventually(Duration::from_secs(30), "B1 dead-lettered", || async {
+        env.ready(&dead).await == 1
+    })
+    .await;
+    eventually(Duration::from_secs(30), "A1 stored", || async {
+        count(&env).await == 1
+    })
+    .await;
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+
+    let dead_letter = channel
+        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the dead letter");
+    let reason = message::header_str(&dead_letter.delivery.properties, header::ERROR).unwrap();
+    assert!(reason.starts_with("delivered 3 times"), "{reason}");
+    assert!(
+        message::header_i64(&dead_letter.delivery.properties, header::ATTEMPTS).is_none(),
+        "nothing was republished with our own counter"
+    );
+    let ids: Vec<String> = documents(&env.store().await, RecordKind::Customer)
+        .await
+        .iter()
+        .map(|d| d.get_str("user_id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec!["A1"]);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_import_survives_stopping_the_node_that_leads_its_queue() {
+    let _serial = SERIAL.lock().await;
+    const RECORDS: usize = 200_000;
+    let mut env = TestEnv::on_cluster("cluster_leader");
+    let file = customers_file(&env, RECORDS);
+    let started = Instant::now();
+    publish(&env, &file, 100).await;
+    let published = started.elapsed();
+
+    // The importer's first address is the leader's node, so stopping that
+    // node takes both the queue's leader and the importer's connection.
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    let node = leader(&queue);
+    let mut urls: Vec<String> = env.settings.amqp_url.split(',').map(str::to_string).collect();
+    urls.rotate_left(node - 1);
+    env.settings.amqp_url = urls.join(",");
+    let importer = Importer::start(&env, &[]);
+    let started = Instant::now();
+    eventually(Duration::from_secs(120), "a quarter imported", || async {
+        count(&env).await >= RECORDS as u64 / 4
+    })
+    .await;
+    let at_stop = count(&env).await;
+    services(&["cluster", "stop-node", &node.to_string()]);
+    let stopped = started.elapsed();
+    eventually(
+        Duration::from_secs(60),
+        "the import goes on without the node",
+        || async { count(&env).await >= at_stop + 20_000 },
+    )
+    .await;
+    assert_ne!(leader(&queue), node, "another node leads the queue now");
+    services(&["cluster", "start-node", &node.to_string()]);
+    eventually(Duration::from_secs(180), "every record imported", || async {
+        count(&env).await == RECORDS as u64
+    })
+    .await;
+    let imported = started.elapsed();
+    eventually(Duration::from_secs(20), "queue empties", || async {
+        env.ready(&queue).await == 0
+    })
+    .await;
+    let dead = env.settings.topology().dead_letter_queue(RecordKind::Customer);
+    assert_eq!(env.ready(&dead).await, 0, "nothing dead-lettered");
+    let (_, metrics) = fetch(&importer.listen, "/metrics").await.expect("metrics answer");
+    assert!(
+        metrics.contains(r#"hpn_importer_reconnects_total{server="rabbitmq"}"#),
+        "the importer moved to another node by itself"
+    );
+    let mut importer = importer;
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+    assert_exact(&env, &file).await;
+    eprintln!(
+        "cluster: {RECORDS} records published in {:.1} s; node {node} (leader) stopped at {:.1} s \
+         with {at_stop} written; all imported at {:.1} s",
+        published.as_secs_f64(),
+        stopped.as_secs_f64(),
+        imported.as_secs_f64()
+    );
+    env.cleanup().await;
+}
