@@ -7,7 +7,7 @@
 use futures::StreamExt;
 use hpn_common::message;
 use hpn_common::publisher::ConfirmedPublisher;
-use hpn_common::{broker, Record, RecordKind};
+use hpn_common::{broker, QueueType, Record, RecordKind};
 use hpn_importer::Store;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -105,12 +105,13 @@ pub async fn broker(
     count: usize,
     window: usize,
     channels: usize,
+    queue_type: QueueType,
 ) -> anyhow::Result<BrokerLimits> {
     let connection = broker::connect(amqp_url, "hpn-bench (raw limits)").await?;
     let setup = connection.create_channel().await?;
     setup.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
     setup
-        .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), queue_type.arguments())
         .await?;
 
     let started = Instant::now();

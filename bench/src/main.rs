@@ -21,9 +21,9 @@ mod results;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use hpn_common::{ConnectionSettings, RecordKind};
+use hpn_common::{ConnectionSettings, QueueType, RecordKind};
 use hpn_importer::Store;
-use hpn_importer::Tuning;
+use hpn_importer::{PrefetchScope, Tuning};
 use measure::{Bench, Profile, DIRECT_PARALLEL, LINEAR, MODES, PARALLEL, PARALLEL_ONE_ROW};
 use results::{Limits, Machine, Results, Servers, Settings, SizeResults, Target};
 use std::path::{Path, PathBuf};
@@ -234,11 +234,23 @@ async fn run(
                 .filter_map(|(mode, r)| measure::memory(*size, mode, r)),
         );
     }
+    let queue_files = &files_by_size
+        .iter()
+        .filter(|(s, _)| sizes.contains(s) && *s <= TARGET_SIZE)
+        .max_by_key(|(s, _)| *s)
+        .context("a size up to 100,000")?;
+    let queues = compare_queues(&mut bench, &connection, &limits, queue_files, repeats).await?;
+
     if million {
-        say("1,000,000 records per file: parallel, once, for peak memory");
         let files = &files_by_size.last().expect("the million").1;
+        say("1,000,000 records per file: parallel, once, for peak memory");
         let run = bench.run(PARALLEL, files, Profile::default()).await?;
         memory.extend(measure::memory(1_000_000, PARALLEL, std::slice::from_ref(&run)));
+        say("1,000,000 records per file: parallel from one-record messages, once, for peak memory");
+        let run = bench
+            .run_queue_variant(files, connection.queue_type, tuning.prefetch_scope, 1)
+            .await?;
+        memory.extend(measure::memory(1_000_000, PARALLEL_ONE_ROW, std::slice::from_ref(&run)));
     }
 
     let profile_size = sizes
@@ -303,11 +315,14 @@ async fn run(
             writers: tuning.writers,
             batch_size: tuning.batch_size,
             prefetch: tuning.prefetch,
+            queue_type: connection.queue_type.to_string(),
+            prefetch_scope: scope_name(tuning.prefetch_scope).into(),
         },
         limits,
         sizes: size_results,
         profiles,
         memory,
+        queues,
         targets: Vec::new(),
         contention,
         latency: Some(latency),
@@ -320,6 +335,98 @@ async fn run(
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     say(format!("results in {}", path.display()));
     Ok(results)
+}
+
+fn scope_name(scope: PrefetchScope) -> &'static str {
+    match scope {
+        PrefetchScope::PerConsumer => "per-consumer",
+        PrefetchScope::Channel => "channel",
+    }
+}
+
+/// The queue settings compared: classic with either prefetch scope, quorum
+/// with the only one it takes.
+const QUEUE_VARIANTS: [(QueueType, PrefetchScope); 3] = [
+    (QueueType::Classic, PrefetchScope::Channel),
+    (QueueType::Classic, PrefetchScope::PerConsumer),
+    (QueueType::Quorum, PrefetchScope::PerConsumer),
+];
+
+/// Parallel imports for each of [`QUEUE_VARIANTS`] from messages of 1 and
+/// 100 records, `repeats` times each in turn, with the broker's raw consume
+/// rate for each queue type and message size.
+async fn compare_queues(
+    bench: &mut Bench,
+    connection: &ConnectionSettings,
+    limits: &Limits,
+    (size, files): &(usize, Vec<PathBuf>),
+    repeats: usize,
+) -> Result<Vec<results::QueueResult>> {
+    let records = measure::customer_records(&files[0], 50_000)?;
+    let mut raw = Vec::new();
+    for queue_type in [QueueType::Classic, QueueType::Quorum] {
+        for rows in [1, 100] {
+            say(format!("raw consume: {queue_type} queue, {rows} records per message"));
+            let body = hpn_common::message::encode(&records[..rows]);
+            let queue = format!("hpn_bench_raw_{}", std::process::id());
+            let messages = records.len() / rows;
+            let mut best = 0.0f64;
+            for (window, channels) in [(1024, 1), (4096, 1), (1024, 3)] {
+                let l = limits::broker(
+                    &connection.amqp_url,
+                    &queue,
+                    &body,
+                    RecordKind::Customer,
+                    messages,
+                    window,
+                    channels,
+                    queue_type,
+                )
+                .await?;
+                best = best.max(l.consume_per_s * rows as f64);
+            }
+            raw.push((queue_type, rows, best));
+        }
+    }
+    let cells: Vec<(QueueType, PrefetchScope, usize)> = QUEUE_VARIANTS
+        .iter()
+        .flat_map(|&(t, s)| [1, 100].map(|rows| (t, s, rows)))
+        .collect();
+    let mut runs: Vec<Vec<measure::Run>> = cells.iter().map(|_| Vec::new()).collect();
+    for repeat in 0..repeats {
+        for (i, &(queue_type, scope, rows)) in cells.iter().enumerate() {
+            say(format!(
+                "{size} records per file, run {}/{repeats}: {queue_type} queues, {} prefetch, {rows} per message",
+                repeat + 1,
+                scope_name(scope)
+            ));
+            runs[i].push(bench.run_queue_variant(files, queue_type, scope, rows).await?);
+        }
+    }
+    let total = 3 * *size as u64;
+    Ok(cells
+        .iter()
+        .zip(&runs)
+        .map(|(&(queue_type, scope, rows), runs)| {
+            let summary = measure::summarise("queue variant", total, runs);
+            let raw_consume = raw
+                .iter()
+                .find(|(t, r, _)| *t == queue_type && *r == rows)
+                .map(|(_, _, rate)| *rate)
+                .unwrap_or(f64::NAN);
+            results::QueueResult {
+                queue_type: queue_type.to_string(),
+                prefetch_scope: scope_name(scope).into(),
+                rows_per_message: rows,
+                records: total,
+                import_records_per_s: summary.import_records_per_s,
+                records_per_s: summary.records_per_s,
+                importer_peak_rss_bytes: runs.iter().filter_map(|r| r.importer_rss).max(),
+                raw_consume_records_per_s: raw_consume,
+                ratio: summary.import_records_per_s / raw_consume.min(limits.insert_many_per_s),
+            }
+        })
+        .collect())
 }
 
 async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Result<Limits> {
@@ -354,6 +461,7 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
             count,
             window,
             channels,
+            connection.queue_type,
         )
         .await?;
         publish = publish.max(l.publish_per_s);
@@ -368,6 +476,7 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
         count / 100,
         256,
         1,
+        connection.queue_type,
     )
     .await?;
     Ok(Limits {
@@ -405,13 +514,6 @@ fn targets(results: &Results) -> Vec<Target> {
     let at = TARGET_SIZE;
     let mut targets = vec![
         ratio_target(
-            "import_one_record_messages",
-            "import from one-record-per-message queues / min(raw consume, raw insert_many)",
-            rate(at, PARALLEL_ONE_ROW)
-                .map(|m| m.import_records_per_s / l.consume_one_row_per_s.min(l.insert_many_per_s)),
-            0.8,
-        ),
-        ratio_target(
             "end_to_end_parallel",
             "end to end (publish + import), parallel, 100,000 per file / raw insert_many",
             rate(at, PARALLEL).map(|m| m.records_per_s / l.insert_many_per_s),
@@ -440,10 +542,25 @@ fn targets(results: &Results) -> Vec<Target> {
             10.0,
         ),
     ];
+    for queue_type in ["classic", "quorum"] {
+        let cell = results
+            .queues
+            .iter()
+            .find(|q| q.queue_type == queue_type && q.prefetch_scope == "per-consumer" && q.rows_per_message == 1);
+        targets.push(ratio_target(
+            &format!("import_one_record_messages_{queue_type}"),
+            &format!(
+                "parallel import from one-record messages, {queue_type} queues, per-consumer prefetch / \
+                 min(raw consume of the same queue type, raw insert_many)"
+            ),
+            cell.map(|q| q.ratio),
+            0.8,
+        ));
+    }
     for (name, description, bar, pick) in [
         (
             "importer_memory",
-            "importer peak RSS at 1,000,000 per file (MiB)",
+            "importer peak RSS at 1,000,000 per file, 1 or 100 records per message (MiB)",
             64.0,
             0,
         ),

@@ -13,8 +13,8 @@ use crate::results::{median, Memory, ModeResult, RunTimes, StageProfile};
 use anyhow::{bail, Context, Result};
 use hpn_common::csv_source::CsvSource;
 use hpn_common::profile::StageTime;
-use hpn_common::{broker, ConnectionSettings, RecordKind};
-use hpn_importer::{Config, Mode, Tuning};
+use hpn_common::{broker, ConnectionSettings, QueueType, RecordKind};
+use hpn_importer::{Config, Mode, PrefetchScope, Tuning};
 use hpn_importer::{ImportReport, ImportStats, Store};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -216,9 +216,39 @@ impl Bench {
         json_output(command).await
     }
 
+    /// Run [`PARALLEL`] once with other queue settings and `rows` records
+    /// per message; the bench's own settings are left as they were.
+    pub async fn run_queue_variant(
+        &mut self,
+        files: &[PathBuf],
+        queue_type: QueueType,
+        scope: PrefetchScope,
+        rows: usize,
+    ) -> Result<Run> {
+        let saved = (
+            self.connection.queue_type,
+            self.tuning.prefetch_scope,
+            self.rows_per_message,
+        );
+        self.connection.queue_type = queue_type;
+        self.tuning.prefetch_scope = scope;
+        self.rows_per_message = rows;
+        let run = self.run(PARALLEL, files, Profile::default()).await;
+        (
+            self.connection.queue_type,
+            self.tuning.prefetch_scope,
+            self.rows_per_message,
+        ) = saved;
+        run
+    }
+
     /// The bench's tuning, as `hpn-importer` flags.
     pub fn tuning_args(&self, command: &mut Command) {
         let t = &self.tuning;
+        command.arg("--prefetch-scope").arg(match t.prefetch_scope {
+            PrefetchScope::PerConsumer => "per-consumer",
+            PrefetchScope::Channel => "channel",
+        });
         for (flag, value) in [
             ("--batch-size", t.batch_size.to_string()),
             ("--flush-ms", t.flush_ms.to_string()),

@@ -22,6 +22,10 @@ pub struct Results {
     pub profiles: Vec<StageProfile>,
     /// Peak memory of each process, per size and mode.
     pub memory: Vec<Memory>,
+    /// Parallel imports by queue type, prefetch scope and records per
+    /// message (absent from results recorded before queue types existed).
+    #[serde(default)]
+    pub queues: Vec<QueueResult>,
     pub targets: Vec<Target>,
     pub contention: Vec<ScenarioRow>,
     /// `hpn-importer serve` at steady publish rates (absent in older files).
@@ -54,6 +58,11 @@ pub struct Settings {
     pub writers: usize,
     pub batch_size: usize,
     pub prefetch: u16,
+    /// The queue type and prefetch scope of every mode but the queue comparison.
+    #[serde(default)]
+    pub queue_type: String,
+    #[serde(default)]
+    pub prefetch_scope: String,
 }
 
 /// What the servers take, measured in this run with the same client libraries.
@@ -123,6 +132,25 @@ pub struct StageProfile {
     pub records_per_file: usize,
     pub producer: Vec<StageTime>,
     pub importer: Vec<StageTime>,
+}
+
+/// One cell of the queue comparison: a parallel import (publish first, then
+/// import) with these queue settings, and the broker's raw consume rate for
+/// the same queue type and message size, measured in the same run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QueueResult {
+    pub queue_type: String,
+    pub prefetch_scope: String,
+    pub rows_per_message: usize,
+    pub records: u64,
+    /// Medians over the runs.
+    pub import_records_per_s: f64,
+    pub records_per_s: f64,
+    pub importer_peak_rss_bytes: Option<u64>,
+    /// Records/s a bare consumer takes from this queue type in messages of this size.
+    pub raw_consume_records_per_s: f64,
+    /// Import / min(raw consume, raw insert_many).
+    pub ratio: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

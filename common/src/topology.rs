@@ -45,6 +45,16 @@ pub enum QueueType {
 }
 
 impl QueueType {
+    /// The declaration arguments that make a queue of this type.
+    pub fn arguments(self) -> FieldTable {
+        let mut args = FieldTable::default();
+        match self {
+            QueueType::Classic => args.insert("x-queue-version".into(), AMQPValue::LongLongInt(2)),
+            QueueType::Quorum => args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into())),
+        };
+        args
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             QueueType::Classic => "classic",
@@ -226,12 +236,7 @@ impl Topology {
 
     /// The arguments every dead-letter queue is declared with: its type.
     pub fn dead_letter_queue_arguments(&self) -> FieldTable {
-        let mut args = FieldTable::default();
-        match self.queue_type {
-            QueueType::Classic => args.insert("x-queue-version".into(), AMQPValue::LongLongInt(2)),
-            QueueType::Quorum => args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into())),
-        };
-        args
+        self.queue_type.arguments()
     }
 
     /// Messages ready in a queue (not counting those delivered and unacknowledged).

@@ -51,7 +51,7 @@ mod supervise;
 mod tools;
 
 pub use cli::main;
-pub use config::{Config, Tuning};
+pub use config::{Config, PrefetchScope, Tuning};
 pub use error::{Error, Result};
 pub use oneshot::direct::import_files;
 pub use oneshot::run::{import, run_linear, run_parallel, Mode};

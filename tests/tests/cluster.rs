@@ -115,11 +115,19 @@ async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_the_brokers
     // that dies holding it); the broker counts them in x-delivery-count.
     send("B1").await;
     for _ in 0..3 {
-        let taken = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-            .await
-            .unwrap()
-            .expect("B1 to hold");
+        // A quorum queue takes a returned message back asynchronously.
+        let started = Instant::now();
+        let taken = loop {
+            let got = channel
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+                .unwrap();
+            match got {
+                Some(taken) => break taken,
+                None => assert!(started.elapsed() < Duration::from_secs(10), "B1 back in its queue"),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         taken
             .delivery
             .acker
