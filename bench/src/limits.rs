@@ -97,17 +97,23 @@ pub struct BrokerLimits {
 
 /// Publish `count` copies of `body` to a scratch durable queue with confirms
 /// (`window` in flight, on `channels` channels), then consume them all.
+/// Where the raw broker limits are measured: a scratch queue of a type.
+pub struct RawQueue<'a> {
+    pub amqp_url: &'a str,
+    pub name: &'a str,
+    pub queue_type: QueueType,
+}
+
 pub async fn broker(
-    amqp_url: &str,
-    queue: &str,
+    raw: &RawQueue<'_>,
     body: &[u8],
     kind: RecordKind,
     count: usize,
     window: usize,
     channels: usize,
-    queue_type: QueueType,
 ) -> anyhow::Result<BrokerLimits> {
-    let connection = broker::connect(amqp_url, "hpn-bench (raw limits)").await?;
+    let (queue, queue_type) = (raw.name, raw.queue_type);
+    let connection = broker::connect(raw.amqp_url, "hpn-bench (raw limits)").await?;
     let setup = connection.create_channel().await?;
     setup.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
     setup

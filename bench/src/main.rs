@@ -372,17 +372,12 @@ async fn compare_queues(
             let messages = records.len() / rows;
             let mut best = 0.0f64;
             for (window, channels) in [(1024, 1), (4096, 1), (1024, 3)] {
-                let l = limits::broker(
-                    &connection.amqp_url,
-                    &queue,
-                    &body,
-                    RecordKind::Customer,
-                    messages,
-                    window,
-                    channels,
+                let raw_queue = limits::RawQueue {
+                    amqp_url: &connection.amqp_url,
+                    name: &queue,
                     queue_type,
-                )
-                .await?;
+                };
+                let l = limits::broker(&raw_queue, &body, RecordKind::Customer, messages, window, channels).await?;
                 best = best.max(l.consume_per_s * rows as f64);
             }
             raw.push((queue_type, rows, best));
@@ -449,36 +444,21 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
     let insert_many_per_s = insert_many.iter().map(|(_, r)| *r).fold(0.0, f64::max);
 
     let queue = format!("hpn_bench_limits_{}", std::process::id());
+    let raw_queue = limits::RawQueue {
+        amqp_url: &connection.amqp_url,
+        name: &queue,
+        queue_type: connection.queue_type,
+    };
     let one = hpn_common::message::encode(&records[..1]);
     let count = records.len().min(50_000);
     let (mut publish, mut consume) = (0.0f64, 0.0f64);
     for (window, channels) in [(1024, 1), (4096, 1), (1024, 3)] {
-        let l = limits::broker(
-            &connection.amqp_url,
-            &queue,
-            &one,
-            RecordKind::Customer,
-            count,
-            window,
-            channels,
-            connection.queue_type,
-        )
-        .await?;
+        let l = limits::broker(&raw_queue, &one, RecordKind::Customer, count, window, channels).await?;
         publish = publish.max(l.publish_per_s);
         consume = consume.max(l.consume_per_s);
     }
     let hundred = hpn_common::message::encode(&records[..100.min(records.len())]);
-    let batched = limits::broker(
-        &connection.amqp_url,
-        &queue,
-        &hundred,
-        RecordKind::Customer,
-        count / 100,
-        256,
-        1,
-        connection.queue_type,
-    )
-    .await?;
+    let batched = limits::broker(&raw_queue, &hundred, RecordKind::Customer, count / 100, 256, 1).await?;
     Ok(Limits {
         documents: documents.len(),
         insert_many,
