@@ -19,6 +19,7 @@
 //! - [`topology`]: exchange, queue and dead-letter names and their declaration;
 //! - [`broker`]: connecting to RabbitMQ;
 //! - [`publisher`]: publishing with confirms, the one way we publish;
+//! - [`retry`]: how long to wait before trying again, for every retry;
 //! - [`config`]: settings per server, and every `HPN_*` variable name;
 //! - [`seconds`]: durations as fractional seconds in reports;
 //! - [`telemetry`]: logging set-up;
@@ -33,6 +34,7 @@ pub mod message;
 pub mod profile;
 pub mod publisher;
 pub mod record;
+pub mod retry;
 pub mod seconds;
 pub mod telemetry;
 pub mod topology;

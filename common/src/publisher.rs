@@ -26,6 +26,7 @@ pub struct ConfirmedPublisher {
     channel: Channel,
     window: usize,
     in_flight: VecDeque<PublisherConfirm>,
+    confirmed: u64,
 }
 
 impl ConfirmedPublisher {
@@ -37,11 +38,18 @@ impl ConfirmedPublisher {
             channel,
             window: window.max(1),
             in_flight: VecDeque::with_capacity(window.max(1)),
+            confirmed: 0,
         })
     }
 
     pub fn channel(&self) -> &Channel {
         &self.channel
+    }
+
+    /// How many publishes, the oldest first, the broker has confirmed so far:
+    /// confirms are awaited in publishing order, so these are the first ones.
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed
     }
 
     /// Publish; if the window is full, wait for the oldest confirm first.
@@ -60,6 +68,7 @@ impl ConfirmedPublisher {
         while self.in_flight.len() >= self.window {
             let oldest = self.in_flight.pop_front().expect("the window is not empty");
             check(oldest, exchange, routing_key).await?;
+            self.confirmed += 1;
         }
         Ok(())
     }
@@ -68,6 +77,7 @@ impl ConfirmedPublisher {
     pub async fn flush(&mut self) -> Result<()> {
         while let Some(confirm) = self.in_flight.pop_front() {
             check(confirm, "", "").await?;
+            self.confirmed += 1;
         }
         Ok(())
     }

@@ -207,7 +207,7 @@ impl Store {
         }
         // The driver's default (30 s) would hide a database outage inside
         // each call; a short one hands it to our callers, who log it once,
-        // count it and back off (see the importer's `write::RetryPolicy`).
+        // count it and back off (see `hpn_common::retry::RetryPolicy`).
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         }

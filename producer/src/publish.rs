@@ -17,6 +17,16 @@
 //! than claiming rows it cannot vouch for.
 //! Files are published concurrently, one channel each.
 //!
+//! When the connection is lost mid-file (the broker node went down), the
+//! producer connects again, to the first address of `HPN_AMQP_URL` that
+//! answers, and resumes each unfinished file after its last row the broker
+//! confirmed (files are read again from the start, and the rows already
+//! confirmed skipped). Messages in flight at the loss may have reached the
+//! queue unconfirmed and are sent again: delivery is at least once, and the
+//! importer's keyed, versioned writes make the copies harmless. A refusal
+//! by the broker (a nack, an unroutable message, a queue of the other type)
+//! is not a loss and fails the run at once.
+//!
 //! Every record gets a version from the line it was read on (see
 //! [`crate::version`]), so whatever order the importer's consumers write in,
 //! the store ends with the last line of each key of the newest publish.
@@ -25,10 +35,12 @@ use crate::version::{FileVersions, VersionClock};
 use hpn_common::csv_source::{CsvSource, RejectsWriter};
 use hpn_common::message::{self, Origin};
 use hpn_common::publisher::ConfirmedPublisher;
+use hpn_common::retry::RetryPolicy;
 use hpn_common::{broker, BrokerSettings, Error, Record, RecordKind, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lapin::Connection;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -87,6 +99,9 @@ pub struct FileSummary {
     /// The versions given to the first and last record published (none for
     /// a file without valid rows).
     pub versions: Option<(i64, i64)>,
+    /// Connections lost while publishing it, each resumed after the last
+    /// confirmed row (see the module documentation).
+    pub resumed: u32,
     #[serde(with = "hpn_common::seconds", rename = "seconds")]
     pub elapsed: Duration,
 }
@@ -129,6 +144,7 @@ pub fn collect_inputs(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 
 /// Publish every file, concurrently, and return one summary per file in the
 /// order given. Headers are checked for every file before anything is sent.
+/// A lost connection is survived as the module documentation says.
 pub async fn publish_files(
     settings: &BrokerSettings,
     files: &[PathBuf],
@@ -137,33 +153,106 @@ pub async fn publish_files(
     for file in files {
         CsvSource::open(file)?;
     }
-    let connection = broker::connect(&settings.amqp_url, "hpn-producer").await?;
-    settings.topology().declare(&connection).await?;
     let bars = MultiProgress::with_draw_target(if options.progress && std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
     });
-    let tasks = files
-        .iter()
-        .map(|file| publish_file(&connection, settings, file, options, &bars));
-    let summaries = futures::future::try_join_all(tasks).await?;
-    let _ = connection.close(200, "done".into()).await;
-    Ok(summaries)
+    let mut done: Vec<Option<FileSummary>> = vec![None; files.len()];
+    let mut confirmed = vec![Confirmed::default(); files.len()];
+    let mut attempt = 0;
+    loop {
+        match publish_pass(settings, files, options, &bars, &mut done, &mut confirmed).await {
+            Ok(()) => break,
+            Err((error, lost)) => {
+                if !(lost && RetryPolicy::FAILOVER.may_retry(attempt)) {
+                    return Err(error);
+                }
+                let wait = RetryPolicy::FAILOVER.backoff(attempt);
+                warn!(
+                    "{error}; connecting again in {wait:?} and resuming each unfinished file after its last \
+                     confirmed row"
+                );
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+        }
+    }
+    Ok(done.into_iter().map(|s| s.expect("every file published")).collect())
 }
 
-/// Records of one message and the line of the first, as the reader thread hands them on.
+/// How far into a file the broker has confirmed, over every connection so far.
+#[derive(Clone, Copy, Debug, Default)]
+struct Confirmed {
+    /// The source line of the last record confirmed (0: none yet).
+    through_line: u64,
+    records: u64,
+    messages: u64,
+    /// Connections that were lost before the file was done.
+    lost: u32,
+}
+
+/// One connection's worth of publishing: the files not done yet,
+/// concurrently. On failure, says whether it was the connection that was
+/// lost (worth connecting again) rather than a refusal.
+async fn publish_pass(
+    settings: &BrokerSettings,
+    files: &[PathBuf],
+    options: &PublishOptions,
+    bars: &MultiProgress,
+    done: &mut [Option<FileSummary>],
+    confirmed: &mut [Confirmed],
+) -> std::result::Result<(), (Error, bool)> {
+    let resuming = done.iter().any(Option::is_some) || confirmed.iter().any(|c| c.messages > 0);
+    // Reaching no broker at all is worth retrying only in the middle of a failover.
+    let connection = broker::connect(&settings.amqp_url, "hpn-producer")
+        .await
+        .map_err(|e| (e.into(), resuming))?;
+    settings.topology().declare(&connection).await.map_err(|e| (e, false))?;
+    let tasks = files
+        .iter()
+        .zip(confirmed.iter_mut())
+        .zip(done.iter())
+        .filter(|(_, summary)| summary.is_none())
+        .map(|((file, confirmed), _)| publish_file(&connection, settings, file, options, bars, confirmed));
+    let outcomes = futures::future::join_all(tasks).await;
+    let pending = done.iter_mut().filter(|s| s.is_none());
+    let mut first_error = None;
+    for (slot, outcome) in pending.zip(outcomes) {
+        match outcome {
+            Ok(summary) => *slot = Some(summary),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
+    match first_error {
+        None => Ok(()),
+        Some(error) => {
+            let lost = matches!(error, Error::Broker(_));
+            Err((error, lost))
+        }
+    }
+}
+
+/// Records of one message and the lines of its first and last, as the
+/// reader thread hands them on.
 struct Chunk {
     line: u64,
+    last_line: u64,
     records: Vec<Record>,
 }
 
+/// Publish one file on `connection`, after the rows `confirmed` covers
+/// (all of it the first time); `confirmed` follows the broker's confirms.
 async fn publish_file(
     connection: &Connection,
     settings: &BrokerSettings,
     file: &Path,
     options: &PublishOptions,
     bars: &MultiProgress,
+    confirmed: &mut Confirmed,
 ) -> Result<FileSummary> {
     let started = Instant::now();
     let source = CsvSource::open(file)?;
@@ -185,54 +274,111 @@ async fn publish_file(
     let rows_per_message = options.rows_per_message.max(1);
     let reader_bar = bar.clone();
     let clock = options.version_clock.clone();
-    let reader =
-        tokio::task::spawn_blocking(move || read_rows(source, clock, rows_per_message, rejects_path, tx, reader_bar));
+    let skip_through = confirmed.through_line;
+    let reader = tokio::task::spawn_blocking(move || {
+        read_rows(
+            source,
+            clock,
+            rows_per_message,
+            skip_through,
+            rejects_path,
+            tx,
+            reader_bar,
+        )
+    });
 
     let origin_file = file.display().to_string();
     let exchange = settings.topology().exchange();
-    let (mut published, mut messages) = (0u64, 0u64);
-    while let Some(chunk) = rx.recv().await {
-        let origin = Origin {
-            file: origin_file.clone(),
-            line: chunk.line,
-        };
-        let (body, properties) = {
-            let _stage = tracing::debug_span!(target: "stage", "encode").entered();
-            (
-                message::encode(&chunk.records),
-                message::properties(kind, Some(&origin)),
-            )
-        };
-        publisher
-            .publish(&exchange, kind.as_str(), &body, properties)
-            .instrument(tracing::debug_span!(target: "stage", "publish"))
-            .await?;
-        published += chunk.records.len() as u64;
-        messages += 1;
-        if messages.is_multiple_of(256) {
-            let rate = published as f64 / started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{published} rows, {rate:.0} rows/s"));
+    let mut in_flight = InFlight::default();
+    let publishing = async {
+        while let Some(chunk) = rx.recv().await {
+            let origin = Origin {
+                file: origin_file.clone(),
+                line: chunk.line,
+            };
+            let (body, properties) = {
+                let _stage = tracing::debug_span!(target: "stage", "encode").entered();
+                (
+                    message::encode(&chunk.records),
+                    message::properties(kind, Some(&origin)),
+                )
+            };
+            in_flight.sent.push_back((chunk.last_line, chunk.records.len() as u64));
+            let sent = publisher
+                .publish(&exchange, kind.as_str(), &body, properties)
+                .instrument(tracing::debug_span!(target: "stage", "publish"))
+                .await;
+            in_flight.settle(publisher.confirmed(), confirmed);
+            sent?;
+            if confirmed.messages.is_multiple_of(256) {
+                let rate = confirmed.records as f64 / started.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("{} rows, {rate:.0} rows/s", confirmed.records));
+            }
         }
+        let flushed = publisher.flush().await;
+        in_flight.settle(publisher.confirmed(), confirmed);
+        flushed?;
+        publisher.close().await
+    };
+    let published = publishing.await;
+    if published.is_err() {
+        confirmed.lost += 1;
     }
-    publisher.close().await?;
-    let read = reader.await.map_err(|e| Error::Io(std::io::Error::other(e)))??;
+    // The reader stops once nobody takes its chunks; wait for it either
+    // way, so that a resumed pass never writes the rejects file beside it.
+    drop(rx);
+    let read = reader.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    published?;
+    let read = read?;
     let rejected = read.rejected;
     let elapsed = started.elapsed();
+    let Confirmed {
+        records,
+        messages,
+        lost,
+        ..
+    } = *confirmed;
     bar.finish_with_message(format!(
-        "{published} rows in {:.2}s, {rejected} rejected",
+        "{records} rows in {:.2}s, {rejected} rejected",
         elapsed.as_secs_f64()
     ));
-    info!(file = %file.display(), %kind, published, messages, rejected, seconds = elapsed.as_secs_f64(), "file published");
+    info!(file = %file.display(), %kind, published = records, messages, rejected, seconds = elapsed.as_secs_f64(), "file published");
     Ok(FileSummary {
         file: file.to_path_buf(),
         kind,
-        published,
+        published: records,
         messages,
         rejected,
         rejects_file: read.rejects_file,
         versions: read.versions,
+        resumed: lost,
         elapsed,
     })
+}
+
+/// The messages one connection has sent whose confirms are not counted
+/// in [`Confirmed`] yet: their last lines and sizes, oldest first.
+#[derive(Default)]
+struct InFlight {
+    sent: VecDeque<(u64, u64)>,
+    /// Of this connection's messages, how many are counted.
+    settled: u64,
+}
+
+impl InFlight {
+    /// The publisher has seen the first `now` confirms of this connection:
+    /// count those not counted yet.
+    fn settle(&mut self, now: u64, confirmed: &mut Confirmed) {
+        while self.settled < now {
+            let Some((last_line, records)) = self.sent.pop_front() else {
+                break;
+            };
+            confirmed.through_line = last_line;
+            confirmed.records += records;
+            confirmed.messages += 1;
+            self.settled += 1;
+        }
+    }
 }
 
 /// What the reader stage did with one file.
@@ -248,6 +394,7 @@ fn read_rows(
     mut source: CsvSource,
     clock: Option<VersionClock>,
     rows_per_message: usize,
+    skip_through: u64,
     rejects_path: PathBuf,
     tx: mpsc::Sender<Chunk>,
     bar: ProgressBar,
@@ -257,15 +404,19 @@ fn read_rows(
     let mut first_and_last: Option<(i64, i64)> = None;
     let mut chunk = Chunk {
         line: 0,
+        last_line: 0,
         records: Vec::with_capacity(rows_per_message),
     };
     let mut rows = 0u64;
     while let Some(row) = source.next() {
         match row {
+            // Confirmed on an earlier connection: read again, not sent again.
+            Ok(row) if row.line <= skip_through => {}
             Ok(row) => {
                 if chunk.records.is_empty() {
                     chunk.line = row.line;
                 }
+                chunk.last_line = row.line;
                 let mut record = row.record;
                 if let Some(versions) = versions.as_mut() {
                     let version = versions.version(row.line);
@@ -278,6 +429,7 @@ fn read_rows(
                         &mut chunk,
                         Chunk {
                             line: 0,
+                            last_line: 0,
                             records: Vec::with_capacity(rows_per_message),
                         },
                     );
@@ -311,6 +463,24 @@ fn read_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_confirmed_messages_move_the_resume_point() {
+        let mut confirmed = Confirmed::default();
+        let mut in_flight = InFlight::default();
+        for (last_line, records) in [(101, 100), (201, 100), (251, 50)] {
+            in_flight.sent.push_back((last_line, records));
+        }
+        in_flight.settle(2, &mut confirmed);
+        assert_eq!(
+            (confirmed.through_line, confirmed.records, confirmed.messages),
+            (201, 200, 2)
+        );
+        in_flight.settle(2, &mut confirmed);
+        assert_eq!(confirmed.records, 200, "the same confirms are not counted twice");
+        in_flight.settle(3, &mut confirmed);
+        assert_eq!((confirmed.through_line, confirmed.records), (251, 250));
+    }
 
     #[test]
     fn directories_expand_to_their_csv_files_in_brief_order() {

@@ -171,6 +171,52 @@ async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_the_brokers
 }
 
 #[tokio::test]
+async fn the_producer_resumes_on_another_node_when_its_node_stops() {
+    let _serial = SERIAL.lock().await;
+    const RECORDS: usize = 60_000;
+    let env = TestEnv::on_cluster("cluster_producer");
+    let file = customers_file(&env, RECORDS);
+    // The producer connects to the first address: node 1.
+    let (settings, path) = (env.settings.broker(), file.clone());
+    let publishing = tokio::spawn(async move {
+        let options = PublishOptions {
+            rows_per_message: 1,
+            ..PublishOptions::default()
+        };
+        publish_files(&settings, &[path], &options).await
+    });
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    eventually(Duration::from_secs(60), "publishing under way", || async {
+        env.ready(&queue).await >= 500
+    })
+    .await;
+    let started = Instant::now();
+    services(&["cluster", "stop-node", "1"]);
+    let stopped = started.elapsed();
+    let summaries = publishing.await.unwrap().expect("the publish survives its node");
+    let published = started.elapsed();
+    services(&["cluster", "start-node", "1"]);
+    assert_eq!(summaries[0].resumed, 1, "the node stopped before the file was done");
+    assert_eq!(summaries[0].published, RECORDS as u64, "every row confirmed once");
+    let queued = env.ready(&queue).await;
+    assert!(
+        queued as usize >= RECORDS,
+        "nothing lost: {queued} messages for {RECORDS} rows"
+    );
+    let stats = run_parallel(&config(&env)).await.expect("import");
+    eprintln!(
+        "cluster: node 1 stopped in {:.1} s under the producer, which was done {:.1} s after the stop began; \
+         {} messages queued for {RECORDS} rows",
+        stopped.as_secs_f64(),
+        published.as_secs_f64(),
+        queued
+    );
+    assert_eq!(stats[0].count_after, RECORDS as u64);
+    assert_exact(&env, &file).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn an_import_survives_stopping_the_node_that_leads_its_queue() {
     let _serial = SERIAL.lock().await;
     const RECORDS: usize = 200_000;

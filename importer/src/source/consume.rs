@@ -17,9 +17,12 @@
 //! and opens a new one under the new limit. Deliveries already sent to the
 //! old subscription still arrive (lapin ends a cancelled consumer's stream
 //! only after them: the `basic.cancel-ok` that ends it follows them on the
-//! channel) and are acknowledged on the same channel as any other. That
-//! happens once or twice per run, when the consumer learns how many records
-//! a message holds.
+//! channel) and are acknowledged on the same channel as any other. The old
+//! subscription's deliveries are taken to the end before the new one's
+//! ([`Subscriptions`]): delivery tags must reach the [`AckTracker`] in
+//! order, or a multiple ack would cover a tag not yet seen. That happens
+//! once or twice per run, when the consumer learns how many records a
+//! message holds.
 //!
 //! A redelivered message is counted and put back on its queue, or
 //! dead-lettered once it has failed too often (see [`crate::source::attempts`]).
@@ -38,7 +41,6 @@ use crate::route::partition::Router;
 use crate::route::partition::WorkItem;
 use crate::source::attempts::{self, Verdict};
 use crate::source::prefetch::Prefetch;
-use futures::stream::SelectAll;
 use futures::StreamExt;
 use hpn_common::message;
 use hpn_common::{RecordKind, Topology};
@@ -47,12 +49,35 @@ use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, B
 use lapin::types::FieldTable;
 use lapin::types::ShortString;
 use lapin::{Channel, Consumer};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// Every subscription of a consumer's run, oldest first: the current one,
+/// and before it any cancelled one whose last deliveries are still coming.
+/// Deliveries come out in the order the broker sent them (delivery tag
+/// order): the oldest subscription's to its end, then the next one's.
+#[derive(Default)]
+struct Subscriptions(VecDeque<Consumer>);
+
+impl Subscriptions {
+    /// The next delivery; `None` once the newest subscription has ended too.
+    async fn next(&mut self) -> Option<lapin::Result<Delivery>> {
+        loop {
+            let oldest = self.0.front_mut()?;
+            match oldest.next().await {
+                None if self.0.len() > 1 => {
+                    self.0.pop_front();
+                }
+                next => return next,
+            }
+        }
+    }
+}
 
 /// When a consumer stops.
 #[derive(Clone, Debug)]
@@ -113,9 +138,7 @@ impl ConsumerTask {
     pub async fn run(self) -> Result<()> {
         let queue = self.topology.queue(self.kind);
         let mut prefetch = Prefetch::new(self.prefetch, self.prefetch_records);
-        // Every subscription of this run: the current one, and a cancelled
-        // one while its last deliveries arrive.
-        let mut subscriptions = SelectAll::new();
+        let mut subscriptions = Subscriptions::default();
         let mut consumer_tag = self.subscribe(&queue, prefetch.current, &mut subscriptions).await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
         let mut tracker = AckTracker::new();
@@ -181,7 +204,7 @@ impl ConsumerTask {
 
     /// Set the prefetch to `limit` and subscribe to `queue`; the new
     /// subscription joins `subscriptions`. Returns its consumer tag.
-    async fn subscribe(&self, queue: &str, limit: u16, subscriptions: &mut SelectAll<Consumer>) -> Result<ShortString> {
+    async fn subscribe(&self, queue: &str, limit: u16, subscriptions: &mut Subscriptions) -> Result<ShortString> {
         self.channel.basic_qos(limit, self.qos()).await?;
         let consumer = self
             .channel
@@ -193,7 +216,7 @@ impl ConsumerTask {
             )
             .await?;
         let tag = consumer.tag();
-        subscriptions.push(consumer);
+        subscriptions.0.push_back(consumer);
         Ok(tag)
     }
 
@@ -205,7 +228,7 @@ impl ConsumerTask {
         queue: &str,
         limit: u16,
         current: ShortString,
-        subscriptions: &mut SelectAll<Consumer>,
+        subscriptions: &mut Subscriptions,
     ) -> Result<ShortString> {
         match self.prefetch_scope {
             PrefetchScope::Channel => {

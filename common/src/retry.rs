@@ -1,6 +1,7 @@
-//! How the importer waits before trying again: one policy type and one
-//! backoff for every retry it makes (writes while MongoDB is away or
-//! refusing, reconnects to either server).
+//! How our binaries wait before trying again: one policy type and one
+//! backoff for every retry they make (the importer's writes while MongoDB is
+//! away or refusing, reconnects to either server, and the producer's move
+//! to the next broker when its connection is lost).
 //!
 //! Backoff is capped exponential with jitter, so that tasks which failed
 //! together (every writer, when the database goes away) do not all try
@@ -46,6 +47,16 @@ impl RetryPolicy {
     /// For reconnecting to a server that went away.
     pub const RECONNECT: RetryPolicy = RetryPolicy {
         max_attempts: None,
+        first_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(5),
+        hold_refused: false,
+    };
+
+    /// For the producer when its broker connection is lost mid-publish:
+    /// reconnect (to the next address that answers) and resume, a few
+    /// times over about half a minute, then fail the run.
+    pub const FAILOVER: RetryPolicy = RetryPolicy {
+        max_attempts: Some(8),
         first_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(5),
         hold_refused: false,

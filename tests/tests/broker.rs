@@ -1,0 +1,74 @@
+//! What the consumers rely on from lapin and RabbitMQ, checked against a
+//! real broker rather than taken from documentation.
+
+use futures::StreamExt;
+use hpn_common::publisher::ConfirmedPublisher;
+use hpn_common::{message, RecordKind};
+use hpn_tests::TestEnv;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use std::time::Duration;
+
+/// The consumer re-subscribes when its per-consumer prefetch moves
+/// (`importer::source::consume`): it cancels, takes what the cancelled
+/// subscription still brings, and acknowledges it on the same channel.
+/// That needs lapin to end a cancelled consumer's stream after the
+/// deliveries already sent to it, and only then.
+#[tokio::test]
+async fn a_cancelled_consumer_still_yields_what_it_was_sent_then_ends() {
+    let env = TestEnv::new("broker_cancel");
+    let (connection, channel) = env.channel().await;
+    let topology = env.settings.topology();
+    let queue = topology.queue(RecordKind::Customer);
+    let mut publisher = ConfirmedPublisher::open(&connection, 64).await.unwrap();
+    let body = message::encode(&[hpn_tests::customer("C1", "Customer")]);
+    for _ in 0..100 {
+        publisher
+            .publish(
+                &topology.exchange(),
+                "customer",
+                &body,
+                message::properties(RecordKind::Customer, None),
+            )
+            .await
+            .unwrap();
+    }
+    publisher.close().await.unwrap();
+
+    channel.basic_qos(30, BasicQosOptions { global: false }).await.unwrap();
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let first = consumer.next().await.unwrap().unwrap();
+    // Let the broker fill the prefetch before cancelling.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    channel
+        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await
+        .unwrap();
+    let mut tags = vec![first.delivery_tag];
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(delivery) = consumer.next().await {
+            tags.push(delivery.unwrap().delivery_tag);
+        }
+    })
+    .await;
+    assert!(rest.is_ok(), "the cancelled consumer's stream ended");
+    assert_eq!(
+        tags,
+        (1..=30).collect::<Vec<u64>>(),
+        "every delivery in hand, in order, no more"
+    );
+    channel
+        .basic_ack(30, BasicAckOptions { multiple: true })
+        .await
+        .expect("the deliveries of a cancelled subscription are acknowledged on its channel");
+    assert_eq!(env.ready(&queue).await, 70, "the rest stayed queued");
+    env.cleanup().await;
+}
