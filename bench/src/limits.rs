@@ -9,8 +9,7 @@ use hpn_common::message;
 use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::{broker, QueueType, Record, RecordKind};
 use hpn_importer::Store;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
 use mongodb::bson::Document;
 use std::time::{Duration, Instant};
 
@@ -144,14 +143,7 @@ pub async fn broker(
 
     let channel = connection.create_channel().await?;
     channel.basic_qos(2000, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = hpn_common::broker::subscribe(&channel, queue).await?;
     let started = Instant::now();
     let mut received = 0;
     while received < count {

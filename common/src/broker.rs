@@ -10,7 +10,9 @@
 //! that is up. Which node a client is connected to does not matter for
 //! quorum queues: any node serves any queue, forwarding to its leader.
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::BasicConsumeOptions;
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use std::time::Duration;
 
 /// How long one address may take to accept a connection before the next is tried.
@@ -63,6 +65,19 @@ pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
             format!("no broker address in {urls:?}"),
         )
     }))
+}
+
+/// Subscribe to `queue` on `channel` as every consumer here does: a tag
+/// the broker names, and manual acknowledgements.
+pub async fn subscribe(channel: &Channel, queue: &str) -> lapin::Result<Consumer> {
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
 }
 
 fn io_error(kind: std::io::ErrorKind, message: String) -> lapin::Error {

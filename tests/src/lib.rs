@@ -123,6 +123,50 @@ async fn remove(settings: &ConnectionSettings) {
     }
 }
 
+/// The `user_id` of every customer in the store, in key order.
+pub async fn customer_ids(store: &Store) -> Vec<String> {
+    documents(store, RecordKind::Customer)
+        .await
+        .iter()
+        .map(|d| d.get_str("user_id").expect("user_id").to_string())
+        .collect()
+}
+
+/// Publish one message as an upstream system would: to the records
+/// exchange with the kind's routing key, and wait for the broker's confirm.
+pub async fn publish_raw(
+    channel: &Channel,
+    topology: &hpn_common::Topology,
+    kind: RecordKind,
+    body: &[u8],
+    properties: lapin::BasicProperties,
+) {
+    channel
+        .basic_publish(
+            topology.exchange().as_str().into(),
+            topology.routing_key(kind).into(),
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+}
+
+/// Take the oldest message of a dead-letter queue: the reason the importer
+/// wrote on it (`x-hpn-error`), and the message.
+pub async fn next_dead_letter(channel: &Channel, queue: &str) -> Option<(String, lapin::message::Delivery)> {
+    let message = channel
+        .basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")?;
+    let reason = hpn_common::message::header_str(&message.delivery.properties, hpn_common::message::header::ERROR)
+        .expect("a reason header");
+    Some((reason, message.delivery))
+}
+
 /// The cluster's comma-separated AMQP addresses.
 pub fn cluster_urls() -> String {
     if let Ok(urls) = std::env::var(env::CLUSTER_AMQP_URL) {

@@ -5,8 +5,7 @@ use futures::StreamExt;
 use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::{message, RecordKind};
 use hpn_tests::TestEnv;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicQosOptions};
 use std::time::Duration;
 
 /// The consumer re-subscribes when its per-consumer prefetch moves
@@ -36,15 +35,7 @@ async fn a_cancelled_consumer_still_yields_what_it_was_sent_then_ends() {
     publisher.close().await.unwrap();
 
     channel.basic_qos(30, BasicQosOptions { global: false }).await.unwrap();
-    let mut consumer = channel
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = hpn_common::broker::subscribe(&channel, &queue).await.unwrap();
     let first = consumer.next().await.unwrap().unwrap();
     // Let the broker fill the prefetch before cancelling.
     tokio::time::sleep(Duration::from_millis(300)).await;

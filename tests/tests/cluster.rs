@@ -9,8 +9,8 @@ use hpn_importer::{fetch, run_linear, run_parallel, Config};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::process::{assert_exact, count, customers_file, eventually, publish, services, Importer};
-use hpn_tests::{documents, TestEnv};
-use lapin::options::{BasicGetOptions, BasicPublishOptions, BasicRejectOptions, QueueDeclareOptions};
+use hpn_tests::{customer_ids, next_dead_letter, publish_raw, TestEnv};
+use lapin::options::{BasicGetOptions, BasicRejectOptions, QueueDeclareOptions};
 use lapin::types::AMQPValue;
 use std::path::PathBuf;
 use std::process::Command;
@@ -93,22 +93,11 @@ async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_the_brokers
     let topology = env.settings.topology();
     let queue = topology.queue(RecordKind::Customer);
     let send = |id: &'static str| {
-        let channel = channel.clone();
-        let exchange = topology.exchange();
+        let body = message::encode(&[hpn_tests::customer(id, &format!("Customer {id}"))]);
+        let (channel, topology) = (&channel, &topology);
         async move {
-            let body = message::encode(&[hpn_tests::customer(id, &format!("Customer {id}"))]);
-            channel
-                .basic_publish(
-                    exchange.as_str().into(),
-                    "customer".into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    message::properties(RecordKind::Customer, None),
-                )
-                .await
-                .unwrap()
-                .await
-                .unwrap();
+            let properties = message::properties(RecordKind::Customer, None);
+            publish_raw(channel, topology, RecordKind::Customer, &body, properties).await
         }
     };
     // B1 fails three deliveries (taken and handed back, as by a consumer
@@ -150,22 +139,13 @@ async fn a_message_redelivered_up_to_the_limit_is_dead_lettered_with_the_brokers
     importer.signal("TERM");
     assert!(importer.wait(Duration::from_secs(10)).await.success());
 
-    let dead_letter = channel
-        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .expect("the dead letter");
-    let reason = message::header_str(&dead_letter.delivery.properties, header::ERROR).unwrap();
+    let (reason, dead_letter) = next_dead_letter(&channel, &dead).await.expect("the dead letter");
     assert!(reason.starts_with("delivered 3 times"), "{reason}");
     assert!(
-        message::header_i64(&dead_letter.delivery.properties, header::ATTEMPTS).is_none(),
+        message::header_i64(&dead_letter.properties, header::ATTEMPTS).is_none(),
         "nothing was republished with our own counter"
     );
-    let ids: Vec<String> = documents(&env.store().await, RecordKind::Customer)
-        .await
-        .iter()
-        .map(|d| d.get_str("user_id").unwrap().to_string())
-        .collect();
+    let ids = customer_ids(&env.store().await).await;
     assert_eq!(ids, vec!["A1"]);
     env.cleanup().await;
 }

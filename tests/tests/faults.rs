@@ -9,15 +9,15 @@
 //! a server use `scripts/services`; all tests in this file take one lock,
 //! because stopping a server would break a test running beside it.
 
-use hpn_common::message::{self, header};
+use hpn_common::message;
 use hpn_common::RecordKind;
 use hpn_importer::fetch;
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::process::{
     assert_exact, count, customers_file, eventually, importer_program, publish, services, Importer, ServedImport,
 };
-use hpn_tests::{documents, TestEnv};
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use hpn_tests::{customer_ids, documents, next_dead_letter, publish_raw, TestEnv};
+use lapin::options::BasicGetOptions;
 use lapin::BasicProperties;
 use mongodb::bson::doc;
 use std::path::{Path, PathBuf};
@@ -203,18 +203,7 @@ async fn a_message_redelivered_too_often_is_dead_lettered_and_one_redelivery_is_
     // As if an importer had already put it back once after a failed delivery.
     let failed_once = message::retry_properties(&fresh, 1);
     for (body, properties) in [(customer("A1"), fresh), (customer("B1"), failed_once)] {
-        channel
-            .basic_publish(
-                topology.exchange().as_str().into(),
-                "customer".into(),
-                BasicPublishOptions::default(),
-                &body,
-                properties,
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_raw(&channel, &topology, RecordKind::Customer, &body, properties).await;
     }
     // A consumer takes both and dies without acknowledging: RabbitMQ
     // delivers them again, marked redelivered.
@@ -245,22 +234,10 @@ async fn a_message_redelivered_too_often_is_dead_lettered_and_one_redelivery_is_
     importer.signal("TERM");
     assert!(importer.wait(Duration::from_secs(10)).await.success());
 
-    let dead_letter = channel
-        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .expect("the dead letter");
-    let reason = message::header_str(&dead_letter.delivery.properties, header::ERROR).unwrap();
+    let (reason, dead_letter) = next_dead_letter(&channel, &dead).await.expect("the dead letter");
     assert!(reason.starts_with("delivered 2 times"), "{reason}");
-    assert!(
-        dead_letter.delivery.data == customer("B1"),
-        "the body is kept as published"
-    );
-    let ids: Vec<String> = documents(&env.store().await, RecordKind::Customer)
-        .await
-        .iter()
-        .map(|d| d.get_str("user_id").unwrap().to_string())
-        .collect();
+    assert!(dead_letter.data == customer("B1"), "the body is kept as published");
+    let ids = customer_ids(&env.store().await).await;
     assert_eq!(ids, vec!["A1"]);
     env.cleanup().await;
 }
@@ -313,18 +290,7 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_
         (batch_with_bad.into_bytes(), json.clone(), "name"),
     ];
     for (body, properties, _) in &messages {
-        channel
-            .basic_publish(
-                topology.exchange().as_str().into(),
-                "customer".into(),
-                BasicPublishOptions::default(),
-                body,
-                properties.clone(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_raw(&channel, &topology, RecordKind::Customer, body, properties.clone()).await;
     }
     let mut importer = Importer::start(&env, &[]);
     let dead = topology.dead_letter_queue(RecordKind::Customer);
@@ -340,12 +306,8 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_
     assert!(importer.wait(Duration::from_secs(10)).await.success());
 
     let mut reasons = Vec::new();
-    while let Some(m) = channel
-        .basic_get(dead.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        reasons.push(message::header_str(&m.delivery.properties, header::ERROR).expect("a reason header"));
+    while let Some((reason, _)) = next_dead_letter(&channel, &dead).await {
+        reasons.push(reason);
     }
     for (_, _, reason) in messages.iter().filter(|m| !m.2.is_empty()) {
         assert!(
@@ -353,11 +315,7 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_
             "no dead letter says {reason:?}: {reasons:?}"
         );
     }
-    let ids: Vec<String> = documents(&env.store().await, RecordKind::Customer)
-        .await
-        .iter()
-        .map(|d| d.get_str("user_id").unwrap().to_string())
-        .collect();
+    let ids = customer_ids(&env.store().await).await;
     assert_eq!(ids, vec!["G1", "G2", "G3"]);
     env.cleanup().await;
 }

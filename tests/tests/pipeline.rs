@@ -7,7 +7,7 @@ use hpn_importer::ImportStats;
 use hpn_importer::{run_linear, run_parallel, Config};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};
-use hpn_tests::{documents, expected_documents, read_csv, TestEnv};
+use hpn_tests::{customer_ids, documents, expected_documents, read_csv, TestEnv};
 use lapin::options::BasicGetOptions;
 use std::path::PathBuf;
 
@@ -170,11 +170,7 @@ async fn bad_rows_are_reported_with_their_lines_and_good_rows_still_go_in() {
 
     let stats = run_linear(&config(&env)).await.unwrap();
     assert_eq!((stats[0].processed, stats[0].count_after), (2, 2));
-    let ids: Vec<String> = documents(&env.store().await, RecordKind::Customer)
-        .await
-        .iter()
-        .map(|d| d.get_str("user_id").unwrap().to_string())
-        .collect();
+    let ids = customer_ids(&env.store().await).await;
     assert_eq!(ids, vec!["C1", "C4"]);
     env.cleanup().await;
 }
@@ -429,11 +425,7 @@ async fn a_record_mongodb_refuses_is_dead_lettered_with_the_reason() {
     let body = String::from_utf8_lossy(&message.delivery.data).into_owned();
     assert!(body.contains("shared@example.com"), "{body}");
     let refused = if body.contains(r#""C1""#) { "C1" } else { "C3" };
-    let stored: Vec<String> = documents(&store, RecordKind::Customer)
-        .await
-        .iter()
-        .map(|d| d.get_str("user_id").unwrap().to_string())
-        .collect();
+    let stored = customer_ids(&store).await;
     assert_eq!(stored.len(), 2, "{stored:?}");
     assert!(stored.contains(&"C2".to_string()), "{stored:?}");
     assert!(

@@ -24,8 +24,10 @@
 //! once or twice per run, when the consumer learns how many records a
 //! message holds.
 //!
-//! A redelivered message is counted and put back on its queue, or
-//! dead-lettered once it has failed too often (see [`crate::source::attempts`]).
+//! A redelivered message is counted (by the broker on a quorum queue, by
+//! the importer on a classic one) and processed, or put back on a classic
+//! queue with its count, or dead-lettered once it has failed too often (see
+//! [`crate::source::attempts`]).
 //!
 //! A one-shot consumer stops when its queue is empty: after `idle` with no
 //! delivery it asks the broker how many messages are ready; at zero it
@@ -45,8 +47,7 @@ use futures::StreamExt;
 use hpn_common::message;
 use hpn_common::{RecordKind, Topology};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicQosOptions};
 use lapin::types::ShortString;
 use lapin::{Channel, Consumer};
 use std::collections::VecDeque;
@@ -206,15 +207,7 @@ impl ConsumerTask {
     /// subscription joins `subscriptions`. Returns its consumer tag.
     async fn subscribe(&self, queue: &str, limit: u16, subscriptions: &mut Subscriptions) -> Result<ShortString> {
         self.channel.basic_qos(limit, self.qos()).await?;
-        let consumer = self
-            .channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let consumer = hpn_common::broker::subscribe(&self.channel, queue).await?;
         let tag = consumer.tag();
         subscriptions.0.push_back(consumer);
         Ok(tag)

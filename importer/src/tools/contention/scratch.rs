@@ -12,8 +12,8 @@ use hpn_common::message::{self, DEFAULT_MAX_MESSAGE_BYTES};
 use hpn_common::publisher::publish_confirmed;
 use hpn_common::{broker, ConnectionSettings, Record, RecordKind};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ExchangeKind};
@@ -159,14 +159,7 @@ impl Scratch {
                 .await?
                 .message_count();
             tasks.push(tokio::spawn(async move {
-                let mut consumer = channel
-                    .basic_consume(
-                        queue.into(),
-                        "".into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
+                let mut consumer = hpn_common::broker::subscribe(&channel, &queue).await?;
                 let mut tracker = AckTracker::new();
                 for _ in 0..messages {
                     let delivery = consumer
