@@ -45,7 +45,12 @@ pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
         let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await;
         let error = match attempt {
             Ok(Ok(connection)) => {
-                tracing::info!(broker = %redacted(url), position = i + 1, name, "connected to RabbitMQ");
+                // News only when an earlier address did not answer.
+                if i == 0 {
+                    tracing::debug!(broker = %redacted(url), name, "connected to RabbitMQ");
+                } else {
+                    tracing::info!(broker = %redacted(url), position = i + 1, name, "connected to a later RabbitMQ address");
+                }
                 return Ok(connection);
             }
             Ok(Err(e)) => e,

@@ -100,7 +100,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Drop the three collections and empty the queues (asks for --yes).
+    /// Drop the three collections and delete the queues, then declare them
+    /// again, empty and of the configured type (asks for --yes).
     Reset {
         #[command(flatten)]
         servers: Servers,
@@ -216,12 +217,14 @@ pub async fn main() -> Result<()> {
             store.drop_collections().await?;
             let connection = broker::connect(&settings.amqp_url, "hpn-importer (reset)").await?;
             let topology = settings.topology();
+            let deleted = topology.delete(&connection.create_channel().await?).await?;
             topology.declare(&connection).await?;
-            let channel = connection.create_channel().await?;
-            let purged = topology.purge(&channel).await?;
             println!(
-                "dropped the collections of {}; purged {purged} messages",
-                settings.database
+                "dropped the collections of {}; deleted {deleted} queued messages and declared the {} queues \
+                 anew ({})",
+                settings.database,
+                settings.queue_prefix,
+                topology.queue_type()
             );
         }
     }

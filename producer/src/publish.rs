@@ -162,7 +162,8 @@ pub async fn publish_files(
     let mut confirmed = vec![Confirmed::default(); files.len()];
     let mut attempt = 0;
     loop {
-        match publish_pass(settings, files, options, &bars, &mut done, &mut confirmed).await {
+        let failing_over = attempt > 0;
+        match publish_pass(settings, files, options, &bars, &mut done, &mut confirmed, failing_over).await {
             Ok(()) => break,
             Err((error, lost)) => {
                 if !(lost && RetryPolicy::FAILOVER.may_retry(attempt)) {
@@ -194,7 +195,8 @@ struct Confirmed {
 
 /// One connection's worth of publishing: the files not done yet,
 /// concurrently. On failure, says whether it was the connection that was
-/// lost (worth connecting again) rather than a refusal.
+/// lost (worth connecting again) rather than a refusal. Reaching no broker
+/// at all is worth retrying only when `failing_over` from a lost one.
 async fn publish_pass(
     settings: &BrokerSettings,
     files: &[PathBuf],
@@ -202,12 +204,11 @@ async fn publish_pass(
     bars: &MultiProgress,
     done: &mut [Option<FileSummary>],
     confirmed: &mut [Confirmed],
+    failing_over: bool,
 ) -> std::result::Result<(), (Error, bool)> {
-    let resuming = done.iter().any(Option::is_some) || confirmed.iter().any(|c| c.messages > 0);
-    // Reaching no broker at all is worth retrying only in the middle of a failover.
     let connection = broker::connect(&settings.amqp_url, "hpn-producer")
         .await
-        .map_err(|e| (e.into(), resuming))?;
+        .map_err(|e| (e.into(), failing_over))?;
     settings.topology().declare(&connection).await.map_err(|e| (e, false))?;
     let tasks = files
         .iter()

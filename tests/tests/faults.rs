@@ -10,7 +10,7 @@
 //! because stopping a server would break a test running beside it.
 
 use hpn_common::message;
-use hpn_common::RecordKind;
+use hpn_common::{QueueType, RecordKind};
 use hpn_importer::fetch;
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::process::{
@@ -194,7 +194,10 @@ async fn a_database_outage_pauses_consuming_and_acknowledges_nothing_meanwhile()
 #[tokio::test]
 async fn a_message_redelivered_too_often_is_dead_lettered_and_one_redelivery_is_retried() {
     let _serial = SERIAL.lock().await;
-    let env = TestEnv::new("fault_attempts");
+    // The classic queues' scheme (a counted copy put back); quorum queues
+    // count deliveries themselves (tests/tests/cluster.rs).
+    let mut env = TestEnv::new("fault_attempts");
+    env.settings.queue_type = QueueType::Classic;
     let (_connection, channel) = env.channel().await;
     let topology = env.settings.topology();
     let queue = topology.queue(RecordKind::Customer);

@@ -2,7 +2,7 @@
 //! in linear and parallel mode.
 
 use hpn_common::message::header;
-use hpn_common::RecordKind;
+use hpn_common::{QueueType, RecordKind};
 use hpn_importer::ImportStats;
 use hpn_importer::{run_linear, run_parallel, Config};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
@@ -333,7 +333,7 @@ async fn the_direct_path_stores_exactly_the_rows() {
 }
 
 /// `hpn-importer reset` asks for --yes, then drops the collections and
-/// empties the queues.
+/// empties the queues, declaring them anew with the configured type.
 #[tokio::test]
 async fn reset_asks_first_then_drops_the_collections_and_purges_the_queues() {
     let env = TestEnv::new("reset");
@@ -345,14 +345,18 @@ async fn reset_asks_first_then_drops_the_collections_and_purges_the_queues() {
         .unwrap();
     let queue = env.settings.topology().queue(RecordKind::Customer);
     assert!(env.ready(&queue).await > 0);
-    let reset = |yes: bool| {
+    let reset_as = |yes: bool, queue_type: &str| {
         let mut command = std::process::Command::new(hpn_tests::process::importer_program());
-        command.arg("reset").envs(env.settings.env_vars());
+        command
+            .arg("reset")
+            .envs(env.settings.env_vars())
+            .env(hpn_common::config::env::QUEUE_TYPE, queue_type);
         if yes {
             command.arg("--yes");
         }
         command.output().expect("run hpn-importer reset")
     };
+    let reset = |yes: bool| reset_as(yes, env.settings.queue_type.as_str());
     let refused = reset(false);
     assert!(!refused.status.success());
     assert!(
@@ -368,6 +372,20 @@ async fn reset_asks_first_then_drops_the_collections_and_purges_the_queues() {
         assert_eq!(store.count(kind).await.unwrap(), 0, "{kind}");
     }
     assert_eq!(env.ready(&queue).await, 0);
+    // Queues of the other type cannot be declared over these; reset can
+    // replace them, which is how an operator changes the type.
+    let other = match env.settings.queue_type {
+        QueueType::Classic => QueueType::Quorum,
+        QueueType::Quorum => QueueType::Classic,
+    };
+    let converted = reset_as(true, other.as_str());
+    let said = String::from_utf8_lossy(&converted.stdout);
+    assert!(
+        converted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+    assert!(said.contains(&format!("({other})")), "{said}");
     env.cleanup().await;
 }
 
