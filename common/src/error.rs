@@ -10,8 +10,15 @@ use crate::csv_source::SourceError;
 pub enum Error {
     #[error("RabbitMQ: {0}")]
     Broker(#[from] lapin::Error),
+    /// The broker nacked a publish: it could not take the message then (a
+    /// quorum queue without a leader for a moment, a length limit
+    /// reached). Sending it again later may succeed.
     #[error("RabbitMQ: the broker {0}")]
     NotConfirmed(String),
+    /// The broker returned a publish: nothing is bound to take it. Sending
+    /// it again cannot help until the topology changes.
+    #[error("RabbitMQ: the broker {0}")]
+    Unroutable(String),
     /// A queue exists with other arguments than we declare: most often one
     /// of the other type. Retrying cannot help; the settings must change.
     #[error(
@@ -49,7 +56,7 @@ pub enum Origin {
 impl Error {
     pub fn origin(&self) -> Origin {
         match self {
-            Error::Broker(_) | Error::NotConfirmed(_) => Origin::Broker,
+            Error::Broker(_) | Error::NotConfirmed(_) | Error::Unroutable(_) => Origin::Broker,
             Error::Source(_) | Error::Io(_) | Error::Inequivalent { .. } => Origin::Input,
             Error::Task(_) => Origin::Internal,
         }

@@ -119,7 +119,7 @@ async fn check(confirm: PublisherConfirm, exchange: &str, routing_key: &str) -> 
         return Err(Error::NotConfirmed(format!("refused a message{to}")));
     }
     if let Some(returned) = confirmation.take_message() {
-        return Err(Error::NotConfirmed(format!(
+        return Err(Error::Unroutable(format!(
             "could not route a message to {:?}: {}",
             returned.delivery.routing_key.as_str(),
             returned.reply_text

@@ -23,9 +23,10 @@
 //! confirmed (files are read again from the start, and the rows already
 //! confirmed skipped). Messages in flight at the loss may have reached the
 //! queue unconfirmed and are sent again: delivery is at least once, and the
-//! importer's keyed, versioned writes make the copies harmless. A refusal
-//! by the broker (a nack, an unroutable message, a queue of the other type)
-//! is not a loss and fails the run at once.
+//! importer's keyed, versioned writes make the copies harmless. A nack is
+//! resumed the same way (a quorum queue nacks publishes while it elects a
+//! new leader); an unroutable message or a queue of the other type fails the
+//! run at once.
 //!
 //! Every record gets a version from the line it was read on (see
 //! [`crate::version`]), so whatever order the importer's consumers write in,
@@ -227,11 +228,19 @@ async fn publish_pass(
             }
         }
     }
-    let _ = connection.close(200, "done".into()).await;
+    // Close only a connection that still works: closing one the broker has
+    // dropped can wait for ever for an answer.
+    if first_error.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), connection.close(200, "done".into())).await;
+    }
     match first_error {
         None => Ok(()),
         Some(error) => {
-            let lost = matches!(error, Error::Broker(_));
+            // A nack is the broker not taking a message for now (during a
+            // node's shutdown, a quorum queue nacks until its new leader is
+            // elected): resumed like a lost connection. A returned message
+            // (unroutable) or a queue of the other type is not.
+            let lost = matches!(error, Error::Broker(_) | Error::NotConfirmed(_));
             Err((error, lost))
         }
     }

@@ -173,10 +173,15 @@ async fn the_producer_resumes_on_another_node_when_its_node_stops() {
     let started = Instant::now();
     services(&["cluster", "stop-node", "1"]);
     let stopped = started.elapsed();
-    let summaries = publishing.await.unwrap().expect("the publish survives its node");
+    let summaries = tokio::time::timeout(Duration::from_secs(120), publishing)
+        .await
+        .expect("the publish ends")
+        .unwrap()
+        .expect("the publish survives its node");
     let published = started.elapsed();
-    services(&["cluster", "start-node", "1"]);
-    assert_eq!(summaries[0].resumed, 1, "the node stopped before the file was done");
+    // Once or more: a node shutting down may nack first and close later.
+    let resumed = summaries[0].resumed;
+    assert!(resumed >= 1, "the node stopped before the file was done");
     assert_eq!(summaries[0].published, RECORDS as u64, "every row confirmed once");
     let queued = env.ready(&queue).await;
     assert!(
@@ -185,14 +190,15 @@ async fn the_producer_resumes_on_another_node_when_its_node_stops() {
     );
     let stats = run_parallel(&config(&env)).await.expect("import");
     eprintln!(
-        "cluster: node 1 stopped in {:.1} s under the producer, which was done {:.1} s after the stop began; \
-         {} messages queued for {RECORDS} rows",
+        "cluster: node 1 stopped in {:.1} s under the producer, which resumed {resumed} times and was done \
+         {:.1} s after the stop began; {} messages queued for {RECORDS} rows",
         stopped.as_secs_f64(),
         published.as_secs_f64(),
         queued
     );
     assert_eq!(stats[0].count_after, RECORDS as u64);
     assert_exact(&env, &file).await;
+    services(&["cluster", "start-node", "1"]);
     env.cleanup().await;
 }
 

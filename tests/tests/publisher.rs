@@ -36,7 +36,7 @@ async fn an_unroutable_message_is_an_error_not_a_delivery() {
         .await
         .unwrap();
     let error = publisher.flush().await.expect_err("nothing is bound to that exchange");
-    assert!(matches!(error, Error::NotConfirmed(_)), "{error:?}");
+    assert!(matches!(error, Error::Unroutable(_)), "{error:?}");
     assert!(error.to_string().contains("could not route"), "{error}");
     assert_eq!(error.origin(), hpn_common::Origin::Broker);
     let _ = publisher
@@ -67,6 +67,10 @@ async fn a_message_the_broker_refuses_is_an_error_not_a_delivery() {
     publisher.publish("", &queue, b"{}", properties()).await.unwrap();
     let error = publisher.flush().await.expect_err("the second is refused");
     assert!(error.to_string().contains("refused a message"), "{error}");
+    assert!(
+        matches!(error, Error::NotConfirmed(_)),
+        "a nack, which may be sent again: {error:?}"
+    );
     let _ = publisher
         .channel()
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
