@@ -96,6 +96,26 @@ pub struct BrokerLimits {
 
 /// Publish `count` copies of `body` to a scratch durable queue with confirms
 /// (`window` in flight, on `channels` channels), then consume them all.
+/// The best publish and consume rates over the publisher settings worth
+/// trying: (confirm window, channels).
+pub async fn broker_best(
+    raw: &RawQueue<'_>,
+    body: &[u8],
+    kind: RecordKind,
+    count: usize,
+) -> anyhow::Result<BrokerLimits> {
+    let mut best = BrokerLimits {
+        publish_per_s: 0.0,
+        consume_per_s: 0.0,
+    };
+    for (window, channels) in [(1024, 1), (4096, 1), (1024, 3)] {
+        let l = broker(raw, body, kind, count, window, channels).await?;
+        best.publish_per_s = best.publish_per_s.max(l.publish_per_s);
+        best.consume_per_s = best.consume_per_s.max(l.consume_per_s);
+    }
+    Ok(best)
+}
+
 /// Where the raw broker limits are measured: a scratch queue of a type.
 pub struct RawQueue<'a> {
     pub amqp_url: &'a str,

@@ -316,7 +316,7 @@ async fn run(
             batch_size: tuning.batch_size,
             prefetch: tuning.prefetch,
             queue_type: connection.queue_type.to_string(),
-            prefetch_scope: scope_name(tuning.prefetch_scope).into(),
+            prefetch_scope: tuning.prefetch_scope.as_str().into(),
         },
         limits,
         sizes: size_results,
@@ -335,13 +335,6 @@ async fn run(
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     say(format!("results in {}", path.display()));
     Ok(results)
-}
-
-fn scope_name(scope: PrefetchScope) -> &'static str {
-    match scope {
-        PrefetchScope::PerConsumer => "per-consumer",
-        PrefetchScope::Channel => "channel",
-    }
 }
 
 /// The queue settings compared: classic with either prefetch scope, quorum
@@ -370,17 +363,13 @@ async fn compare_queues(
             let body = hpn_common::message::encode(&records[..rows]);
             let queue = format!("hpn_bench_raw_{}", std::process::id());
             let messages = records.len() / rows;
-            let mut best = 0.0f64;
-            for (window, channels) in [(1024, 1), (4096, 1), (1024, 3)] {
-                let raw_queue = limits::RawQueue {
-                    amqp_url: &connection.amqp_url,
-                    name: &queue,
-                    queue_type,
-                };
-                let l = limits::broker(&raw_queue, &body, RecordKind::Customer, messages, window, channels).await?;
-                best = best.max(l.consume_per_s * rows as f64);
-            }
-            raw.push((queue_type, rows, best));
+            let raw_queue = limits::RawQueue {
+                amqp_url: &connection.amqp_url,
+                name: &queue,
+                queue_type,
+            };
+            let best = limits::broker_best(&raw_queue, &body, RecordKind::Customer, messages).await?;
+            raw.push((queue_type, rows, best.consume_per_s * rows as f64));
         }
     }
     let cells: Vec<(QueueType, PrefetchScope, usize)> = QUEUE_VARIANTS
@@ -393,7 +382,7 @@ async fn compare_queues(
             say(format!(
                 "{size} records per file, run {}/{repeats}: {queue_type} queues, {} prefetch, {rows} per message",
                 repeat + 1,
-                scope_name(scope)
+                scope.as_str()
             ));
             runs[i].push(bench.run_queue_variant(files, queue_type, scope, rows).await?);
         }
@@ -411,7 +400,7 @@ async fn compare_queues(
                 .unwrap_or(f64::NAN);
             results::QueueResult {
                 queue_type: queue_type.to_string(),
-                prefetch_scope: scope_name(scope).into(),
+                prefetch_scope: scope.as_str().into(),
                 rows_per_message: rows,
                 records: total,
                 import_records_per_s: summary.import_records_per_s,
@@ -451,12 +440,7 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
     };
     let one = hpn_common::message::encode(&records[..1]);
     let count = records.len().min(50_000);
-    let (mut publish, mut consume) = (0.0f64, 0.0f64);
-    for (window, channels) in [(1024, 1), (4096, 1), (1024, 3)] {
-        let l = limits::broker(&raw_queue, &one, RecordKind::Customer, count, window, channels).await?;
-        publish = publish.max(l.publish_per_s);
-        consume = consume.max(l.consume_per_s);
-    }
+    let one_row = limits::broker_best(&raw_queue, &one, RecordKind::Customer, count).await?;
     let hundred = hpn_common::message::encode(&records[..100.min(records.len())]);
     let batched = limits::broker(&raw_queue, &hundred, RecordKind::Customer, count / 100, 256, 1).await?;
     Ok(Limits {
@@ -464,8 +448,8 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
         insert_many,
         insert_many_per_s,
         upsert_per_s,
-        publish_one_row_per_s: publish,
-        consume_one_row_per_s: consume,
+        publish_one_row_per_s: one_row.publish_per_s,
+        consume_one_row_per_s: one_row.consume_per_s,
         publish_hundred_rows_records_per_s: batched.publish_per_s * 100.0,
         consume_hundred_rows_records_per_s: batched.consume_per_s * 100.0,
     })

@@ -245,10 +245,7 @@ impl Bench {
     /// The bench's tuning, as `hpn-importer` flags.
     pub fn tuning_args(&self, command: &mut Command) {
         let t = &self.tuning;
-        command.arg("--prefetch-scope").arg(match t.prefetch_scope {
-            PrefetchScope::PerConsumer => "per-consumer",
-            PrefetchScope::Channel => "channel",
-        });
+        command.arg("--prefetch-scope").arg(t.prefetch_scope.as_str());
         for (flag, value) in [
             ("--batch-size", t.batch_size.to_string()),
             ("--flush-ms", t.flush_ms.to_string()),

@@ -63,6 +63,16 @@ pub enum PrefetchScope {
     Channel,
 }
 
+impl PrefetchScope {
+    /// The flag's value for this scope.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrefetchScope::PerConsumer => "per-consumer",
+            PrefetchScope::Channel => "channel",
+        }
+    }
+}
+
 /// How the importer batches, buffers and spreads its work. The defaults
 /// are [`Tuning::DEFAULT`], which the flags declare too.
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
@@ -187,6 +197,14 @@ mod tests {
             .unwrap()
             .tuning;
         assert_eq!((custom.batch_size, custom.writers), (10, 4));
+    }
+
+    #[test]
+    fn prefetch_scopes_are_named_as_their_flag_values() {
+        for scope in [PrefetchScope::PerConsumer, PrefetchScope::Channel] {
+            let value = clap::ValueEnum::to_possible_value(&scope).unwrap();
+            assert_eq!(scope.as_str(), value.get_name());
+        }
     }
 
     #[test]
