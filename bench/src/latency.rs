@@ -175,10 +175,11 @@ fn customer(n: u64) -> Record {
         user_id: format!("L{n:09}"),
         name: format!("Latency Customer {n}"),
         address: format!("{} Pine Blvd", n % 9000 + 100),
-        zip_code: "98101".into(),
+        zip_code: Some("98101".into()),
         phone_number: "206-555-0100".into(),
         email: format!("latency{n}@example.com"),
         // Versioned like the producer's records, so the guard is in the path measured.
+        extra: Default::default(),
         version: Some(n as i64),
     })
 }

@@ -3,12 +3,20 @@
 //!
 //! The reader never holds more than one row, so a file of any size reads in
 //! constant memory. A bad row never stops the file: it becomes a rejection
-//! and reading goes on with the next line. Only a file that cannot be opened,
-//! or whose header is not one of the three the brief defines, fails as a whole.
+//! and reading goes on with the next line. Only a file that cannot be used
+//! at all is refused whole, with one plain sentence ([`SourceError`]): it
+//! cannot be opened, it is empty, it is not text, it is not CSV, or its
+//! header is none of the layouts the [`Mapping`] knows.
+//!
+//! Control characters: inside a quoted field a line break (and a tab) is
+//! data, as in any spreadsheet's export, and text fields keep it; any other
+//! control character is refused (see `record.rs`). Ids never take either.
 
-use crate::record::{Customer, Product, Record, RecordKind, Rental};
+use crate::mapping::{abbreviate, Layout, Mapping};
+use crate::record::{Record, RecordKind};
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 /// A row that could not be turned into a record.
@@ -36,22 +44,27 @@ pub struct SourceRow {
     pub record: Record,
 }
 
-/// The file as a whole cannot be read.
+/// The file as a whole cannot be read: one sentence a person can act on,
+/// never the file's bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{file}: cannot open: {source}")]
     Open { file: PathBuf, source: io::Error },
+    #[error("{file}: the file is empty")]
+    Empty { file: PathBuf },
+    #[error("{file}: not a UTF-8 text file (it holds binary data or text in another encoding)")]
+    NotText { file: PathBuf },
+    #[error("{file}: not a CSV file ({why})")]
+    NotCsv { file: PathBuf, why: String },
     #[error("{file}: cannot read the header: {source}")]
     Header { file: PathBuf, source: csv::Error },
-    #[error(
-        "{file}: header {found:?} is not one of the known layouts \
-         (customers: {customers:?}; products: {products:?}; rentals: {rentals:?})",
-        customers = RecordKind::Customer.columns(),
-        products = RecordKind::Product.columns(),
-        rentals = RecordKind::Rental.columns()
-    )]
-    UnknownHeader { file: PathBuf, found: Vec<String> },
-    #[error("{file}: header {found:?} does not match the {kind} columns {expected:?}", expected = kind.columns())]
+    #[error("{file}: header {} {why}", abbreviate(found))]
+    UnknownHeader {
+        file: PathBuf,
+        found: Vec<String>,
+        why: String,
+    },
+    #[error("{file}: header {} does not match the {kind} columns {expected:?}", abbreviate(found), expected = kind.columns())]
     WrongHeader {
         file: PathBuf,
         kind: RecordKind,
@@ -59,33 +72,64 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// The file refused.
+    pub fn file(&self) -> &Path {
+        match self {
+            SourceError::Open { file, .. }
+            | SourceError::Empty { file }
+            | SourceError::NotText { file }
+            | SourceError::NotCsv { file, .. }
+            | SourceError::Header { file, .. }
+            | SourceError::UnknownHeader { file, .. }
+            | SourceError::WrongHeader { file, .. } => file,
+        }
+    }
+}
+
+/// How much of a file is looked at to tell text from binary.
+const SNIFF_BYTES: usize = 8192;
+
 /// An open CSV file of one record kind, read row by row.
 pub struct CsvSource {
     file: PathBuf,
-    kind: RecordKind,
+    layout: Layout,
     reader: csv::Reader<MarkBlankLines<BufReader<File>>>,
-    /// For each of the kind's columns (in brief order), its index in the file.
-    positions: Vec<usize>,
     row: csv::ByteRecord,
 }
 
 impl CsvSource {
-    /// Open a file and work out its kind from the header.
+    /// Open a file in one of the brief's layouts, its kind taken from the header.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, SourceError> {
-        Self::open_inner(path.as_ref(), None)
+        Self::open_with(path, &Mapping::brief())
     }
 
-    /// Open a file that must hold records of `kind`.
+    /// Open a file that must hold records of `kind`, in the brief's layout.
     pub fn open_as(path: impl AsRef<Path>, kind: RecordKind) -> Result<Self, SourceError> {
-        Self::open_inner(path.as_ref(), Some(kind))
+        let source = Self::open(path.as_ref());
+        match source {
+            Ok(source) if source.kind() == kind => Ok(source),
+            Ok(source) => Err(SourceError::WrongHeader {
+                file: source.file,
+                kind,
+                found: source.layout.header().to_vec(),
+            }),
+            Err(SourceError::UnknownHeader { file, found, .. }) => Err(SourceError::WrongHeader { file, kind, found }),
+            Err(e) => Err(e),
+        }
     }
 
-    fn open_inner(path: &Path, expected: Option<RecordKind>) -> Result<Self, SourceError> {
+    /// Open a file in any layout `mapping` knows (see [`Mapping::layout_for`]).
+    pub fn open_with(path: impl AsRef<Path>, mapping: &Mapping) -> Result<Self, SourceError> {
+        let path = path.as_ref();
         let file = path.to_path_buf();
-        let handle = File::open(path).map_err(|source| SourceError::Open {
+        let open_error = |source| SourceError::Open {
             file: file.clone(),
             source,
-        })?;
+        };
+        let mut handle = File::open(path).map_err(open_error)?;
+        sniff(&mut handle, path)?;
+        handle.rewind().map_err(open_error)?;
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .flexible(true)
@@ -100,9 +144,15 @@ impl CsvSource {
                     file: file.clone(),
                     source,
                 })?;
-            if !more || !is_blank(&row) {
+            if !more {
+                return Err(SourceError::Empty { file });
+            }
+            if !is_blank(&row) {
                 break;
             }
+        }
+        if row.iter().any(|h| std::str::from_utf8(h).is_err()) {
+            return Err(SourceError::NotText { file });
         }
         let header: Vec<String> = row
             .iter()
@@ -113,38 +163,35 @@ impl CsvSource {
                     .to_string()
             })
             .collect();
-        let kind = match (expected, RecordKind::from_header(&header)) {
-            (Some(want), Some(found)) if want == found => want,
-            (None, Some(found)) => found,
-            (Some(kind), _) => {
-                return Err(SourceError::WrongHeader {
-                    file,
-                    kind,
-                    found: header,
-                })
-            }
-            (None, None) => return Err(SourceError::UnknownHeader { file, found: header }),
-        };
-        let positions = kind
-            .columns()
-            .iter()
-            .map(|col| header.iter().position(|h| h == col).expect("header matched the kind"))
-            .collect();
+        if let Some(why) = not_csv(&header) {
+            return Err(SourceError::NotCsv { file, why });
+        }
+        let layout = mapping
+            .layout_for(path, &header)
+            .map_err(|e| SourceError::UnknownHeader {
+                file: file.clone(),
+                why: e.explain(mapping),
+                found: header,
+            })?;
         Ok(CsvSource {
             file,
-            kind,
+            layout,
             reader,
-            positions,
             row,
         })
     }
 
     pub fn kind(&self) -> RecordKind {
-        self.kind
+        self.layout.kind()
     }
 
     pub fn file(&self) -> &Path {
         &self.file
+    }
+
+    /// The file's header as read.
+    pub fn header(&self) -> &[String] {
+        self.layout.header()
     }
 
     /// Roughly how far into the file the reader is, in bytes (for progress).
@@ -166,57 +213,88 @@ impl CsvSource {
     }
 
     fn parse_row(&self, line: u64) -> Result<SourceRow, Rejection> {
-        let expected = self.positions.len();
-        if self.row.len() != expected {
-            return Err(self.reject(
-                line,
-                format!(
-                    "expected {expected} fields ({}), found {}",
-                    self.kind.columns().join(","),
-                    self.row.len()
-                ),
-            ));
-        }
-        let mut fields = Vec::with_capacity(expected);
-        for (col, &pos) in self.kind.columns().iter().zip(&self.positions) {
-            match std::str::from_utf8(&self.row[pos]) {
-                Ok(value) => fields.push(value),
-                Err(_) => return Err(self.reject(line, format!("{col}: not valid UTF-8"))),
-            }
-        }
-        let record = match self.kind {
-            RecordKind::Customer => Record::Customer(Customer {
-                user_id: fields[0].to_string(),
-                name: fields[1].to_string(),
-                address: fields[2].to_string(),
-                zip_code: fields[3].to_string(),
-                phone_number: fields[4].to_string(),
-                email: fields[5].to_string(),
-                version: None,
-            }),
-            RecordKind::Product => {
-                let quantity = fields[3].parse::<u32>().map_err(|_| {
-                    self.reject(
-                        line,
-                        format!("quantity_available: {:?} is not a whole number of 0 or more", fields[3]),
-                    )
-                })?;
-                Record::Product(Product {
-                    product_id: fields[0].to_string(),
-                    description: fields[1].to_string(),
-                    product_type: fields[2].to_string(),
-                    quantity_available: quantity,
-                    version: None,
-                })
-            }
-            RecordKind::Rental => Record::Rental(Rental {
-                product_id: fields[0].to_string(),
-                user_id: fields[1].to_string(),
-                version: None,
-            }),
-        };
-        record.validate().map_err(|e| self.reject(line, e.to_string()))?;
+        let record = self.layout.record(&self.row).map_err(|e| self.reject(line, e.0))?;
         Ok(SourceRow { line, record })
+    }
+}
+
+/// Why a first line is no CSV header, if it is not: every layout has two
+/// columns or more, and no column name starts like JSON or markup.
+fn not_csv(header: &[String]) -> Option<String> {
+    let first = header.first().map(String::as_str).unwrap_or("");
+    if first.starts_with(['{', '[']) {
+        return Some("it looks like JSON".into());
+    }
+    if first.starts_with('<') {
+        return Some("it looks like XML or HTML".into());
+    }
+    if header.len() == 1 {
+        return Some(format!("its first line has no commas: {}", abbreviate(header)));
+    }
+    None
+}
+
+/// Refuse, in one sentence, a file that is not text: a NUL byte in its
+/// first block (binary data, or UTF-16). Text that is not UTF-8 is caught
+/// in the header (the whole file is refused) or in a row (that row is).
+fn sniff(handle: &mut File, path: &Path) -> Result<(), SourceError> {
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    handle
+        .by_ref()
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|source| SourceError::Open {
+            file: path.to_path_buf(),
+            source,
+        })?;
+    if head.contains(&0) {
+        return Err(SourceError::NotText {
+            file: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// Finds the same key on two lines of one file, so the producer can say so
+/// (both lines, and which wins) rather than leave it to show up as an
+/// "updated" count.
+///
+/// It holds a 64-bit hash of each key and the line it was last seen on:
+/// 16 bytes a key plus the table's slack, not the keys themselves, so a
+/// million-row file costs tens of megabytes, not the file. Two different
+/// keys with one hash would be reported as a duplicate; at a million keys
+/// the odds are about one in 30 million.
+#[derive(Default)]
+pub struct KeyLines {
+    last_line: HashMap<u64, u64, std::hash::BuildHasherDefault<PassThrough>>,
+}
+
+impl KeyLines {
+    /// Note `record` on `line`; returns the line its key was last seen on.
+    pub fn see(&mut self, record: &Record, line: u64) -> Option<u64> {
+        use std::hash::Hasher;
+        // SipHash with fixed keys: the same key always gives the same hash.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        record.hash_key(&mut hasher);
+        self.last_line.insert(hasher.finish(), line)
+    }
+}
+
+/// The keys of [`KeyLines`] are hashes already.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -359,17 +437,19 @@ impl<R: io::Read> io::Read for MarkBlankLines<R> {
 pub struct RejectsWriter {
     path: PathBuf,
     writer: Option<csv::Writer<File>>,
-    kind: RecordKind,
+    /// The source file's header: rows are kept in its layout.
+    header: Vec<String>,
     count: u64,
 }
 
 impl RejectsWriter {
+    /// Rows of a file with this `header` (see [`CsvSource::header`]).
     /// Nothing is created until the first rejection arrives.
-    pub fn new(path: impl Into<PathBuf>, kind: RecordKind) -> Self {
+    pub fn new(path: impl Into<PathBuf>, header: &[String]) -> Self {
         RejectsWriter {
             path: path.into(),
             writer: None,
-            kind,
+            header: header.to_vec(),
             count: 0,
         }
     }
@@ -395,7 +475,7 @@ impl RejectsWriter {
             }
             let mut w = csv::WriterBuilder::new().flexible(true).from_path(&self.path)?;
             let mut header = vec!["line", "reason"];
-            header.extend_from_slice(self.kind.columns());
+            header.extend(self.header.iter().map(String::as_str));
             w.write_record(&header)?;
             self.writer = Some(w);
         }
@@ -405,7 +485,7 @@ impl RejectsWriter {
         row.extend(rejection.raw.iter().map(String::as_str));
         // Pad short rows so the file stays rectangular for spreadsheets;
         // a row with extra fields keeps them.
-        let width = 2 + self.kind.columns().len();
+        let width = 2 + self.header.len();
         if row.len() < width {
             row.resize(width, "");
         }
@@ -433,6 +513,7 @@ impl RejectsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Rental;
     use std::io::Write;
 
     fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
@@ -500,6 +581,7 @@ mod tests {
             Record::Rental(Rental {
                 product_id: "P1".into(),
                 user_id: "C1".into(),
+                extra: Default::default(),
                 version: None,
             })
         );
@@ -522,6 +604,87 @@ mod tests {
     }
 
     #[test]
+    fn a_quoted_line_break_is_kept_as_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "customers.csv",
+            "user_id,name,address,zip_code,phone_number,email\n\
+             C1,Ann,\"Flat 2\r\n12 High St\",98101,555,ann@example.com\n\
+             C2,Bo,\"1 Main\u{7}St\",98101,555,bo@example.com\n",
+        );
+        let rows: Vec<_> = CsvSource::open(&path).unwrap().collect();
+        let Ok(SourceRow {
+            line: 2,
+            record: Record::Customer(ann),
+        }) = &rows[0]
+        else {
+            panic!("{rows:?}")
+        };
+        assert_eq!(ann.address, "Flat 2\r\n12 High St");
+        let bell = rows[1].as_ref().unwrap_err();
+        assert_eq!(bell.line, 4, "the row after a two-line field is numbered right");
+        assert!(bell.reason.contains("control character '\\u{7}'"), "{}", bell.reason);
+    }
+
+    #[test]
+    fn empty_binary_and_non_csv_files_get_one_plain_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = write(&dir, "customers.csv", "");
+        let blank = write(&dir, "products.csv", "\n  \r\n\n");
+        let json = write(&dir, "rentals.csv", "{\"product_id\": \"P1\", \"user_id\": \"C1\"}\n");
+        let prose = write(&dir, "notes.csv", "Dear team\tplease load these\u{1b}[31m\n");
+        let latin1 = dir.path().join("latin1.csv");
+        std::fs::write(&latin1, b"user_id,nom\xe9\n").unwrap();
+        let binary = dir.path().join("photo.csv");
+        let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        bytes.extend((0..=255u8).cycle().take(20_000));
+        std::fs::write(&binary, &bytes).unwrap();
+        let utf16 = dir.path().join("utf16.csv");
+        std::fs::write(&utf16, b"\xff\xfeu\0s\0e\0r\0").unwrap();
+        for (path, expected) in [
+            (&empty, "the file is empty"),
+            (&blank, "the file is empty"),
+            (&json, "not a CSV file (it looks like JSON)"),
+            (
+                &prose,
+                "its first line has no commas: \"Dear team\\tplease load these\\u{1b}[31m\"",
+            ),
+            (&latin1, "not a UTF-8 text file"),
+            (&binary, "not a UTF-8 text file"),
+            (&utf16, "not a UTF-8 text file"),
+        ] {
+            let err = CsvSource::open(path).err().expect("refused");
+            let text = err.to_string();
+            assert!(text.contains(expected), "{text}");
+            assert!(text.starts_with(&path.display().to_string()), "{text}");
+            assert!(text.len() < 300, "one sentence, not a dump: {text}");
+            assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
+            assert_eq!(err.file(), path.as_path());
+        }
+        // A header alone is a file with no rows, not a refusal.
+        let header_only = write(&dir, "header.csv", "product_id,user_id");
+        assert_eq!(CsvSource::open(&header_only).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_key_seen_twice_gives_its_earlier_line() {
+        let rental = |p: &str, u: &str| {
+            Record::Rental(Rental {
+                product_id: p.into(),
+                user_id: u.into(),
+                extra: Default::default(),
+                version: None,
+            })
+        };
+        let mut seen = KeyLines::default();
+        assert_eq!(seen.see(&rental("P1", "C1"), 2), None);
+        assert_eq!(seen.see(&rental("P1", "C2"), 3), None);
+        assert_eq!(seen.see(&rental("P1", "C1"), 7), Some(2));
+        assert_eq!(seen.see(&rental("P1", "C1"), 9), Some(7), "the last time it was seen");
+    }
+
+    #[test]
     fn invalid_utf8_is_a_rejection_not_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rentals.csv");
@@ -537,11 +700,12 @@ mod tests {
         let source = dir.path().join("customers.csv");
         let path = RejectsWriter::path_for(&source, None);
         assert_eq!(path, dir.path().join("customers.rejects.csv"));
-        let empty = RejectsWriter::new(&path, RecordKind::Customer);
+        let header: Vec<String> = RecordKind::Customer.columns().iter().map(|c| c.to_string()).collect();
+        let empty = RejectsWriter::new(&path, &header);
         assert_eq!(empty.finish().unwrap(), None);
         assert!(!path.exists());
 
-        let mut w = RejectsWriter::new(&path, RecordKind::Customer);
+        let mut w = RejectsWriter::new(&path, &header);
         w.write(&Rejection {
             file: source.clone(),
             line: 7,

@@ -15,6 +15,7 @@
 //!
 //! - [`record`]: the three record kinds, their fields, validation, and the version rule;
 //! - [`csv_source`]: streaming CSV reading with file and line on every rejection;
+//! - [`mapping`]: how a file in another system's layout becomes records;
 //! - [`message`]: the message format on the queues (a public contract);
 //! - [`topology`]: exchange, queue and dead-letter names and their declaration;
 //! - [`broker`]: connecting to RabbitMQ;
@@ -30,6 +31,7 @@ pub mod broker;
 pub mod config;
 pub mod csv_source;
 pub mod error;
+pub mod mapping;
 pub mod message;
 pub mod profile;
 pub mod publisher;
@@ -41,5 +43,6 @@ pub mod topology;
 
 pub use config::{BrokerSettings, ConnectionSettings, StoreSettings};
 pub use error::{Error, Origin, Result};
-pub use record::{Customer, Product, Record, RecordKind, Rental};
+pub use mapping::Mapping;
+pub use record::{Customer, Extra, Product, Record, RecordKind, Rental};
 pub use topology::{QueueType, Topology};

@@ -291,6 +291,7 @@ mod tests {
         Record::Rental(Rental {
             product_id: p.into(),
             user_id: u.into(),
+            extra: Default::default(),
             version: None,
         })
     }
@@ -320,6 +321,7 @@ mod tests {
                 description: "Sofa, \"big\"".into(),
                 product_type: "livingroom".into(),
                 quantity_available: 2,
+                extra: Default::default(),
                 version: None,
             }),
             Record::Product(Product {
@@ -327,6 +329,7 @@ mod tests {
                 description: "Lamp".into(),
                 product_type: "livingroom".into(),
                 quantity_available: 0,
+                extra: Default::default(),
                 version: None,
             }),
         ];

@@ -13,8 +13,15 @@
 //! ([`replaces`]), so racing consumers, several importer processes and
 //! redeliveries end with the newest version of every key whatever order
 //! they write in. A record without a version is applied on arrival.
+//!
+//! Files from other systems carry columns the brief does not name (a
+//! customer's status, a rental's date). A record keeps those it was told to
+//! keep (see `crate::mapping`) as [`Extra`]: text under the names given, in
+//! one `extra` object on the wire and in the store, so a newer version
+//! replaces the whole set and no stale extra outlives it.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -67,6 +74,15 @@ impl RecordKind {
         }
     }
 
+    /// The columns a file may lack (see `docs/mapping.md`): those no key and
+    /// neither business query needs. Every other column is required.
+    pub fn optional_columns(self) -> &'static [&'static str] {
+        match self {
+            RecordKind::Customer => &["zip_code"],
+            RecordKind::Product | RecordKind::Rental => &[],
+        }
+    }
+
     /// The fields that identify one record of this kind in the store.
     pub fn key_fields(self) -> &'static [&'static str] {
         match self {
@@ -74,6 +90,17 @@ impl RecordKind {
             RecordKind::Product => &["product_id"],
             RecordKind::Rental => &["product_id", "user_id"],
         }
+    }
+
+    /// The kind a file's name says it holds: `customer.csv`,
+    /// `customers.csv`, `Rentals-2025.csv` (the leading letters of its name,
+    /// singular or plural, any case).
+    pub fn from_file_name(path: &std::path::Path) -> Option<RecordKind> {
+        let stem = path.file_stem()?.to_string_lossy().to_lowercase();
+        let word: String = stem.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+        RecordKind::ALL
+            .into_iter()
+            .find(|k| word == k.as_str() || word == k.collection())
     }
 
     /// Guess the kind of a CSV file from its header (column order ignored).
@@ -111,6 +138,10 @@ impl FromStr for RecordKind {
     }
 }
 
+/// Columns kept beside a record's own fields, by the name given in the
+/// mapping: text as it was in the file.
+pub type Extra = BTreeMap<String, String>;
+
 /// A customer, as in `customers.csv`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,9 +149,15 @@ pub struct Customer {
     pub user_id: String,
     pub name: String,
     pub address: String,
-    pub zip_code: String,
+    /// The one field of the brief a file may lack (no business query needs
+    /// it): `None` when the file has no such column, and then the stored
+    /// document has no `zip_code` either. An empty cell is `Some("")`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zip_code: Option<String>,
     pub phone_number: String,
     pub email: String,
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
     /// Orders versions of one key: the store keeps the highest it has seen
     /// (see [`Record::version`]). Not a column of the CSV files.
     #[serde(rename = "_version", default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +172,8 @@ pub struct Product {
     pub description: String,
     pub product_type: String,
     pub quantity_available: u32,
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
     /// Orders versions of one key: the store keeps the highest it has seen
     /// (see [`Record::version`]). Not a column of the CSV files.
     #[serde(rename = "_version", default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +186,8 @@ pub struct Product {
 pub struct Rental {
     pub product_id: String,
     pub user_id: String,
+    #[serde(default, skip_serializing_if = "Extra::is_empty")]
+    pub extra: Extra,
     /// Orders versions of one key: the store keeps the highest it has seen
     /// (see [`Record::version`]). Not a column of the CSV files.
     #[serde(rename = "_version", default, skip_serializing_if = "Option::is_none")]
@@ -216,6 +257,15 @@ fn check_id(field: &'static str, value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Whether a character may stand in a text field: anything printable, and
+/// the line breaks and tabs a quoted CSV field or a JSON string may carry
+/// (an address on two lines). Other control characters (NUL, escape,
+/// backspace, ...) are refused: they are garbage from a broken export, not
+/// data.
+fn allowed_in_text(c: char) -> bool {
+    !c.is_control() || matches!(c, '\n' | '\r' | '\t')
+}
+
 fn check_text(field: &'static str, value: &str, required: bool) -> Result<(), Invalid> {
     if required && value.trim().is_empty() {
         return Err(Invalid::new(field, "is empty"));
@@ -223,8 +273,47 @@ fn check_text(field: &'static str, value: &str, required: bool) -> Result<(), In
     if value.chars().count() > MAX_TEXT_LEN {
         return Err(Invalid::new(field, format!("is longer than {MAX_TEXT_LEN} characters")));
     }
-    if value.chars().any(|c| c.is_control()) {
-        return Err(Invalid::new(field, "contains control characters"));
+    if let Some(c) = value.chars().find(|&c| !allowed_in_text(c)) {
+        return Err(Invalid::new(
+            field,
+            format!("contains the control character {c:?} (only line breaks and tabs are allowed)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Most extra columns one record may keep.
+pub const MAX_EXTRAS: usize = 32;
+
+/// Whether `name` may name a kept column of a `kind` record: 1 to 64
+/// letters, digits, `_` or `-`, not starting with `_` (reserved for the
+/// store's own fields, like `_id` and `_version`), and not one of the
+/// kind's own fields. (Checked once per mapping, and again per record on
+/// the wire.)
+pub fn check_extra_name(kind: RecordKind, name: &str) -> Result<(), String> {
+    let well_formed = !name.is_empty()
+        && name.chars().count() <= MAX_ID_LEN
+        && !name.starts_with('_')
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    if !well_formed {
+        return Err(format!(
+            "{name:?} is not a usable name for a kept column (1 to {MAX_ID_LEN} letters, digits, '_' or '-', \
+             not starting with '_')"
+        ));
+    }
+    if kind.columns().contains(&name) || name == "extra" {
+        return Err(format!("{name:?} is a field of a {kind} record already"));
+    }
+    Ok(())
+}
+
+fn check_extra(kind: RecordKind, extra: &Extra) -> Result<(), Invalid> {
+    if extra.len() > MAX_EXTRAS {
+        return Err(Invalid::new("extra", format!("has more than {MAX_EXTRAS} entries")));
+    }
+    for (name, value) in extra {
+        check_extra_name(kind, name).map_err(|problem| Invalid::new("extra", problem))?;
+        check_text("extra", value, false).map_err(|e| Invalid::new("extra", format!("{name}: {}", e.problem)))?;
     }
     Ok(())
 }
@@ -248,9 +337,10 @@ impl Customer {
         check_id("user_id", &self.user_id)?;
         check_text("name", &self.name, true)?;
         check_text("address", &self.address, false)?;
-        check_text("zip_code", &self.zip_code, false)?;
+        check_text("zip_code", self.zip_code.as_deref().unwrap_or(""), false)?;
         check_text("phone_number", &self.phone_number, false)?;
-        check_email(&self.email)
+        check_email(&self.email)?;
+        check_extra(RecordKind::Customer, &self.extra)
     }
 }
 
@@ -258,14 +348,16 @@ impl Product {
     pub fn validate(&self) -> Result<(), Invalid> {
         check_id("product_id", &self.product_id)?;
         check_text("description", &self.description, true)?;
-        check_text("product_type", &self.product_type, true)
+        check_text("product_type", &self.product_type, true)?;
+        check_extra(RecordKind::Product, &self.extra)
     }
 }
 
 impl Rental {
     pub fn validate(&self) -> Result<(), Invalid> {
         check_id("product_id", &self.product_id)?;
-        check_id("user_id", &self.user_id)
+        check_id("user_id", &self.user_id)?;
+        check_extra(RecordKind::Rental, &self.extra)
     }
 }
 
@@ -355,14 +447,74 @@ impl Record {
         Ok(record)
     }
 
-    /// The record's fields as strings, in CSV column order.
+    /// Build a record of `kind` from its fields' text, in the order of
+    /// [`RecordKind::columns`] (`None`: the file has no such column), and the
+    /// extras to keep; then validate it. This is where CSV text becomes a
+    /// record, whatever the file's layout.
+    pub fn from_fields(kind: RecordKind, fields: &[Option<&str>], extra: Extra) -> Result<Record, Invalid> {
+        debug_assert_eq!(fields.len(), kind.columns().len());
+        let field = |i: usize| -> Result<String, Invalid> {
+            fields[i]
+                .map(str::to_string)
+                .ok_or_else(|| Invalid::new(kind.columns()[i], "is missing"))
+        };
+        let record = match kind {
+            RecordKind::Customer => Record::Customer(Customer {
+                user_id: field(0)?,
+                name: field(1)?,
+                address: field(2)?,
+                zip_code: fields[3].map(str::to_string),
+                phone_number: field(4)?,
+                email: field(5)?,
+                extra,
+                version: None,
+            }),
+            RecordKind::Product => {
+                let quantity = field(3)?;
+                let quantity_available = quantity.parse::<u32>().map_err(|_| {
+                    Invalid::new(
+                        "quantity_available",
+                        format!("{quantity:?} is not a whole number of 0 or more"),
+                    )
+                })?;
+                Record::Product(Product {
+                    product_id: field(0)?,
+                    description: field(1)?,
+                    product_type: field(2)?,
+                    quantity_available,
+                    extra,
+                    version: None,
+                })
+            }
+            RecordKind::Rental => Record::Rental(Rental {
+                product_id: field(0)?,
+                user_id: field(1)?,
+                extra,
+                version: None,
+            }),
+        };
+        record.validate()?;
+        Ok(record)
+    }
+
+    /// The columns kept beside the record's own fields.
+    pub fn extra(&self) -> &Extra {
+        match self {
+            Record::Customer(c) => &c.extra,
+            Record::Product(p) => &p.extra,
+            Record::Rental(r) => &r.extra,
+        }
+    }
+
+    /// The record's fields as strings, in CSV column order (an absent
+    /// optional field as an empty string; extras left out).
     pub fn to_fields(&self) -> Vec<String> {
         match self {
             Record::Customer(c) => vec![
                 c.user_id.clone(),
                 c.name.clone(),
                 c.address.clone(),
-                c.zip_code.clone(),
+                c.zip_code.clone().unwrap_or_default(),
                 c.phone_number.clone(),
                 c.email.clone(),
             ],
@@ -402,9 +554,10 @@ mod tests {
             user_id: "C000001".into(),
             name: "Ada Lovelace".into(),
             address: "12 St James's Square".into(),
-            zip_code: "98101".into(),
+            zip_code: Some("98101".into()),
             phone_number: "206-555-0100".into(),
             email: "ada@example.com".into(),
+            extra: Extra::new(),
             version: None,
         }
     }
@@ -429,6 +582,24 @@ mod tests {
             Some(RecordKind::Product)
         );
         assert_eq!(RecordKind::from_header(&["user_id"]), None);
+    }
+
+    #[test]
+    fn kind_is_read_from_a_file_name_singular_or_plural() {
+        use std::path::Path;
+        assert_eq!(
+            RecordKind::from_file_name(Path::new("/in/product.csv")),
+            Some(RecordKind::Product)
+        );
+        assert_eq!(
+            RecordKind::from_file_name(Path::new("Rentals-2025.csv")),
+            Some(RecordKind::Rental)
+        );
+        assert_eq!(
+            RecordKind::from_file_name(Path::new("customers.csv")),
+            Some(RecordKind::Customer)
+        );
+        assert_eq!(RecordKind::from_file_name(Path::new("export.csv")), None);
     }
 
     #[test]
@@ -459,10 +630,69 @@ mod tests {
     }
 
     #[test]
+    fn text_may_hold_line_breaks_and_tabs_but_no_other_control_character() {
+        let mut c = customer();
+        c.address = "Flat 2\r\n12 High St\tRear".into();
+        assert_eq!(c.validate(), Ok(()));
+        c.address = "12 High St\u{0}".into();
+        let err = c.validate().unwrap_err();
+        assert_eq!(err.field, "address");
+        assert!(err.problem.contains("'\\0'"), "{err}");
+        let mut c = customer();
+        c.user_id = "C\n1".into();
+        assert_eq!(c.validate().unwrap_err().field, "user_id", "ids take no line breaks");
+    }
+
+    #[test]
+    fn extras_travel_in_one_object_and_their_names_are_checked() {
+        let mut c = customer();
+        c.extra.insert("status".into(), "Active".into());
+        c.zip_code = None;
+        let json = serde_json::to_string(&Record::Customer(c.clone())).unwrap();
+        assert!(json.contains(r#""extra":{"status":"Active"}"#), "{json}");
+        assert!(!json.contains("zip_code"), "an absent zip code is left out: {json}");
+        assert_eq!(
+            Record::from_json(RecordKind::Customer, &json),
+            Ok(Record::Customer(c.clone()))
+        );
+        for bad in ["_id", "name", "a.b", "", "extra"] {
+            assert!(check_extra_name(RecordKind::Customer, bad).is_err(), "{bad:?}");
+        }
+        assert!(check_extra_name(RecordKind::Customer, "credit_limit").is_ok());
+        c.extra.insert("$where".into(), "x".into());
+        assert_eq!(c.validate().unwrap_err().field, "extra");
+    }
+
+    #[test]
+    fn fields_become_records_with_optional_ones_absent() {
+        let fields = [
+            Some("C1"),
+            Some("Ann Lee"),
+            Some(""),
+            None,
+            Some(""),
+            Some("ann@example.com"),
+        ];
+        let record = Record::from_fields(RecordKind::Customer, &fields, Extra::new()).unwrap();
+        assert!(matches!(&record, Record::Customer(c) if c.zip_code.is_none() && c.name == "Ann Lee"));
+        let fields = [Some("P1"), Some("Sofa"), Some("livingroom"), Some("three")];
+        let err = Record::from_fields(RecordKind::Product, &fields, Extra::new()).unwrap_err();
+        assert_eq!(err.field, "quantity_available");
+        let fields = [Some("P1"), None];
+        assert_eq!(
+            Record::from_fields(RecordKind::Rental, &fields, Extra::new())
+                .unwrap_err()
+                .field,
+            "user_id"
+        );
+    }
+
+    #[test]
     fn rental_key_combines_both_ids() {
         let r = Record::Rental(Rental {
             product_id: "P1".into(),
             user_id: "C9".into(),
+            extra: Extra::new(),
             version: None,
         });
         assert_eq!(r.key(), "P1/C9");

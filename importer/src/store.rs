@@ -622,31 +622,65 @@ pub fn stored_document(record: &Record) -> Document {
 }
 
 /// One statement of a guarded `update` command (see [`Store::upsert`]).
+///
+/// The fields a record may lack (an absent zip code, no extras) are unset,
+/// so an update replaces the record's fields wholesale, as an insert would:
+/// the end state never depends on which version was written first.
+/// Fields the import does not own (`rented_to`, from taking stock) are
+/// left as they are.
 fn guarded_upsert(record: &Record) -> Document {
     let mut filter = key_filter(record);
-    let update = match record.version() {
+    let mut unset = Document::new();
+    for field in absent_fields(record) {
+        unset.insert(field, "");
+    }
+    let set = match record.version() {
         Some(version) => {
             filter.insert(VERSION_FIELD, doc! {"$not": {"$gte": version}});
-            doc! {"$set": stored_document(record)}
+            stored_document(record)
         }
-        None => doc! {"$set": to_document(record), "$unset": {VERSION_FIELD: ""}},
+        None => {
+            unset.insert(VERSION_FIELD, "");
+            to_document(record)
+        }
     };
+    let mut update = doc! {"$set": set};
+    if !unset.is_empty() {
+        update.insert("$unset", unset);
+    }
     doc! {"q": filter, "u": update, "upsert": true}
 }
 
+/// The record's optional fields it does not have.
+fn absent_fields(record: &Record) -> impl Iterator<Item = &'static str> {
+    let zip_code = matches!(record, Record::Customer(c) if c.zip_code.is_none()).then_some("zip_code");
+    let extra = record.extra().is_empty().then_some(EXTRA_FIELD);
+    zip_code.into_iter().chain(extra)
+}
+
+/// Where a document keeps the columns its record was told to keep: one
+/// sub-document, replaced whole by a newer version.
+pub const EXTRA_FIELD: &str = "extra";
+
 /// A record's business fields, with the same names as the CSV columns
-/// (quantities as 64-bit integers): what readers of the store see, less the
-/// version.
+/// (quantities as 64-bit integers), and its kept columns under
+/// [`EXTRA_FIELD`]: what readers of the store see, less the version. An
+/// absent zip code is no field at all.
 pub fn to_document(record: &Record) -> Document {
-    match record {
-        Record::Customer(c) => doc! {
-            "user_id": &c.user_id,
-            "name": &c.name,
-            "address": &c.address,
-            "zip_code": &c.zip_code,
-            "phone_number": &c.phone_number,
-            "email": &c.email,
-        },
+    let mut document = match record {
+        Record::Customer(c) => {
+            let mut d = doc! {
+                "user_id": &c.user_id,
+                "name": &c.name,
+                "address": &c.address,
+            };
+            if let Some(zip_code) = &c.zip_code {
+                d.insert("zip_code", zip_code);
+            }
+            d.insert("phone_number", &c.phone_number);
+            d.insert("email", &c.email);
+            d
+        }
         Record::Product(p) => doc! {
             "product_id": &p.product_id,
             "description": &p.description,
@@ -657,7 +691,16 @@ pub fn to_document(record: &Record) -> Document {
             "product_id": &r.product_id,
             "user_id": &r.user_id,
         },
+    };
+    let extra = record.extra();
+    if !extra.is_empty() {
+        let kept: Document = extra
+            .iter()
+            .map(|(k, v)| (k.clone(), Bson::String(v.clone())))
+            .collect();
+        document.insert(EXTRA_FIELD, kept);
     }
+    document
 }
 
 #[cfg(test)]
@@ -670,6 +713,7 @@ mod tests {
         let r = Record::Rental(Rental {
             product_id: "P1".into(),
             user_id: "C1".into(),
+            extra: Default::default(),
             version: None,
         });
         assert_eq!(key_filter(&r), doc! {"product_id": "P1", "user_id": "C1"});
@@ -679,6 +723,7 @@ mod tests {
             description: "Sofa".into(),
             product_type: "livingroom".into(),
             quantity_available: 4,
+            extra: Default::default(),
             version: None,
         });
         assert_eq!(to_document(&p).get_i64("quantity_available"), Ok(4));
@@ -691,6 +736,7 @@ mod tests {
             Record::Rental(Rental {
                 product_id: p.into(),
                 user_id: u.into(),
+                extra: Default::default(),
                 version: None,
             })
         };
@@ -715,6 +761,7 @@ mod tests {
             let mut r = Record::Rental(Rental {
                 product_id: "P".into(),
                 user_id: id.into(),
+                extra: Default::default(),
                 version: None,
             });
             r.set_version(v);
@@ -741,6 +788,7 @@ mod tests {
         let mut r = Record::Rental(Rental {
             product_id: "P1".into(),
             user_id: "C1".into(),
+            extra: Default::default(),
             version: Some(42),
         });
         assert_eq!(stored_document(&r).get_i64(VERSION_FIELD), Ok(42));
@@ -748,7 +796,7 @@ mod tests {
             guarded_upsert(&r),
             doc! {
                 "q": {"product_id": "P1", "user_id": "C1", "_v": {"$not": {"$gte": 42_i64}}},
-                "u": {"$set": {"product_id": "P1", "user_id": "C1", "_v": 42_i64}},
+                "u": {"$set": {"product_id": "P1", "user_id": "C1", "_v": 42_i64}, "$unset": {"extra": ""}},
                 "upsert": true,
             }
         );
@@ -757,10 +805,33 @@ mod tests {
             guarded_upsert(&r),
             doc! {
                 "q": {"product_id": "P1", "user_id": "C1"},
-                "u": {"$set": {"product_id": "P1", "user_id": "C1"}, "$unset": {"_v": ""}},
+                "u": {"$set": {"product_id": "P1", "user_id": "C1"}, "$unset": {"extra": "", "_v": ""}},
                 "upsert": true,
             }
         );
+    }
+
+    #[test]
+    fn kept_columns_are_one_sub_document_and_absent_fields_are_unset() {
+        let mut extra = hpn_common::Extra::new();
+        extra.insert("status".into(), "Active".into());
+        let c = Record::Customer(Customer {
+            user_id: "C1".into(),
+            name: "Ann".into(),
+            address: "".into(),
+            zip_code: None,
+            phone_number: "".into(),
+            email: "ann@example.com".into(),
+            extra,
+            version: Some(7),
+        });
+        let stored = stored_document(&c);
+        assert_eq!(stored.get_document(EXTRA_FIELD).unwrap(), &doc! {"status": "Active"});
+        assert!(!stored.contains_key("zip_code"));
+        let statement = guarded_upsert(&c);
+        let update = statement.get_document("u").unwrap();
+        assert_eq!(update.get_document("$unset").unwrap(), &doc! {"zip_code": ""});
+        assert!(update.get_document("$set").unwrap().contains_key(EXTRA_FIELD));
     }
 
     #[test]

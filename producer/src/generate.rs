@@ -65,9 +65,10 @@ fn customer(rng: &mut ChaCha8Rng, i: usize) -> Customer {
             STREETS[rng.random_range(0..STREETS.len())],
             SUFFIXES[rng.random_range(0..SUFFIXES.len())]
         ),
-        zip_code: format!("{:05}", rng.random_range(98001..99404)),
+        zip_code: Some(format!("{:05}", rng.random_range(98001..99404))),
         phone_number: format!("206-555-{:04}", rng.random_range(0..10_000)),
         email: format!("{}.{}{}@example.com", first.to_lowercase(), last.to_lowercase(), i + 1),
+        extra: Default::default(),
         version: None,
     }
 }
@@ -86,6 +87,7 @@ fn product(rng: &mut ChaCha8Rng, i: usize) -> Product {
         description: format!("{adjective} {item}"),
         product_type: kind.to_string(),
         quantity_available: quantity,
+        extra: Default::default(),
         version: None,
     }
 }
@@ -104,6 +106,7 @@ fn rental(rng: &mut ChaCha8Rng, i: usize, products: usize, first: &mut usize) ->
     Rental {
         product_id: product_id(product),
         user_id: user_id(user),
+        extra: Default::default(),
         version: None,
     }
 }

@@ -11,5 +11,5 @@ pub mod generate;
 pub mod publish;
 pub mod version;
 
-pub use publish::{publish_files, FileSummary, PublishOptions};
+pub use publish::{publish_files, FileSummary, Publication, PublishOptions, Refused};
 pub use version::VersionClock;

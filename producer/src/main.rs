@@ -1,13 +1,18 @@
 //! `hpn-producer`: generate sample data, or publish CSV files to RabbitMQ.
+//!
+//! `publish` exits with a code a script can act on (see [`Outcome`] and
+//! the README): 0 all published, 3 a file refused whole, 4 rows rejected,
+//! 1 the run failed, 2 a wrong command line.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hpn_common::config::env;
-use hpn_common::{profile, BrokerSettings};
+use hpn_common::{profile, BrokerSettings, Mapping};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
-use hpn_producer::{publish_files, FileSummary, PublishOptions, VersionClock};
+use hpn_producer::{publish_files, FileSummary, PublishOptions, Refused, VersionClock};
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Publish HP Norton CSV files (customers, products, rentals) to RabbitMQ.
 #[derive(Parser)]
@@ -47,6 +52,10 @@ enum Command {
         /// Directory for rejects files (default: beside each input file).
         #[arg(long)]
         rejects_dir: Option<PathBuf>,
+        /// Column mapping (TOML) for files in other layouts than the brief's
+        /// (see docs/mapping.md); files in the brief's layouts still work.
+        #[arg(long)]
+        mapping: Option<PathBuf>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -62,8 +71,31 @@ enum Command {
     },
 }
 
+/// How a publish ended, as its exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Every file published, every row valid.
+    Published = 0,
+    /// At least one file was refused whole (the others were published).
+    FileRefused = 3,
+    /// Every file published, but some rows were rejected (kept in rejects files).
+    RowsRejected = 4,
+}
+
+impl Outcome {
+    fn of(report: &PublishReport) -> Outcome {
+        if !report.refused.is_empty() {
+            Outcome::FileRefused
+        } else if report.files.iter().any(|f| f.rejected > 0) {
+            Outcome::RowsRejected
+        } else {
+            Outcome::Published
+        }
+    }
+}
+
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> Result<ExitCode> {
     hpn_common::telemetry::init();
     let cli = Cli::parse();
     match cli.command {
@@ -79,10 +111,15 @@ async fn main() -> Result<()> {
             rows_per_message,
             confirm_window,
             rejects_dir,
+            mapping,
             json,
             version_clock,
             without_versions,
         } => {
+            let mapping = match mapping {
+                Some(path) => Mapping::load(&path)?,
+                None => Mapping::brief(),
+            };
             let files = hpn_producer::publish::collect_inputs(&paths)?;
             anyhow::ensure!(!files.is_empty(), "no CSV files in {paths:?}");
             let options = PublishOptions {
@@ -92,30 +129,40 @@ async fn main() -> Result<()> {
                 progress: !json,
                 version_clock: (!without_versions)
                     .then(|| VersionClock::new(version_clock.unwrap_or_else(VersionClock::default_path))),
+                mapping,
             };
             let started = std::time::Instant::now();
-            let summaries = publish_files(&broker, &files, &options).await?;
+            let publication = publish_files(&broker, &files, &options).await?;
             let report = PublishReport {
                 seconds: started.elapsed().as_secs_f64(),
-                published: summaries.iter().map(|s| s.published).sum(),
+                published: publication.published.iter().map(|s| s.published).sum(),
                 peak_rss_bytes: profile::peak_rss_bytes(),
                 stages: profile::stage_times(),
-                files: summaries,
+                files: publication.published,
+                refused: publication.refused,
             };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{}", table(&report.files));
+                println!("{}", table(&report.files, &report.refused));
                 println!(
                     "{} records published in {:.3}s ({:.0} records/s)",
                     report.published,
                     report.seconds,
                     report.published as f64 / report.seconds.max(1e-9)
                 );
+                if !report.refused.is_empty() {
+                    println!(
+                        "{} of {} files refused whole: nothing of them was sent",
+                        report.refused.len(),
+                        report.refused.len() + report.files.len()
+                    );
+                }
             }
+            return Ok(ExitCode::from(Outcome::of(&report) as u8));
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What `publish --json` prints.
@@ -128,10 +175,13 @@ struct PublishReport {
     peak_rss_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     stages: Vec<profile::StageTime>,
+    /// The files published.
     files: Vec<FileSummary>,
+    /// The files refused whole, with the reason.
+    refused: Vec<Refused>,
 }
 
-fn table(summaries: &[FileSummary]) -> Table {
+fn table(summaries: &[FileSummary], refused: &[Refused]) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
         "file",
@@ -139,8 +189,9 @@ fn table(summaries: &[FileSummary]) -> Table {
         "published",
         "messages",
         "rejected",
+        "duplicate keys",
         "seconds",
-        "rejects file",
+        "rejects file / refused because",
     ]);
     for s in summaries {
         table.add_row(vec![
@@ -149,11 +200,24 @@ fn table(summaries: &[FileSummary]) -> Table {
             s.published.to_string(),
             s.messages.to_string(),
             s.rejected.to_string(),
+            s.duplicate_keys.to_string(),
             format!("{:.3}", s.elapsed.as_secs_f64()),
             s.rejects_file
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default(),
+        ]);
+    }
+    for r in refused {
+        table.add_row(vec![
+            r.file.display().to_string(),
+            "-".into(),
+            "REFUSED".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            r.reason.clone(),
         ]);
     }
     table

@@ -17,6 +17,13 @@
 //! than claiming rows it cannot vouch for.
 //! Files are published concurrently, one channel each.
 //!
+//! A file is read in the layout the [`Mapping`] finds for its header (the
+//! brief's, or a table of `--mapping`). A file that cannot be read at all
+//! (empty, not text, not CSV, an unknown header) is refused whole before
+//! anything is sent, and the others are published all the same: the
+//! [`Publication`] lists both. The same key on two lines of one file is
+//! reported with both lines and which one wins.
+//!
 //! When the connection is lost mid-file (the broker node went down), the
 //! producer connects again, to the first address of `HPN_AMQP_URL` that
 //! answers, and resumes each unfinished file after its last row the broker
@@ -33,11 +40,11 @@
 //! the store ends with the last line of each key of the newest publish.
 
 use crate::version::{FileVersions, VersionClock};
-use hpn_common::csv_source::{CsvSource, RejectsWriter};
+use hpn_common::csv_source::{CsvSource, KeyLines, RejectsWriter, SourceError};
 use hpn_common::message::{self, Origin};
 use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::retry::RetryPolicy;
-use hpn_common::{broker, BrokerSettings, Error, Record, RecordKind, Result};
+use hpn_common::{broker, BrokerSettings, Error, Mapping, Record, RecordKind, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lapin::Connection;
 use serde::Serialize;
@@ -72,6 +79,8 @@ pub struct PublishOptions {
     /// records without versions (the importer then applies them in arrival
     /// order; for comparison only).
     pub version_clock: Option<VersionClock>,
+    /// The layouts files may come in (default: the brief's alone).
+    pub mapping: Mapping,
 }
 
 impl Default for PublishOptions {
@@ -82,6 +91,7 @@ impl Default for PublishOptions {
             rejects_dir: None,
             progress: false,
             version_clock: Some(VersionClock::new(VersionClock::default_path())),
+            mapping: Mapping::brief(),
         }
     }
 }
@@ -97,6 +107,9 @@ pub struct FileSummary {
     /// Rows refused by validation, written to `rejects_file`.
     pub rejected: u64,
     pub rejects_file: Option<PathBuf>,
+    /// Rows whose key an earlier row of the file had (each reported with
+    /// both lines): the later row wins.
+    pub duplicate_keys: u64,
     /// The versions given to the first and last record published (none for
     /// a file without valid rows).
     pub versions: Option<(i64, i64)>,
@@ -107,9 +120,37 @@ pub struct FileSummary {
     pub elapsed: Duration,
 }
 
+/// A file refused whole, and why (one sentence, without the file's name).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Refused {
+    pub file: PathBuf,
+    pub reason: String,
+}
+
+impl From<SourceError> for Refused {
+    fn from(error: SourceError) -> Self {
+        let file = error.file().to_path_buf();
+        let text = error.to_string();
+        let reason = text
+            .strip_prefix(&format!("{}: ", file.display()))
+            .unwrap_or(&text)
+            .to_string();
+        Refused { file, reason }
+    }
+}
+
+/// What publishing a set of files did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Publication {
+    /// One summary per file published, in the order given.
+    pub published: Vec<FileSummary>,
+    /// The files refused whole; nothing of them was sent.
+    pub refused: Vec<Refused>,
+}
+
 /// The CSV files to publish: the files given, and the `*.csv` files of the
 /// directories given (rejects files excluded), customers before products
-/// before rentals.
+/// before rentals (by file name, singular or plural).
 pub fn collect_inputs(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
@@ -129,9 +170,8 @@ pub fn collect_inputs(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let rank = RecordKind::ALL
-                    .iter()
-                    .position(|k| k.file_name() == name)
+                let rank = RecordKind::from_file_name(p)
+                    .and_then(|kind| RecordKind::ALL.iter().position(|k| *k == kind))
                     .unwrap_or(RecordKind::ALL.len());
                 (rank, name)
             });
@@ -143,17 +183,34 @@ pub fn collect_inputs(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Publish every file, concurrently, and return one summary per file in the
-/// order given. Headers are checked for every file before anything is sent.
-/// A lost connection is survived as the module documentation says.
+/// Publish every file, concurrently: one summary per file published, in
+/// the order given, and the files refused. Every file is opened (and its
+/// header checked) before anything is sent; a refused file does not stop
+/// the others. A lost connection is survived as the module documentation
+/// says.
 pub async fn publish_files(
     settings: &BrokerSettings,
     files: &[PathBuf],
     options: &PublishOptions,
-) -> Result<Vec<FileSummary>> {
+) -> Result<Publication> {
+    let mut refused = Vec::new();
+    let mut accepted = Vec::new();
     for file in files {
-        CsvSource::open(file)?;
+        match CsvSource::open_with(file, &options.mapping) {
+            Ok(_) => accepted.push(file.clone()),
+            Err(e) => {
+                warn!("{e}; the file is refused, the others are published");
+                refused.push(Refused::from(e));
+            }
+        }
     }
+    if accepted.is_empty() {
+        return Ok(Publication {
+            published: Vec::new(),
+            refused,
+        });
+    }
+    let files = accepted.as_slice();
     let bars = MultiProgress::with_draw_target(if options.progress && std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
@@ -180,7 +237,10 @@ pub async fn publish_files(
             }
         }
     }
-    Ok(done.into_iter().map(|s| s.expect("every file published")).collect())
+    Ok(Publication {
+        published: done.into_iter().map(|s| s.expect("every file published")).collect(),
+        refused,
+    })
 }
 
 /// How far into a file the broker has confirmed, over every connection so far.
@@ -265,7 +325,7 @@ async fn publish_file(
     confirmed: &mut Confirmed,
 ) -> Result<FileSummary> {
     let started = Instant::now();
-    let source = CsvSource::open(file)?;
+    let source = CsvSource::open_with(file, &options.mapping)?;
     let kind = source.kind();
     let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
     let bar = bars.add(ProgressBar::new(size));
@@ -361,6 +421,7 @@ async fn publish_file(
         rejected,
         rejects_file: read.rejects_file,
         versions: read.versions,
+        duplicate_keys: read.duplicate_keys,
         resumed: lost,
         elapsed,
     })
@@ -394,6 +455,7 @@ impl InFlight {
 /// What the reader stage did with one file.
 struct ReadSummary {
     rejected: u64,
+    duplicate_keys: u64,
     rejects_file: Option<PathBuf>,
     versions: Option<(i64, i64)>,
 }
@@ -409,7 +471,8 @@ fn read_rows(
     tx: mpsc::Sender<Chunk>,
     bar: ProgressBar,
 ) -> Result<ReadSummary> {
-    let mut rejects = RejectsWriter::new(&rejects_path, source.kind());
+    let mut rejects = RejectsWriter::new(&rejects_path, source.header());
+    let mut duplicates = Duplicates::new(clock.is_some());
     let mut versions = clock.map(FileVersions::start);
     let mut first_and_last: Option<(i64, i64)> = None;
     let mut chunk = Chunk {
@@ -419,6 +482,9 @@ fn read_rows(
     };
     let mut rows = 0u64;
     while let Some(row) = source.next() {
+        if let Ok(row) = &row {
+            duplicates.see(source.file(), row, row.line > skip_through);
+        }
         match row {
             // Confirmed on an earlier connection: read again, not sent again.
             Ok(row) if row.line <= skip_through => {}
@@ -463,11 +529,75 @@ fn read_rows(
         let _ = tx.blocking_send(chunk);
     }
     bar.set_position(bar.length().unwrap_or(0));
+    duplicates.finish(source.file());
     Ok(ReadSummary {
         rejected: rejects.count(),
+        duplicate_keys: duplicates.count,
         rejects_file: rejects.finish()?,
         versions: first_and_last,
     })
+}
+
+/// Reports rows whose key an earlier row of the same file had.
+struct Duplicates {
+    lines: KeyLines,
+    count: u64,
+    /// Whether records carry versions (then the later line wins for sure).
+    versioned: bool,
+}
+
+impl Duplicates {
+    /// Warnings per file, after which only the count is reported.
+    const SHOWN: u64 = 20;
+
+    fn new(versioned: bool) -> Self {
+        Duplicates {
+            lines: KeyLines::default(),
+            count: 0,
+            versioned,
+        }
+    }
+
+    /// Note one row; warn about it if `report` (a row read again after a
+    /// resume was reported the first time).
+    fn see(&mut self, file: &Path, row: &hpn_common::csv_source::SourceRow, report: bool) {
+        let Some(earlier) = self.lines.see(&row.record, row.line) else {
+            return;
+        };
+        self.count += 1;
+        if report && self.count <= Self::SHOWN {
+            warn!("{}", self.describe(file, &row.record, earlier, row.line));
+        }
+    }
+
+    fn describe(&self, file: &Path, record: &Record, earlier: u64, line: u64) -> String {
+        let kind = record.kind();
+        let (first, second) = record.key_parts();
+        let key = match kind.key_fields() {
+            [one] => format!("{one} {first}"),
+            fields => format!("{} {first}, {} {second}", fields[0], fields[1]),
+        };
+        let verdict = if self.versioned {
+            format!("line {line} wins (a later line gets a higher version)")
+        } else {
+            "published without versions, so the order of arrival decides which is kept".to_string()
+        };
+        format!(
+            "{}:{line}: the same key as line {earlier} ({key}); {verdict}",
+            file.display()
+        )
+    }
+
+    fn finish(&self, file: &Path) {
+        if self.count > Self::SHOWN {
+            warn!(
+                "{}: {} rows repeat an earlier row's key in all ({} shown above)",
+                file.display(),
+                self.count,
+                Self::SHOWN
+            );
+        }
+    }
 }
 
 #[cfg(test)]

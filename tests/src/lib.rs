@@ -241,9 +241,10 @@ pub fn customer(id: &str, name: &str) -> Record {
         user_id: id.into(),
         name: name.into(),
         address: format!("{id} Main St"),
-        zip_code: "98101".into(),
+        zip_code: Some("98101".into()),
         phone_number: "206-555-0100".into(),
         email: format!("{id}@example.com"),
+        extra: Default::default(),
         version: None,
     })
 }
@@ -255,6 +256,7 @@ pub fn product(id: &str, quantity: u32) -> Record {
         description: format!("product {id}"),
         product_type: "livingroom".into(),
         quantity_available: quantity,
+        extra: Default::default(),
         version: None,
     })
 }
@@ -264,6 +266,7 @@ pub fn rental(p: &str, u: &str) -> Record {
     Record::Rental(hpn_common::Rental {
         product_id: p.into(),
         user_id: u.into(),
+        extra: Default::default(),
         version: None,
     })
 }

@@ -351,7 +351,8 @@ async fn publish_one_per_message(env: &TestEnv, file: &Path, clock: &Path) -> (i
     };
     let summaries = publish_files(&env.settings.broker(), &[file.to_path_buf()], &options)
         .await
-        .unwrap();
+        .unwrap()
+        .published;
     summaries[0].versions.expect("versions of a file with rows")
 }
 

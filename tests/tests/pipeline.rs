@@ -25,8 +25,9 @@ fn config(env: &TestEnv) -> Config {
 async fn publish_sample(env: &TestEnv, options: &PublishOptions) -> Vec<PathBuf> {
     let files = generate(&env.path("data"), RECORDS, DEFAULT_SEED).unwrap();
     let paths: Vec<PathBuf> = files.paths().iter().map(|p| p.to_path_buf()).collect();
-    let summaries = publish_files(&env.settings.broker(), &paths, options).await.unwrap();
-    for s in &summaries {
+    let publication = publish_files(&env.settings.broker(), &paths, options).await.unwrap();
+    assert_eq!(publication.refused, vec![]);
+    for s in &publication.published {
         assert_eq!((s.published, s.rejected), (RECORDS as u64, 0), "{s:?}");
     }
     paths
@@ -150,7 +151,8 @@ async fn bad_rows_are_reported_with_their_lines_and_good_rows_still_go_in() {
         &PublishOptions::default(),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .published;
     assert_eq!((summaries[0].published, summaries[0].rejected), (2, 3));
     let rejects_file = summaries[0].rejects_file.clone().expect("a rejects file");
     assert_eq!(rejects_file, env.path("customers.rejects.csv"));

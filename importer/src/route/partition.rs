@@ -89,9 +89,10 @@ mod tests {
             user_id: id.into(),
             name: name.into(),
             address: String::new(),
-            zip_code: String::new(),
+            zip_code: None,
             phone_number: String::new(),
             email: "a@b.c".into(),
+            extra: Default::default(),
             version: None,
         })
     }
@@ -114,6 +115,7 @@ mod tests {
             Record::Rental(Rental {
                 product_id: p.into(),
                 user_id: u.into(),
+                extra: Default::default(),
                 version: None,
             })
         };

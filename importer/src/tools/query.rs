@@ -86,6 +86,7 @@ mod tests {
             description: "Sofa".into(),
             product_type: "livingroom".into(),
             quantity_available: 2,
+            extra: Default::default(),
             version: None,
         }];
         let value = products_json(&products);
@@ -95,9 +96,10 @@ mod tests {
             user_id: "C1".into(),
             name: "Ann".into(),
             address: "1 Main St".into(),
-            zip_code: "98101".into(),
+            zip_code: Some("98101".into()),
             phone_number: "555".into(),
             email: "ann@example.com".into(),
+            extra: Default::default(),
             version: None,
         }];
         let value = customers_json(&customers);

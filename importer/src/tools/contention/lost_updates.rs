@@ -39,6 +39,7 @@ pub async fn lost_updates(
                 let rental = Record::Rental(hpn_common::Rental {
                     product_id: format!("P{p:03}"),
                     user_id: format!("R{round}-{i}"),
+                    extra: Default::default(),
                     version: None,
                 });
                 scratch.publish(&scratch.direct(), &scratch.queue(i), &rental).await?;

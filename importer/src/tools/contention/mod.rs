@@ -197,9 +197,10 @@ pub(crate) fn customer(i: usize) -> Record {
         user_id: format!("C{i:05}"),
         name: format!("Customer {i}"),
         address: format!("{i} Contention Way"),
-        zip_code: "98101".into(),
+        zip_code: Some("98101".into()),
         phone_number: "206-555-0100".into(),
         email: format!("c{i}@example.com"),
+        extra: Default::default(),
         version: None,
     })
 }
