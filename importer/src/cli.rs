@@ -4,9 +4,11 @@
 //! so that the integration tests can run exactly this program as a child
 //! process (see `tests/src/bin`).
 
+use crate::observe::progress::Progress;
+use crate::oneshot::run::import_with_progress;
 use crate::store::Store;
 use crate::tools::query;
-use crate::{import, Config, Mode, Tuning};
+use crate::{Config, Mode, Tuning};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use hpn_common::config::env;
@@ -79,13 +81,13 @@ enum Command {
         #[arg(long, env = env::LISTEN, default_value = DEFAULT_LISTEN)]
         listen: String,
     },
-    /// Run one of the brief's business queries.
+    /// Run one of the brief's business queries, or list orphan rentals.
     Query {
         #[command(subcommand)]
         query: Query,
         #[command(flatten)]
         store: StoreSettings,
-        /// Print JSON keyed by product_id / user_id.
+        /// Print JSON (the business queries keyed by product_id / user_id).
         #[arg(long, global = true)]
         json: bool,
     },
@@ -116,6 +118,8 @@ enum Query {
     AvailableProducts,
     /// Every customer who rented a product.
     Rentals { product_id: String },
+    /// Rentals whose customer or product is not in the store.
+    Orphans,
 }
 
 /// Parse the command line and run it.
@@ -137,7 +141,9 @@ pub async fn main() -> Result<()> {
                 tuning,
                 rentals_take_stock,
             };
-            let mut report = import(&config, mode).await?;
+            // The live lines go to stderr, and only to a terminal.
+            let progress = Progress::on_terminal();
+            let mut report = import_with_progress(&config, mode, &progress).await?;
             report.peak_rss_bytes = hpn_common::profile::peak_rss_bytes();
             report.stages = hpn_common::profile::stage_times();
             cpu_profile::finish(profiler, profile_cpu.as_deref())?;
@@ -193,6 +199,14 @@ pub async fn main() -> Result<()> {
                             query::customers_table(&customers),
                             customers.len()
                         );
+                    }
+                }
+                Query::Orphans => {
+                    let found = store.orphan_rentals().await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&found)?);
+                    } else {
+                        println!("{}\n{}", query::orphans_table(&found), query::orphans_summary(&found));
                     }
                 }
             }

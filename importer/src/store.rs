@@ -163,6 +163,29 @@ pub enum StockOutcome {
     UnknownProduct,
 }
 
+/// A rental whose customer or product is not in the store (yet: a queue
+/// may deliver a rental before its customer; or at all: the file named a
+/// customer no file has).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Orphan {
+    pub product_id: String,
+    pub user_id: String,
+    pub missing_customer: bool,
+    pub missing_product: bool,
+}
+
+/// What [`Store::orphan_rentals`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Orphans {
+    /// Rentals looked at: all of them.
+    pub rentals: u64,
+    /// Those whose customer or product is missing, by product then customer.
+    pub orphans: Vec<Orphan>,
+}
+
+/// Rentals looked up per round trip by [`Store::orphan_rentals`].
+const ORPHAN_BATCH: usize = 1000;
+
 /// How long an operation waits for a reachable server before failing, unless
 /// the URI says otherwise (`serverSelectionTimeoutMS`).
 pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -518,6 +541,82 @@ impl Store {
             .sort(doc! {"user_id": 1})
             .await?;
         Ok(cursor.try_collect().await?)
+    }
+}
+
+impl Store {
+    /// Every rental whose customer or product is not in the store.
+    ///
+    /// Rentals are read in key order, a thousand at a time, and each batch's
+    /// customers and products are looked up with one `$in` query each: the
+    /// memory held is one batch whatever the collections' sizes, and it runs
+    /// the same on any MongoDB (no `$lookup`, which would scan a collection
+    /// per rental without an index on the foreign side).
+    pub async fn orphan_rentals(&self) -> Result<Orphans, StoreError> {
+        let mut cursor = self
+            .collection(RecordKind::Rental)
+            .find(doc! {})
+            .projection(doc! {"_id": 0, "product_id": 1, "user_id": 1})
+            .sort(doc! {"product_id": 1, "user_id": 1})
+            .batch_size(ORPHAN_BATCH as u32)
+            .await?;
+        let mut found = Orphans::default();
+        let mut batch = Vec::with_capacity(ORPHAN_BATCH);
+        loop {
+            let next = cursor.try_next().await?;
+            if let Some(rental) = &next {
+                let field = |name| rental.get_str(name).unwrap_or_default().to_string();
+                batch.push((field("product_id"), field("user_id")));
+            }
+            if batch.len() == ORPHAN_BATCH || (next.is_none() && !batch.is_empty()) {
+                found.rentals += batch.len() as u64;
+                self.find_orphans(&batch, &mut found.orphans).await?;
+                batch.clear();
+            }
+            if next.is_none() {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn find_orphans(&self, rentals: &[(String, String)], orphans: &mut Vec<Orphan>) -> Result<(), StoreError> {
+        let user_ids: Vec<&str> = rentals.iter().map(|(_, u)| u.as_str()).collect();
+        let product_ids: Vec<&str> = rentals.iter().map(|(p, _)| p.as_str()).collect();
+        let customers = self.existing(RecordKind::Customer, "user_id", &user_ids).await?;
+        let products = self.existing(RecordKind::Product, "product_id", &product_ids).await?;
+        for (product_id, user_id) in rentals {
+            let missing_customer = !customers.contains(user_id);
+            let missing_product = !products.contains(product_id);
+            if missing_customer || missing_product {
+                orphans.push(Orphan {
+                    product_id: product_id.clone(),
+                    user_id: user_id.clone(),
+                    missing_customer,
+                    missing_product,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of `values` of the key `field` have a document in `kind`'s collection.
+    async fn existing(
+        &self,
+        kind: RecordKind,
+        field: &str,
+        values: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let documents: Vec<Document> = self
+            .collection(kind)
+            .find(doc! {field: {"$in": values}})
+            .projection(doc! {"_id": 0, field: 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(documents
+            .iter()
+            .filter_map(|d| d.get_str(field).ok().map(str::to_string))
+            .collect())
     }
 }
 

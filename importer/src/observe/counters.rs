@@ -106,6 +106,14 @@ impl Counters {
         self.metrics.is_some()
     }
 
+    /// Records handled so far: written (new, updated or stale) or rejected.
+    pub fn processed(&self) -> u64 {
+        self.inserted.load(Relaxed)
+            + self.updated.load(Relaxed)
+            + self.stale.load(Relaxed)
+            + self.rejected.load(Relaxed)
+    }
+
     pub fn stats(&self, kind: RecordKind, count_before: u64, count_after: u64, elapsed: Duration) -> ImportStats {
         let (inserted, updated, stale, rejected) = (
             self.inserted.load(Relaxed),
@@ -143,5 +151,6 @@ mod tests {
         );
         assert_eq!(s.collection, "products");
         assert_eq!(s.tuple(), (11, 10, 15, 1.0));
+        assert_eq!(c.processed(), 11);
     }
 }

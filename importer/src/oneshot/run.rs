@@ -12,6 +12,7 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::observe::counters::Counters;
+use crate::observe::progress::Progress;
 use crate::report::{ImportReport, ImportStats};
 use crate::route::dead_letter::DeadLetters;
 use crate::sink::write::{self, WriterSetup};
@@ -81,13 +82,18 @@ impl Services {
 
 /// Drain the queues in `mode` and report per collection (customers first).
 pub async fn import(config: &Config, mode: Mode) -> Result<ImportReport> {
+    import_with_progress(config, mode, &Progress::hidden()).await
+}
+
+/// [`import`], drawing a live line per collection on `progress`.
+pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progress) -> Result<ImportReport> {
     let services = Services::connect(config, &format!("hpn-importer ({})", mode.as_str())).await?;
     let started = Instant::now();
     let result = match mode {
         Mode::Linear => {
             let mut collections = Vec::new();
             for kind in RecordKind::ALL {
-                match import_collection(&services, config, kind, 1, 1).await {
+                match import_collection(&services, config, kind, 1, 1, progress).await {
                     Ok(stats) => collections.push(stats),
                     Err(e) => return close_with(services, Err(e)).await,
                 }
@@ -96,7 +102,7 @@ pub async fn import(config: &Config, mode: Mode) -> Result<ImportReport> {
         }
         Mode::Parallel => {
             let (consumers, writers) = (config.tuning.consumers.max(1), config.tuning.writers.max(1));
-            let import = |kind| import_collection(&services, config, kind, consumers, writers);
+            let import = |kind| import_collection(&services, config, kind, consumers, writers, progress);
             if config.rentals_take_stock {
                 // Rentals take stock from products, so products must be in
                 // first: customers and products together, then rentals.
@@ -135,11 +141,20 @@ async fn import_collection(
     kind: RecordKind,
     consumers: usize,
     writers: usize,
+    progress: &Progress,
 ) -> Result<ImportStats> {
     let tuning = &config.tuning;
     let count_before = services.store.count(kind).await?;
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
+    let line = progress
+        .track(
+            kind,
+            counters.clone(),
+            &services.connection,
+            services.topology.queue(kind),
+        )
+        .await;
     let (mut writer_tasks, mut consumer_tasks) = (JoinSet::new(), JoinSet::new());
     let setup = WriterSetup {
         store: &services.store,
@@ -173,8 +188,22 @@ async fn import_collection(
     let outcome = supervise::finish(&mut consumer_tasks, &mut writer_tasks).await;
     consumer_tasks.abort_all();
     writer_tasks.abort_all();
+    let stats = finish(outcome, &services.store, &counters, kind, count_before, started).await;
+    line.finish(stats.as_ref().ok());
+    stats
+}
+
+/// The collection's figures once its tasks are done.
+async fn finish(
+    outcome: Result<()>,
+    store: &Store,
+    counters: &Counters,
+    kind: RecordKind,
+    count_before: u64,
+    started: Instant,
+) -> Result<ImportStats> {
     outcome?;
     let elapsed = started.elapsed();
-    let count_after = services.store.count(kind).await?;
+    let count_after = store.count(kind).await?;
     Ok(counters.stats(kind, count_before, count_after, elapsed))
 }

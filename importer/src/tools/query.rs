@@ -1,7 +1,9 @@
 //! The two business queries of the brief, formatted for a terminal or as
 //! JSON keyed the way the brief describes: products by `product_id`,
-//! customers by `user_id`.
+//! customers by `user_id`; and the orphan rentals, whose customer or
+//! product is not in the store.
 
+use crate::store::Orphans;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hpn_common::{Customer, Product};
 use serde_json::{json, Map, Value};
@@ -75,6 +77,40 @@ pub fn customers_table(customers: &[Customer]) -> Table {
     table
 }
 
+/// What is missing for one orphan, in words.
+fn missing(customer: bool, product: bool) -> &'static str {
+    match (customer, product) {
+        (true, true) => "customer and product",
+        (true, false) => "customer",
+        (false, true) => "product",
+        (false, false) => "nothing",
+    }
+}
+
+pub fn orphans_table(found: &Orphans) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["product_id", "user_id", "not in the store"]);
+    for o in &found.orphans {
+        table.add_row(vec![
+            o.product_id.as_str(),
+            o.user_id.as_str(),
+            missing(o.missing_customer, o.missing_product),
+        ]);
+    }
+    table
+}
+
+/// One line under the table.
+pub fn orphans_summary(found: &Orphans) -> String {
+    format!(
+        "{} of {} rentals name a customer or product that is not in the store",
+        found.orphans.len(),
+        found.rentals
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +146,25 @@ mod tests {
         );
         assert!(products_table(&products).to_string().contains("Sofa"));
         assert!(customers_table(&customers).to_string().contains("ann@example.com"));
+    }
+
+    #[test]
+    fn orphans_say_what_is_missing() {
+        let found = Orphans {
+            rentals: 3,
+            orphans: vec![crate::store::Orphan {
+                product_id: "P1".into(),
+                user_id: "C404".into(),
+                missing_customer: true,
+                missing_product: false,
+            }],
+        };
+        let table = orphans_table(&found).to_string();
+        assert!(table.contains("C404") && table.contains("customer"), "{table}");
+        assert!(!table.contains("customer and product"), "{table}");
+        assert_eq!(
+            orphans_summary(&found),
+            "1 of 3 rentals name a customer or product that is not in the store"
+        );
     }
 }
