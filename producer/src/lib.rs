@@ -5,11 +5,14 @@
 //! - [`version`]: the version each published record carries, so the store
 //!   keeps the newest whatever order the records are delivered in.
 //!
-//! The binary `hpn-producer` (src/main.rs) is a thin command line over these.
+//! The command line ([`main`], in `cli`) is in the library so the
+//! integration tests can run the very program; `src/main.rs` only calls it.
 
+mod cli;
 pub mod generate;
 pub mod publish;
 pub mod version;
 
+pub use cli::main;
 pub use publish::{publish_files, FileSummary, Publication, PublishOptions, Refused};
 pub use version::VersionClock;

@@ -12,15 +12,56 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The importer program: `hpn-importer`'s `main`, built by this crate as
-/// `hpn-tests-importer`. Cargo names binaries only to integration tests at
-/// compile time, so this helper finds it where Cargo puts it: in the target
-/// folder, beside the `deps/` folder that holds the test executables.
+/// `hpn-tests-importer` (see [`program`]).
 pub fn importer_program() -> PathBuf {
+    program("hpn-tests-importer")
+}
+
+/// The producer program: `hpn-producer`'s `main`, built by this crate as
+/// `hpn-tests-producer` (see [`program`]).
+pub fn producer_program() -> PathBuf {
+    program("hpn-tests-producer")
+}
+
+/// A binary of this crate. Cargo names binaries only to integration tests
+/// at compile time, so this finds it where Cargo puts it: in the target
+/// folder, beside the `deps/` folder that holds the test executables.
+fn program(name: &str) -> PathBuf {
     let test = std::env::current_exe().expect("the test's own path");
     let folder = test.parent().and_then(Path::parent).expect("target folder");
-    let program = folder.join(format!("hpn-tests-importer{}", std::env::consts::EXE_SUFFIX));
+    let program = folder.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(program.exists(), "{} is built with the tests", program.display());
     program
+}
+
+/// What a finished child process said.
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Its stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// Run `program` with `args` against the test's servers, to the end.
+pub fn run(env: &TestEnv, program: &Path, args: &[&str]) -> Ran {
+    let output = Command::new(program)
+        .args(args)
+        .envs(env.settings.env_vars())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run the program");
+    Ran {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 /// A running `hpn-importer serve`, listening where it says it does.

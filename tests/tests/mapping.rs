@@ -1,0 +1,268 @@
+//! Files from another system, end to end through the queue: one mapping,
+//! a customers file, a products file and a rentals file in three layouts
+//! that between them hold every variation HP Norton's exports show, beside
+//! a file in the brief's layout and files that must be refused.
+
+use hpn_common::RecordKind;
+use hpn_importer::{run_parallel, Config};
+use hpn_tests::process::{importer_program, producer_program, run};
+use hpn_tests::{documents, TestEnv};
+use mongodb::bson::{doc, Document};
+
+/// The other system's mapping: renamed columns, a name joined from two
+/// columns, a misspelt header, kept extras, no zip code.
+const MAPPING: &str = r#"
+[customer]
+user_id = "customer_id"
+name = "{Name} {Last_name}"
+address = "Home_address"
+phone_number = "Phone_number"
+email = "Email_address"
+
+[customer.keep]
+status = "Status"
+credit_limit = "Credit_limit"
+
+[product]
+product_id = "Id"
+description = "description"
+product_type = "product_type"
+quantity_available = "qantity_available"
+
+[rental]
+product_id = "product_id"
+user_id = "customer_id"
+
+[rental.keep]
+rental_id = "rental_id"
+rented_on = "date"
+"#;
+
+/// Singular name, a byte-order mark, CRLF, no newline at the end, no zip
+/// code, a name in two columns (one without a last name), an address on
+/// two lines, and a column (Notes) nobody asked for.
+const CUSTOMERS: &str =
+    "\u{feff}customer_id,Name,Last_name,Home_address,Phone_number,Email_address,Status,Credit_limit,Notes\r\n\
+    C1,Ann,Lee,1 Main St,206-555-0100,ann@example.com,Active,500,call first\r\n\
+    C2,Bo,,2 Oak Ave,206-555-0101,bo@example.com,Closed,0,\r\n\
+    C3,Cy,Ng,\"Flat 2\r\n12 High St\",206-555-0102,cy@example.com,Active,250,";
+
+/// `Id` for `product_id`, the misspelt quantity column, an extra column.
+const PRODUCTS: &str = "Id,description,product_type,qantity_available,Colour\n\
+    P1,Sofa,livingroom,3,red\n\
+    P2,Lamp,livingroom,0,white\n\
+    P3,Bed,bedroom,5,oak\n";
+
+/// Each rental repeats its customer's details (so the customer table's
+/// columns are all here too: the file's name says it holds rentals), has
+/// its own id and date, and two name a customer or product no file has.
+const RENTALS: &str = "rental_id,date,product_id,customer_id,Name,Last_name,Home_address,Phone_number,Email_address,Status,Credit_limit\n\
+    R1,2025-01-02,P1,C1,Ann,Lee,1 Main St,206-555-0100,ann@example.com,Active,500\n\
+    R2,2025-01-03,P3,C2,Bo,,2 Oak Ave,206-555-0101,bo@example.com,Closed,0\n\
+    R3,2025-01-04,P1,C404,Di,Ro,9 Elm St,206-555-0199,di@example.com,Active,100\n\
+    R4,2025-01-05,P9,C3,Cy,Ng,12 High St,206-555-0102,cy@example.com,Active,250\n";
+
+/// The brief's own layout, in the same directory.
+const BRIEF_RENTALS: &str = "product_id,user_id\nP3,C1\n";
+
+#[tokio::test]
+async fn files_in_other_layouts_go_through_the_queue_with_their_extras() {
+    let env = TestEnv::new("mapping");
+    let dir = env.path("export");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in [
+        ("customer.csv", CUSTOMERS),
+        ("product.csv", PRODUCTS),
+        ("rental.csv", RENTALS),
+        ("rentals.csv", BRIEF_RENTALS),
+        ("notes.csv", "Exported by the back office on Monday\n"),
+        ("empty.csv", ""),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    std::fs::write(dir.join("photo.csv"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\x01\x02").unwrap();
+    let mapping = env.path("other-system.toml");
+    std::fs::write(&mapping, MAPPING).unwrap();
+    let clock = env.path("clock");
+
+    let ran = run(
+        &env,
+        &producer_program(),
+        &[
+            "publish",
+            "--json",
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--version-clock",
+            clock.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ran.code, Some(3), "a refused file sets exit code 3\n{}", ran.stderr);
+    let report = ran.json();
+    let published: Vec<(String, u64)> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let name = f["file"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+            (name, f["published"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        published,
+        vec![
+            ("customer.csv".to_string(), 3),
+            ("product.csv".to_string(), 3),
+            ("rental.csv".to_string(), 4),
+            ("rentals.csv".to_string(), 1),
+        ],
+        "customers, products, rentals, whatever the names' number"
+    );
+    let refused: Vec<(String, String)> = report["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let name = r["file"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+            (name, r["reason"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let reason = |name: &str| {
+        refused
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.as_str())
+            .unwrap_or_else(|| panic!("{name} refused: {refused:?}"))
+    };
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert_eq!(reason("empty.csv"), "the file is empty");
+    assert!(reason("notes.csv").starts_with("not a CSV file"), "{refused:?}");
+    assert!(reason("photo.csv").starts_with("not a UTF-8 text file"), "{refused:?}");
+
+    let stats = run_parallel(&Config {
+        connection: env.settings.clone(),
+        tuning: Default::default(),
+        rentals_take_stock: false,
+    })
+    .await
+    .unwrap();
+    let after: Vec<(&str, u64, u64)> = stats
+        .iter()
+        .map(|s| (s.collection.as_str(), s.processed, s.count_after))
+        .collect();
+    assert_eq!(after, vec![("customers", 3, 3), ("products", 3, 3), ("rentals", 5, 5)]);
+
+    let store = env.store().await;
+    let customers = documents(&store, RecordKind::Customer).await;
+    assert_eq!(
+        customers[0],
+        doc! {
+            "user_id": "C1", "name": "Ann Lee", "address": "1 Main St", "phone_number": "206-555-0100",
+            "email": "ann@example.com", "extra": {"credit_limit": "500", "status": "Active"},
+        },
+        "no zip code field, the name joined, the extras kept under their names"
+    );
+    assert_eq!(customers[1].get_str("name"), Ok("Bo"));
+    assert_eq!(customers[2].get_str("address"), Ok("Flat 2\r\n12 High St"));
+    let products = documents(&store, RecordKind::Product).await;
+    let quantities: Vec<(&str, i64)> = products
+        .iter()
+        .map(|p| {
+            (
+                p.get_str("product_id").unwrap(),
+                p.get_i64("quantity_available").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(quantities, vec![("P1", 3), ("P2", 0), ("P3", 5)]);
+    assert!(products.iter().all(|p| !p.contains_key("extra")), "Colour was not kept");
+    let rentals = documents(&store, RecordKind::Rental).await;
+    let first: &Document = &rentals[0];
+    assert_eq!(
+        first,
+        &doc! {"product_id": "P1", "user_id": "C1", "extra": {"rental_id": "R1", "rented_on": "2025-01-02"}}
+    );
+    assert!(
+        rentals.iter().all(|r| !r.contains_key("name")),
+        "a rental keeps no customer details"
+    );
+
+    // The brief's two queries.
+    let available: Vec<String> = store
+        .available_products()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.product_id)
+        .collect();
+    assert_eq!(available, vec!["P1", "P3"]);
+    let renting = |product: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .customers_renting(product)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.user_id, c.name))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(renting("P1").await, vec![("C1".to_string(), "Ann Lee".to_string())]);
+    assert_eq!(
+        renting("P3").await,
+        vec![
+            ("C1".to_string(), "Ann Lee".to_string()),
+            ("C2".to_string(), "Bo".to_string())
+        ]
+    );
+
+    // The orphans, through the importer's own command line.
+    let ran = run(&env, &importer_program(), &["query", "orphans", "--json"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(
+        ran.json(),
+        serde_json::json!({
+            "rentals": 5,
+            "orphans": [
+                {"product_id": "P1", "user_id": "C404", "missing_customer": true, "missing_product": false},
+                {"product_id": "P9", "user_id": "C3", "missing_customer": false, "missing_product": true},
+            ]
+        })
+    );
+    let ran = run(&env, &importer_program(), &["query", "orphans"]);
+    assert!(
+        ran.stdout
+            .contains("2 of 5 rentals name a customer or product that is not in the store"),
+        "{}",
+        ran.stdout
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_bad_mapping_is_refused_before_anything_is_sent() {
+    let env = TestEnv::new("bad_mapping");
+    let mapping = env.path("bad.toml");
+    std::fs::write(&mapping, "[customer]\nuser_id = \"Id\"\nzipcode = \"Zip\"\n").unwrap();
+    let file = env.path("customer.csv");
+    std::fs::write(&file, "Id,Zip\nC1,98101\n").unwrap();
+    let ran = run(
+        &env,
+        &producer_program(),
+        &[
+            "publish",
+            "--mapping",
+            mapping.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("zipcode is not a field of a customer record"),
+        "{}",
+        ran.stderr
+    );
+    env.cleanup().await;
+}
