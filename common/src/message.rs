@@ -10,7 +10,8 @@
 //! from and when it was published. Each record may carry a version
 //! (`_version` in the record, or `x-hpn-version` for the whole message): the
 //! store keeps the highest version of each key, whatever order messages are
-//! delivered in.
+//! delivered in. A record may also carry the columns a mapping kept, in
+//! one `extra` object (see `record.rs`); a customer may lack `zip_code`.
 //!
 //! Decoding is strict about what it cannot store and lenient about what it
 //! can: a message the importer cannot use at all is [`Poison`] and goes whole

@@ -1,88 +1,50 @@
 //! Files from another system, end to end through the queue: one mapping,
 //! a customers file, a products file and a rentals file in three layouts
-//! that between them hold every variation HP Norton's exports show, beside
-//! a file in the brief's layout and files that must be refused.
+//! that between them hold every variation HP Norton's exports show (the
+//! worked example of `docs/mapping.md`), beside a file in the brief's
+//! layout and files that must be refused.
 
 use hpn_common::RecordKind;
 use hpn_importer::{run_parallel, Config};
 use hpn_tests::process::{importer_program, producer_program, run};
 use hpn_tests::{documents, TestEnv};
 use mongodb::bson::{doc, Document};
+use std::path::{Path, PathBuf};
 
-/// The other system's mapping: renamed columns, a name joined from two
-/// columns, a misspelt header, kept extras, no zip code.
-const MAPPING: &str = r#"
-[customer]
-user_id = "customer_id"
-name = "{Name} {Last_name}"
-address = "Home_address"
-phone_number = "Phone_number"
-email = "Email_address"
-
-[customer.keep]
-status = "Status"
-credit_limit = "Credit_limit"
-
-[product]
-product_id = "Id"
-description = "description"
-product_type = "product_type"
-quantity_available = "qantity_available"
-
-[rental]
-product_id = "product_id"
-user_id = "customer_id"
-
-[rental.keep]
-rental_id = "rental_id"
-rented_on = "date"
-"#;
-
-/// Singular name, a byte-order mark, CRLF, no newline at the end, no zip
-/// code, a name in two columns (one without a last name), an address on
-/// two lines, and a column (Notes) nobody asked for.
-const CUSTOMERS: &str =
-    "\u{feff}customer_id,Name,Last_name,Home_address,Phone_number,Email_address,Status,Credit_limit,Notes\r\n\
-    C1,Ann,Lee,1 Main St,206-555-0100,ann@example.com,Active,500,call first\r\n\
-    C2,Bo,,2 Oak Ave,206-555-0101,bo@example.com,Closed,0,\r\n\
-    C3,Cy,Ng,\"Flat 2\r\n12 High St\",206-555-0102,cy@example.com,Active,250,";
-
-/// `Id` for `product_id`, the misspelt quantity column, an extra column.
-const PRODUCTS: &str = "Id,description,product_type,qantity_available,Colour\n\
-    P1,Sofa,livingroom,3,red\n\
-    P2,Lamp,livingroom,0,white\n\
-    P3,Bed,bedroom,5,oak\n";
-
-/// Each rental repeats its customer's details (so the customer table's
-/// columns are all here too: the file's name says it holds rentals), has
-/// its own id and date, and two name a customer or product no file has.
-const RENTALS: &str = "rental_id,date,product_id,customer_id,Name,Last_name,Home_address,Phone_number,Email_address,Status,Credit_limit\n\
-    R1,2025-01-02,P1,C1,Ann,Lee,1 Main St,206-555-0100,ann@example.com,Active,500\n\
-    R2,2025-01-03,P3,C2,Bo,,2 Oak Ave,206-555-0101,bo@example.com,Closed,0\n\
-    R3,2025-01-04,P1,C404,Di,Ro,9 Elm St,206-555-0199,di@example.com,Active,100\n\
-    R4,2025-01-05,P9,C3,Cy,Ng,12 High St,206-555-0102,cy@example.com,Active,250\n";
-
-/// The brief's own layout, in the same directory.
-const BRIEF_RENTALS: &str = "product_id,user_id\nP3,C1\n";
+/// The worked example of `docs/mapping.md`, so the guide cannot drift
+/// from what works. Its files hold every variation of HP Norton's exports:
+/// - `other-system.toml`: renamed columns (`customer_id`, `Id`,
+///   `Email_address`, `Home_address`, `Phone_number`), a name joined from
+///   two columns, a misspelt header (`qantity_available`), kept extras (a
+///   customer's status and credit limit, a rental's id and date), no zip code;
+/// - `customer.csv`: singular name, a byte-order mark, CRLF, no newline at
+///   the end, no zip code, one customer without a last name, an address on
+///   two lines, a column (Notes) nobody asked for;
+/// - `product.csv`: `Id` for `product_id`, the misspelt quantity, a colour;
+/// - `rental.csv`: each rental repeats its customer's details (so the
+///   customer table's columns are all there too: the file's name says it
+///   holds rentals), has its own id and date, and two name a customer or a
+///   product that no file has;
+/// - `rentals.csv`: the brief's own layout, in the same directory.
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/mapping-example")
+        .join(name)
+}
 
 #[tokio::test]
 async fn files_in_other_layouts_go_through_the_queue_with_their_extras() {
     let env = TestEnv::new("mapping");
     let dir = env.path("export");
     std::fs::create_dir_all(&dir).unwrap();
-    for (name, text) in [
-        ("customer.csv", CUSTOMERS),
-        ("product.csv", PRODUCTS),
-        ("rental.csv", RENTALS),
-        ("rentals.csv", BRIEF_RENTALS),
-        ("notes.csv", "Exported by the back office on Monday\n"),
-        ("empty.csv", ""),
-    ] {
-        std::fs::write(dir.join(name), text).unwrap();
+    for name in ["customer.csv", "product.csv", "rental.csv", "rentals.csv"] {
+        std::fs::copy(example(name), dir.join(name)).unwrap();
     }
+    // Beside them, three files to refuse.
+    std::fs::write(dir.join("notes.csv"), "Exported by the back office on Monday\n").unwrap();
+    std::fs::write(dir.join("empty.csv"), "").unwrap();
     std::fs::write(dir.join("photo.csv"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\x01\x02").unwrap();
-    let mapping = env.path("other-system.toml");
-    std::fs::write(&mapping, MAPPING).unwrap();
+    let mapping = example("other-system.toml");
     let clock = env.path("clock");
 
     let ran = run(
