@@ -14,7 +14,6 @@
 
 use crate::mapping::{abbreviate, Layout, Mapping};
 use crate::record::{Record, RecordKind};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
@@ -259,42 +258,124 @@ fn sniff(handle: &mut File, path: &Path) -> Result<(), SourceError> {
 /// (both lines, and which wins) rather than leave it to show up as an
 /// "updated" count.
 ///
-/// It holds a 64-bit hash of each key and the line it was last seen on:
-/// 16 bytes a key plus the table's slack, not the keys themselves, so a
-/// million-row file costs tens of megabytes, not the file. Two different
-/// keys with one hash would be reported as a duplicate; at a million keys
+/// Memory must not grow with the file (the producer's bound is 32 MiB at a
+/// million rows a file), so the keys are sorted outside memory: each row
+/// adds (a 64-bit hash of its key, its line, the key) to an external sort
+/// that keeps [`DuplicateKeys::SEGMENT`] entries in memory and spills sorted
+/// runs to temporary files; at the end of the file the runs are merged in
+/// hash order and equal hashes next to each other are the duplicates. Two
+/// different keys with one hash would be reported as one; at a million keys
 /// the odds are about one in 30 million.
-#[derive(Default)]
-pub struct KeyLines {
-    last_line: HashMap<u64, u64, std::hash::BuildHasherDefault<PassThrough>>,
+pub struct DuplicateKeys {
+    sorter: extsort::PushExternalSorter<Seen, fn(&Seen, &Seen) -> std::cmp::Ordering>,
 }
 
-impl KeyLines {
-    /// Note `record` on `line`; returns the line its key was last seen on.
-    pub fn see(&mut self, record: &Record, line: u64) -> Option<u64> {
+/// A row whose key an earlier row of the file had.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The line that had the key last before this one.
+    pub earlier: u64,
+    pub line: u64,
+    /// The key as a person reads it: `user_id C1`, `product_id P1, user_id C1`.
+    pub key: String,
+}
+
+impl DuplicateKeys {
+    /// Entries held in memory before a sorted run is written out (about
+    /// 1 MiB of short keys).
+    pub const SEGMENT: usize = 16_384;
+
+    pub fn new() -> Self {
+        fn by_hash_then_line(a: &Seen, b: &Seen) -> std::cmp::Ordering {
+            (a.hash, a.line).cmp(&(b.hash, b.line))
+        }
+        let compare: fn(&Seen, &Seen) -> std::cmp::Ordering = by_hash_then_line;
+        DuplicateKeys {
+            sorter: extsort::ExternalSorter::new()
+                .with_segment_size(Self::SEGMENT)
+                .pushed_by(compare),
+        }
+    }
+
+    /// Note `record`, read on `line`.
+    pub fn see(&mut self, record: &Record, line: u64) -> io::Result<()> {
         use std::hash::Hasher;
         // SipHash with fixed keys: the same key always gives the same hash.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         record.hash_key(&mut hasher);
-        self.last_line.insert(hasher.finish(), line)
+        let kind = record.kind();
+        let (first, second) = record.key_parts();
+        let key = match kind.key_fields() {
+            [one] => format!("{one} {first}"),
+            fields => format!("{} {first}, {} {second}", fields[0], fields[1]),
+        };
+        self.sorter
+            .push(Seen {
+                hash: hasher.finish(),
+                line,
+                key,
+            })
+            .map_err(sort_error)
+    }
+
+    /// Every duplicate, handed to `each` in no particular order; returns
+    /// how many there were.
+    pub fn finish(self, mut each: impl FnMut(Duplicate)) -> io::Result<u64> {
+        let mut count = 0;
+        let mut previous: Option<Seen> = None;
+        for seen in self.sorter.done().map_err(sort_error)? {
+            let seen = seen?;
+            if let Some(before) = previous.as_ref().filter(|p| p.hash == seen.hash) {
+                count += 1;
+                each(Duplicate {
+                    earlier: before.line,
+                    line: seen.line,
+                    key: seen.key.clone(),
+                });
+            }
+            previous = Some(seen);
+        }
+        Ok(count)
     }
 }
 
-/// The keys of [`KeyLines`] are hashes already.
-#[derive(Default)]
-struct PassThrough(u64);
+impl Default for DuplicateKeys {
+    fn default() -> Self {
+        DuplicateKeys::new()
+    }
+}
 
-impl std::hash::Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
+fn sort_error(error: io::Error) -> io::Error {
+    io::Error::new(error.kind(), format!("sorting the keys of the file: {error}"))
+}
+
+/// One row's key in [`DuplicateKeys`]' external sort.
+struct Seen {
+    hash: u64,
+    line: u64,
+    key: String,
+}
+
+impl extsort::Sortable for Seen {
+    fn encode<W: io::Write>(&self, writer: &mut W) -> io::Result<()> {
+        writer.write_all(&self.hash.to_le_bytes())?;
+        writer.write_all(&self.line.to_le_bytes())?;
+        writer.write_all(&(self.key.len() as u32).to_le_bytes())?;
+        writer.write_all(self.key.as_bytes())
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+
+    fn decode<R: io::Read>(reader: &mut R) -> io::Result<Self> {
+        let mut word = [0u8; 8];
+        reader.read_exact(&mut word)?;
+        let hash = u64::from_le_bytes(word);
+        reader.read_exact(&mut word)?;
+        let line = u64::from_le_bytes(word);
+        let mut length = [0u8; 4];
+        reader.read_exact(&mut length)?;
+        let mut key = vec![0u8; u32::from_le_bytes(length) as usize];
+        reader.read_exact(&mut key)?;
+        let key = String::from_utf8(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(Seen { hash, line, key })
     }
 }
 
@@ -668,7 +749,7 @@ mod tests {
     }
 
     #[test]
-    fn a_key_seen_twice_gives_its_earlier_line() {
+    fn keys_seen_twice_are_found_with_both_lines_even_past_memory() {
         let rental = |p: &str, u: &str| {
             Record::Rental(Rental {
                 product_id: p.into(),
@@ -677,11 +758,35 @@ mod tests {
                 version: None,
             })
         };
-        let mut seen = KeyLines::default();
-        assert_eq!(seen.see(&rental("P1", "C1"), 2), None);
-        assert_eq!(seen.see(&rental("P1", "C2"), 3), None);
-        assert_eq!(seen.see(&rental("P1", "C1"), 7), Some(2));
-        assert_eq!(seen.see(&rental("P1", "C1"), 9), Some(7), "the last time it was seen");
+        let mut seen = DuplicateKeys::new();
+        // More rows than one segment holds, so runs are written and merged.
+        let rows = 3 * DuplicateKeys::SEGMENT as u64;
+        for line in 2..rows {
+            seen.see(&rental("P1", &format!("C{line}")), line).unwrap();
+        }
+        seen.see(&rental("P1", "C5"), rows).unwrap();
+        seen.see(&rental("P1", "C5"), rows + 1).unwrap();
+        seen.see(&rental("P2", "C5"), rows + 2).unwrap();
+        let mut found = Vec::new();
+        let count = seen.finish(|d| found.push(d)).unwrap();
+        found.sort_by_key(|d| d.line);
+        assert_eq!(count, 2);
+        assert_eq!(
+            found,
+            vec![
+                Duplicate {
+                    earlier: 5,
+                    line: rows,
+                    key: "product_id P1, user_id C5".into()
+                },
+                Duplicate {
+                    earlier: rows,
+                    line: rows + 1,
+                    key: "product_id P1, user_id C5".into()
+                },
+            ],
+            "each repeat names the last line before it"
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@
 //! the store ends with the last line of each key of the newest publish.
 
 use crate::version::{FileVersions, VersionClock};
-use hpn_common::csv_source::{CsvSource, KeyLines, RejectsWriter, SourceError};
+use hpn_common::csv_source::{CsvSource, Duplicate, DuplicateKeys, RejectsWriter, SourceError};
 use hpn_common::message::{self, Origin};
 use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::retry::RetryPolicy;
@@ -481,9 +481,10 @@ fn read_rows(
         records: Vec::with_capacity(rows_per_message),
     };
     let mut rows = 0u64;
+    let mut read_to_the_end = true;
     while let Some(row) = source.next() {
         if let Ok(row) = &row {
-            duplicates.see(source.file(), row, row.line > skip_through);
+            duplicates.see(row)?;
         }
         match row {
             // Confirmed on an earlier connection: read again, not sent again.
@@ -511,6 +512,7 @@ fn read_rows(
                     );
                     if tx.blocking_send(full).is_err() {
                         // The publisher stopped on an error; it reports it.
+                        read_to_the_end = false;
                         break;
                     }
                 }
@@ -529,74 +531,101 @@ fn read_rows(
         let _ = tx.blocking_send(chunk);
     }
     bar.set_position(bar.length().unwrap_or(0));
-    duplicates.finish(source.file());
+    // Only a pass that read the whole file reports (a resumed file is read
+    // again from the start, and reported then).
+    let duplicate_keys = if read_to_the_end {
+        duplicates.finish(source.file())?
+    } else {
+        0
+    };
     Ok(ReadSummary {
         rejected: rejects.count(),
-        duplicate_keys: duplicates.count,
+        duplicate_keys,
         rejects_file: rejects.finish()?,
         versions: first_and_last,
     })
 }
 
-/// Reports rows whose key an earlier row of the same file had.
+/// Reports rows whose key an earlier row of the same file had, once the
+/// file has been read (the keys are sorted outside memory; see
+/// [`DuplicateKeys`]): the first [`Self::SHOWN`] by line, then the count.
 struct Duplicates {
-    lines: KeyLines,
-    count: u64,
+    keys: DuplicateKeys,
     /// Whether records carry versions (then the later line wins for sure).
     versioned: bool,
 }
 
 impl Duplicates {
     /// Warnings per file, after which only the count is reported.
-    const SHOWN: u64 = 20;
+    const SHOWN: usize = 20;
 
     fn new(versioned: bool) -> Self {
         Duplicates {
-            lines: KeyLines::default(),
-            count: 0,
+            keys: DuplicateKeys::new(),
             versioned,
         }
     }
 
-    /// Note one row; warn about it if `report` (a row read again after a
-    /// resume was reported the first time).
-    fn see(&mut self, file: &Path, row: &hpn_common::csv_source::SourceRow, report: bool) {
-        let Some(earlier) = self.lines.see(&row.record, row.line) else {
-            return;
-        };
-        self.count += 1;
-        if report && self.count <= Self::SHOWN {
-            warn!("{}", self.describe(file, &row.record, earlier, row.line));
+    fn see(&mut self, row: &hpn_common::csv_source::SourceRow) -> Result<()> {
+        Ok(self.keys.see(&row.record, row.line)?)
+    }
+
+    /// Report what the file held; returns how many rows repeated a key.
+    fn finish(self, file: &Path) -> Result<u64> {
+        // The earliest lines, kept in a heap of SHOWN whose top is the latest.
+        let mut first = std::collections::BinaryHeap::new();
+        let Duplicates { keys, versioned } = self;
+        let count = keys.finish(|duplicate| {
+            first.push(ByLine(duplicate));
+            if first.len() > Self::SHOWN {
+                first.pop();
+            }
+        })?;
+        for ByLine(duplicate) in first.into_sorted_vec() {
+            warn!("{}", describe(file, &duplicate, versioned));
         }
-    }
-
-    fn describe(&self, file: &Path, record: &Record, earlier: u64, line: u64) -> String {
-        let kind = record.kind();
-        let (first, second) = record.key_parts();
-        let key = match kind.key_fields() {
-            [one] => format!("{one} {first}"),
-            fields => format!("{} {first}, {} {second}", fields[0], fields[1]),
-        };
-        let verdict = if self.versioned {
-            format!("line {line} wins (a later line gets a higher version)")
-        } else {
-            "published without versions, so the order of arrival decides which is kept".to_string()
-        };
-        format!(
-            "{}:{line}: the same key as line {earlier} ({key}); {verdict}",
-            file.display()
-        )
-    }
-
-    fn finish(&self, file: &Path) {
-        if self.count > Self::SHOWN {
+        if count > Self::SHOWN as u64 {
             warn!(
-                "{}: {} rows repeat an earlier row's key in all ({} shown above)",
+                "{}: {count} rows repeat an earlier row's key in all (the first {} shown above)",
                 file.display(),
-                self.count,
                 Self::SHOWN
             );
         }
+        Ok(count)
+    }
+}
+
+/// One duplicate, for a person: both lines, the key, and which one wins.
+fn describe(file: &Path, duplicate: &Duplicate, versioned: bool) -> String {
+    let Duplicate { earlier, line, key } = duplicate;
+    let verdict = if versioned {
+        format!("line {line} wins (a later line gets a higher version)")
+    } else {
+        "published without versions, so the order of arrival decides which is kept".to_string()
+    };
+    format!(
+        "{}:{line}: the same key as line {earlier} ({key}); {verdict}",
+        file.display()
+    )
+}
+
+/// Orders duplicates by their line.
+struct ByLine(Duplicate);
+
+impl PartialEq for ByLine {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.line == other.0.line
+    }
+}
+impl Eq for ByLine {}
+impl PartialOrd for ByLine {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByLine {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.line.cmp(&other.0.line)
     }
 }
 
