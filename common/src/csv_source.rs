@@ -92,6 +92,8 @@ const SNIFF_BYTES: usize = 8192;
 /// An open CSV file of one record kind, read row by row.
 pub struct CsvSource {
     file: PathBuf,
+    /// What the file was opened with, to open it again ([`CsvSource::reopen`]).
+    mapping: Mapping,
     layout: Layout,
     reader: csv::Reader<MarkBlankLines<BufReader<File>>>,
     row: csv::ByteRecord,
@@ -174,10 +176,16 @@ impl CsvSource {
             })?;
         Ok(CsvSource {
             file,
+            mapping: mapping.clone(),
             layout,
             reader,
             row,
         })
+    }
+
+    /// The same file from its first row again.
+    pub fn reopen(&self) -> Result<Self, SourceError> {
+        Self::open_with(&self.file, &self.mapping)
     }
 
     pub fn kind(&self) -> RecordKind {
@@ -196,6 +204,20 @@ impl CsvSource {
     /// Roughly how far into the file the reader is, in bytes (for progress).
     pub fn byte_position(&self) -> u64 {
         self.reader.position().byte()
+    }
+
+    /// The keys of the valid rows on `lines` (sorted), as a person reads
+    /// them (`user_id C1`; `product_id P1, user_id C1`), reading the file
+    /// from here only as far as the last of them.
+    pub fn keys_on(self, lines: &[u64]) -> Vec<(u64, String)> {
+        let Some(&last) = lines.last() else {
+            return Vec::new();
+        };
+        self.filter_map(Result::ok)
+            .take_while(|row| row.line <= last)
+            .filter(|row| lines.binary_search(&row.line).is_ok())
+            .map(|row| (row.line, row.record.describe_key()))
+            .collect()
     }
 
     fn reject(&self, line: u64, reason: impl Into<String>) -> Rejection {
@@ -260,12 +282,15 @@ fn sniff(handle: &mut File, path: &Path) -> Result<(), SourceError> {
 ///
 /// Memory must not grow with the file (the producer's bound is 32 MiB at a
 /// million rows a file), so the keys are sorted outside memory: each row
-/// adds (a 64-bit hash of its key, its line, the key) to an external sort
-/// that keeps [`DuplicateKeys::SEGMENT`] entries in memory and spills sorted
-/// runs to temporary files; at the end of the file the runs are merged in
-/// hash order and equal hashes next to each other are the duplicates. Two
-/// different keys with one hash would be reported as one; at a million keys
-/// the odds are about one in 30 million.
+/// adds 16 bytes (a 64-bit hash of its key, its line) to an external sort
+/// that keeps [`DuplicateKeys::SEGMENT`] entries (1 MiB) in memory and
+/// spills sorted runs to temporary files; at the end of the file the runs
+/// are merged in hash order, and equal hashes next to each other are the
+/// duplicates. A file of up to a segment's rows never touches the disk.
+/// Two different keys with one hash would be reported as one; at a million
+/// keys the odds are about one in 30 million. The keys themselves are not
+/// kept: a report that names them reads them again from the file (see
+/// [`CsvSource::keys_on`]).
 pub struct DuplicateKeys {
     sorter: extsort::PushExternalSorter<Seen, fn(&Seen, &Seen) -> std::cmp::Ordering>,
 }
@@ -276,14 +301,11 @@ pub struct Duplicate {
     /// The line that had the key last before this one.
     pub earlier: u64,
     pub line: u64,
-    /// The key as a person reads it: `user_id C1`, `product_id P1, user_id C1`.
-    pub key: String,
 }
 
 impl DuplicateKeys {
-    /// Entries held in memory before a sorted run is written out (about
-    /// 1 MiB of short keys).
-    pub const SEGMENT: usize = 16_384;
+    /// Entries held in memory before a sorted run is written out.
+    pub const SEGMENT: usize = 1 << 16;
 
     pub fn new() -> Self {
         fn by_hash_then_line(a: &Seen, b: &Seen) -> std::cmp::Ordering {
@@ -303,17 +325,10 @@ impl DuplicateKeys {
         // SipHash with fixed keys: the same key always gives the same hash.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         record.hash_key(&mut hasher);
-        let kind = record.kind();
-        let (first, second) = record.key_parts();
-        let key = match kind.key_fields() {
-            [one] => format!("{one} {first}"),
-            fields => format!("{} {first}, {} {second}", fields[0], fields[1]),
-        };
         self.sorter
             .push(Seen {
                 hash: hasher.finish(),
                 line,
-                key,
             })
             .map_err(sort_error)
     }
@@ -330,7 +345,6 @@ impl DuplicateKeys {
                 each(Duplicate {
                     earlier: before.line,
                     line: seen.line,
-                    key: seen.key.clone(),
                 });
             }
             previous = Some(seen);
@@ -353,15 +367,12 @@ fn sort_error(error: io::Error) -> io::Error {
 struct Seen {
     hash: u64,
     line: u64,
-    key: String,
 }
 
 impl extsort::Sortable for Seen {
     fn encode<W: io::Write>(&self, writer: &mut W) -> io::Result<()> {
         writer.write_all(&self.hash.to_le_bytes())?;
-        writer.write_all(&self.line.to_le_bytes())?;
-        writer.write_all(&(self.key.len() as u32).to_le_bytes())?;
-        writer.write_all(self.key.as_bytes())
+        writer.write_all(&self.line.to_le_bytes())
     }
 
     fn decode<R: io::Read>(reader: &mut R) -> io::Result<Self> {
@@ -370,12 +381,7 @@ impl extsort::Sortable for Seen {
         let hash = u64::from_le_bytes(word);
         reader.read_exact(&mut word)?;
         let line = u64::from_le_bytes(word);
-        let mut length = [0u8; 4];
-        reader.read_exact(&mut length)?;
-        let mut key = vec![0u8; u32::from_le_bytes(length) as usize];
-        reader.read_exact(&mut key)?;
-        let key = String::from_utf8(key).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        Ok(Seen { hash, line, key })
+        Ok(Seen { hash, line })
     }
 }
 
@@ -760,7 +766,7 @@ mod tests {
         };
         let mut seen = DuplicateKeys::new();
         // More rows than one segment holds, so runs are written and merged.
-        let rows = 3 * DuplicateKeys::SEGMENT as u64;
+        let rows = 2 * DuplicateKeys::SEGMENT as u64 + 10;
         for line in 2..rows {
             seen.see(&rental("P1", &format!("C{line}")), line).unwrap();
         }
@@ -774,18 +780,29 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                Duplicate {
-                    earlier: 5,
-                    line: rows,
-                    key: "product_id P1, user_id C5".into()
-                },
+                Duplicate { earlier: 5, line: rows },
                 Duplicate {
                     earlier: rows,
-                    line: rows + 1,
-                    key: "product_id P1, user_id C5".into()
+                    line: rows + 1
                 },
             ],
             "each repeat names the last line before it"
+        );
+    }
+
+    #[test]
+    fn the_keys_of_given_lines_are_read_again_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(&dir, "rentals.csv", "product_id,user_id\nP1,C1\nP1,C 2\nP2,C2\nP1,C1\n");
+        let mut source = CsvSource::open(&path).unwrap();
+        assert_eq!(source.by_ref().count(), 4);
+        let keys = source.reopen().unwrap().keys_on(&[2, 4]);
+        assert_eq!(
+            keys,
+            vec![
+                (2, "product_id P1, user_id C1".to_string()),
+                (4, "product_id P2, user_id C2".to_string())
+            ]
         );
     }
 

@@ -404,6 +404,15 @@ impl Record {
         }
     }
 
+    /// The business key for a person: `user_id C1`, `product_id P1, user_id C1`.
+    pub fn describe_key(&self) -> String {
+        let (first, second) = self.key_parts();
+        match self.kind().key_fields() {
+            [one] => format!("{one} {first}"),
+            fields => format!("{} {first}, {} {second}", fields[0], fields[1]),
+        }
+    }
+
     /// The business key as its parts (the second is empty but for rentals),
     /// for comparing keys without building strings.
     pub fn key_parts(&self) -> (&str, &str) {

@@ -534,7 +534,7 @@ fn read_rows(
     // Only a pass that read the whole file reports (a resumed file is read
     // again from the start, and reported then).
     let duplicate_keys = if read_to_the_end {
-        duplicates.finish(source.file())?
+        duplicates.finish(&source)?
     } else {
         0
     };
@@ -570,8 +570,10 @@ impl Duplicates {
         Ok(self.keys.see(&row.record, row.line)?)
     }
 
-    /// Report what the file held; returns how many rows repeated a key.
-    fn finish(self, file: &Path) -> Result<u64> {
+    /// Report what `source` held; returns how many rows repeated a key.
+    /// The keys are read again from the file for the rows reported.
+    fn finish(self, source: &CsvSource) -> Result<u64> {
+        let file = source.file();
         // The earliest lines, kept in a heap of SHOWN whose top is the latest.
         let mut first = std::collections::BinaryHeap::new();
         let Duplicates { keys, versioned } = self;
@@ -581,8 +583,18 @@ impl Duplicates {
                 first.pop();
             }
         })?;
-        for ByLine(duplicate) in first.into_sorted_vec() {
-            warn!("{}", describe(file, &duplicate, versioned));
+        let shown: Vec<Duplicate> = first.into_sorted_vec().into_iter().map(|ByLine(d)| d).collect();
+        let lines: Vec<u64> = shown.iter().map(|d| d.line).collect();
+        let keys = match lines.is_empty() {
+            true => Vec::new(),
+            false => source.reopen()?.keys_on(&lines),
+        };
+        for duplicate in &shown {
+            let key = keys
+                .iter()
+                .find(|(line, _)| *line == duplicate.line)
+                .map(|(_, key)| key.as_str());
+            warn!("{}", describe(file, duplicate, key, versioned));
         }
         if count > Self::SHOWN as u64 {
             warn!(
@@ -596,8 +608,10 @@ impl Duplicates {
 }
 
 /// One duplicate, for a person: both lines, the key, and which one wins.
-fn describe(file: &Path, duplicate: &Duplicate, versioned: bool) -> String {
-    let Duplicate { earlier, line, key } = duplicate;
+fn describe(file: &Path, duplicate: &Duplicate, key: Option<&str>, versioned: bool) -> String {
+    let Duplicate { earlier, line } = duplicate;
+    // The file changed under us if the key is not there any more.
+    let key = key.unwrap_or("its key");
     let verdict = if versioned {
         format!("line {line} wins (a later line gets a higher version)")
     } else {
