@@ -51,6 +51,14 @@ impl TestEnv {
         env
     }
 
+    /// The same, on the servers of a container [`hpn_testkit::Stack`].
+    pub fn on_stack(test: &str, stack: &hpn_testkit::Stack) -> TestEnv {
+        let mut env = TestEnv::new(test);
+        env.settings.amqp_url = stack.amqp_url().to_string();
+        env.settings.mongodb_uri = stack.mongodb_uri().to_string();
+        env
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
