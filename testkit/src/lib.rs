@@ -57,12 +57,12 @@ pub enum KitError {
     Start {
         what: &'static str,
         image: String,
-        source: testcontainers::TestcontainersError,
+        source: Box<testcontainers::TestcontainersError>,
     },
     #[error("the {what} container: {source}")]
     Container {
         what: &'static str,
-        source: testcontainers::TestcontainersError,
+        source: Box<testcontainers::TestcontainersError>,
     },
     #[error("{what} did not answer at {address} within {READY_WITHIN:?}: {last}")]
     NotReady {
@@ -72,6 +72,16 @@ pub enum KitError {
     },
     #[error("no free local port: {0}")]
     Port(std::io::Error),
+}
+
+impl KitError {
+    /// For `map_err`: a container operation on `what` failed.
+    fn container(what: &'static str) -> impl FnOnce(testcontainers::TestcontainersError) -> KitError {
+        move |source| KitError::Container {
+            what,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// The images the stack starts.
@@ -132,7 +142,11 @@ impl StackBuilder {
     /// Start the containers and wait until each answers.
     pub async fn start(self) -> Result<Stack, KitError> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let network = format!("hpn-kit-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let network = format!(
+            "hpn-kit-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let rabbitmq_name = format!("{network}-rabbitmq");
         let mongodb_name = format!("{network}-mongodb");
 
@@ -150,7 +164,7 @@ impl StackBuilder {
             .map_err(|source| KitError::Start {
                 what: "RabbitMQ",
                 image: self.images.rabbitmq.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let amqp_url = format!("amqp://guest:guest@127.0.0.1:{amqp_port}/%2f");
         wait_for_amqp(&amqp_url).await?;
@@ -165,12 +179,12 @@ impl StackBuilder {
             .map_err(|source| KitError::Start {
                 what: "MongoDB",
                 image: self.images.mongodb.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let mongodb_port = mongodb
             .get_host_port_ipv4(27017)
             .await
-            .map_err(|source| KitError::Container { what: "MongoDB", source })?;
+            .map_err(KitError::container("MongoDB"))?;
         let mongodb_uri = format!("mongodb://127.0.0.1:{mongodb_port}");
         wait_for_mongodb(&mongodb_uri).await?;
 
@@ -197,12 +211,12 @@ impl StackBuilder {
             let importer = request.start().await.map_err(|source| KitError::Start {
                 what: "importer",
                 image: self.images.importer.clone(),
-                source,
+                source: Box::new(source),
             })?;
             let port = importer
                 .get_host_port_ipv4(9464)
                 .await
-                .map_err(|source| KitError::Container { what: "importer", source })?;
+                .map_err(KitError::container("importer"))?;
             let listen = format!("127.0.0.1:{port}");
             wait_for_health(&listen).await?;
             stack.importer = Some(importer);
@@ -258,29 +272,29 @@ impl Stack {
         self.rabbitmq
             .stop_with_timeout(Some(0))
             .await
-            .map_err(|source| KitError::Container { what: "RabbitMQ", source })
+            .map_err(KitError::container("RabbitMQ"))
     }
 
     /// Start it again, at the same address, and wait until it answers.
     pub async fn start_rabbitmq(&self) -> Result<(), KitError> {
-        self.rabbitmq
-            .start()
-            .await
-            .map_err(|source| KitError::Container { what: "RabbitMQ", source })?;
+        self.rabbitmq.start().await.map_err(KitError::container("RabbitMQ"))?;
         wait_for_amqp(&self.amqp_url).await
     }
 
     /// The containers' log lines, for a failing test to print.
     pub async fn logs(&self) -> String {
         let mut text = String::new();
-        let containers = [("rabbitmq", Some(&self.rabbitmq)), ("mongodb", Some(&self.mongodb)), ("importer", self.importer.as_ref())];
+        let containers = [
+            ("rabbitmq", Some(&self.rabbitmq)),
+            ("mongodb", Some(&self.mongodb)),
+            ("importer", self.importer.as_ref()),
+        ];
         for (name, container) in containers {
             let Some(container) = container else { continue };
-            for output in [container.stdout_to_vec().await, container.stderr_to_vec().await] {
-                if let Ok(bytes) = output {
-                    for line in String::from_utf8_lossy(&bytes).lines() {
-                        text.push_str(&format!("{name}: {line}\n"));
-                    }
+            let outputs = [container.stdout_to_vec().await, container.stderr_to_vec().await];
+            for bytes in outputs.into_iter().flatten() {
+                for line in String::from_utf8_lossy(&bytes).lines() {
+                    text.push_str(&format!("{name}: {line}\n"));
                 }
             }
         }
@@ -318,7 +332,9 @@ where
 
 async fn wait_for_amqp(url: &str) -> Result<(), KitError> {
     until_ready("RabbitMQ", url, || async {
-        let connection = hpn_common::broker::connect(url, "hpn-testkit").await.map_err(|e| e.to_string())?;
+        let connection = hpn_common::broker::connect(url, "hpn-testkit")
+            .await
+            .map_err(|e| e.to_string())?;
         let _ = connection.close(200, "ready".into()).await;
         Ok(())
     })
@@ -327,7 +343,9 @@ async fn wait_for_amqp(url: &str) -> Result<(), KitError> {
 
 async fn wait_for_mongodb(uri: &str) -> Result<(), KitError> {
     until_ready("MongoDB", uri, || async {
-        let mut options = mongodb::options::ClientOptions::parse(uri).await.map_err(|e| e.to_string())?;
+        let mut options = mongodb::options::ClientOptions::parse(uri)
+            .await
+            .map_err(|e| e.to_string())?;
         options.server_selection_timeout = Some(Duration::from_secs(2));
         let client = mongodb::Client::with_options(options).map_err(|e| e.to_string())?;
         client
@@ -357,8 +375,14 @@ mod tests {
 
     #[test]
     fn image_names_split_at_the_tag_not_a_registry_port() {
-        assert_eq!(split_image("rabbitmq:3.13-management"), ("rabbitmq".into(), "3.13-management".into()));
-        assert_eq!(split_image("hpn-local/secantusd"), ("hpn-local/secantusd".into(), "latest".into()));
+        assert_eq!(
+            split_image("rabbitmq:3.13-management"),
+            ("rabbitmq".into(), "3.13-management".into())
+        );
+        assert_eq!(
+            split_image("hpn-local/secantusd"),
+            ("hpn-local/secantusd".into(), "latest".into())
+        );
         assert_eq!(
             split_image("registry:5000/team/mongo"),
             ("registry:5000/team/mongo".into(), "latest".into())

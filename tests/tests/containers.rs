@@ -99,10 +99,16 @@ async fn an_importer_container_rides_out_its_broker_container_killed_and_started
             stack.logs().await
         );
     }
-    assert!(at_stop < total, "the broker stopped mid-import ({at_stop} of {total} written)");
+    assert!(
+        at_stop < total,
+        "the broker stopped mid-import ({at_stop} of {total} written)"
+    );
     assert_exact(&env, &file).await;
     let listen = stack.importer_listen().expect("an importer runs");
     let health = hpn_importer::fetch(listen, "/healthz").await;
-    assert!(matches!(health, Some((200, _))), "the importer is healthy again: {health:?}");
+    assert!(
+        matches!(health, Some((200, _))),
+        "the importer is healthy again: {health:?}"
+    );
     env.cleanup().await;
 }
