@@ -373,6 +373,21 @@ async fn wait_for_health(listen: &str) -> Result<(), KitError> {
 mod tests {
     use super::*;
 
+    /// The only test of this binary that talks to an engine, so setting
+    /// DOCKER_HOST for the process disturbs no other.
+    #[tokio::test]
+    async fn without_an_engine_start_fails_and_says_what_is_missing() {
+        std::env::set_var("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+        let error = Stack::start().await.err().expect("no engine, no stack");
+        let text = error.to_string();
+        assert!(
+            text.contains("RabbitMQ")
+                && text.contains("container engine")
+                && text.contains("scripts/containers images"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn image_names_split_at_the_tag_not_a_registry_port() {
         assert_eq!(
