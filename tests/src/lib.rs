@@ -51,6 +51,16 @@ impl TestEnv {
         env
     }
 
+    /// An importer configuration on the test's servers, database and
+    /// queues, with the default tuning.
+    pub fn config(&self) -> hpn_importer::Config {
+        hpn_importer::Config {
+            connection: self.settings.clone(),
+            tuning: Default::default(),
+            rentals_take_stock: false,
+        }
+    }
+
     /// The same, on the servers of a container [`hpn_testkit::Stack`].
     pub fn on_stack(test: &str, stack: &hpn_testkit::Stack) -> TestEnv {
         let mut env = TestEnv::new(test);

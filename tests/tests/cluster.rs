@@ -5,7 +5,7 @@
 
 use hpn_common::message::{self, header};
 use hpn_common::{QueueType, RecordKind, Topology};
-use hpn_importer::{fetch, run_linear, run_parallel, Config};
+use hpn_importer::{fetch, run_linear, run_parallel};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::process::{assert_exact, count, customers_file, eventually, publish, services, Importer};
@@ -21,14 +21,6 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// An address where nothing answers, put first in lists to prove it is skipped.
 const DEAD_ADDRESS: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
-
-fn config(env: &TestEnv) -> Config {
-    Config {
-        connection: env.settings.clone(),
-        tuning: Default::default(),
-        rentals_take_stock: false,
-    }
-}
 
 /// The node (1-3) that leads a quorum queue.
 fn leader(queue: &str) -> usize {
@@ -52,7 +44,7 @@ async fn quorum_queues_are_declared_consumed_and_kept_apart_from_classic_ones() 
         .await
         .unwrap();
 
-    let stats = run_parallel(&config(&env))
+    let stats = run_parallel(&env.config())
         .await
         .expect("parallel import from quorum queues");
     let after: Vec<u64> = stats.iter().map(|s| s.count_after).collect();
@@ -73,7 +65,7 @@ async fn quorum_queues_are_declared_consumed_and_kept_apart_from_classic_ones() 
 
     // An importer set for classic queues refuses them rather than counting
     // deliveries the wrong way.
-    let mut wrong = config(&env);
+    let mut wrong = env.config();
     wrong.connection.queue_type = QueueType::Classic;
     let error = run_linear(&wrong).await.unwrap_err();
     assert!(error.to_string().contains("not as the classic queue"), "{error}");
@@ -189,7 +181,7 @@ async fn the_producer_resumes_on_another_node_when_its_node_stops() {
         queued as usize >= RECORDS,
         "nothing lost: {queued} messages for {RECORDS} rows"
     );
-    let stats = run_parallel(&config(&env)).await.expect("import");
+    let stats = run_parallel(&env.config()).await.expect("import");
     eprintln!(
         "cluster: node 1 stopped in {:.1} s under the producer, which resumed {resumed} times and was done \
          {:.1} s after the stop began; {} messages queued for {RECORDS} rows",

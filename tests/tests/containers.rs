@@ -7,7 +7,7 @@
 //! tests fail and say what is missing: they never pass without running.
 
 use hpn_common::RecordKind;
-use hpn_importer::{run_parallel, Config};
+use hpn_importer::run_parallel;
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_testkit::Stack;
@@ -31,13 +31,7 @@ async fn the_pipeline_runs_end_to_end_on_containers() {
         .await
         .unwrap();
     assert_eq!(publication.refused, vec![]);
-    let stats = run_parallel(&Config {
-        connection: env.settings.clone(),
-        tuning: Default::default(),
-        rentals_take_stock: false,
-    })
-    .await
-    .unwrap();
+    let stats = run_parallel(&env.config()).await.unwrap();
     let figures: Vec<(&str, u64, u64, u64)> = stats
         .iter()
         .map(|s| (s.collection.as_str(), s.processed, s.count_before, s.count_after))

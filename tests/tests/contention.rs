@@ -5,19 +5,11 @@
 use hpn_common::RecordKind;
 use hpn_importer::contention::{self, ContentionOptions};
 use hpn_importer::store::StockOutcome;
-use hpn_importer::{run_linear, run_parallel, Config};
+use hpn_importer::{run_linear, run_parallel};
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::{documents, TestEnv};
 use mongodb::bson::doc;
 use std::path::PathBuf;
-
-fn config(env: &TestEnv) -> Config {
-    Config {
-        connection: env.settings.clone(),
-        tuning: Default::default(),
-        rentals_take_stock: false,
-    }
-}
 
 async fn publish(env: &TestEnv, files: &[PathBuf]) {
     publish_files(&env.settings.broker(), files, &PublishOptions::default())
@@ -148,7 +140,7 @@ async fn redelivered_rentals_take_stock_only_once() {
         "rentals.csv",
         "product_id,user_id\nP1,C1\nP1,C2\nP2,C1\nP2,C2\nP9,C1\n",
     );
-    let mut cfg = config(&env);
+    let mut cfg = env.config();
     cfg.rentals_take_stock = true;
 
     // A crash after a rental took its stock but before the rental was stored:
@@ -222,8 +214,8 @@ async fn parallel_import_with_heavy_key_overlap_equals_linear() {
         publish(&linear, std::slice::from_ref(&file)).await;
         publish(&parallel, std::slice::from_ref(&file)).await;
 
-        run_linear(&config(&linear)).await.unwrap();
-        let mut cfg = config(&parallel);
+        run_linear(&linear.config()).await.unwrap();
+        let mut cfg = parallel.config();
         cfg.tuning.consumers = 3;
         cfg.tuning.writers = 4;
         cfg.tuning.batch_size = 37;

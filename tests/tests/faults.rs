@@ -552,11 +552,7 @@ async fn a_one_shot_run_fails_with_the_store_error_and_keeps_the_messages() {
     for file in [&files.customers, &files.products] {
         publish(&env, file, 100).await;
     }
-    let config = hpn_importer::Config {
-        connection: env.settings.clone(),
-        tuning: Default::default(),
-        rentals_take_stock: false,
-    };
+    let config = env.config();
     let run = tokio::spawn(async move { hpn_importer::run_linear(&config).await });
     eventually(Duration::from_secs(30), "customers under way", || async {
         count(&env).await > 0

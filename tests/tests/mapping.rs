@@ -5,7 +5,7 @@
 //! layout and files that must be refused.
 
 use hpn_common::RecordKind;
-use hpn_importer::{run_parallel, Config};
+use hpn_importer::run_parallel;
 use hpn_tests::process::{importer_program, producer_program, run};
 use hpn_tests::{documents, TestEnv};
 use mongodb::bson::{doc, Document};
@@ -102,13 +102,7 @@ async fn files_in_other_layouts_go_through_the_queue_with_their_extras() {
     assert!(reason("notes.csv").starts_with("not a CSV file"), "{refused:?}");
     assert!(reason("photo.csv").starts_with("not a UTF-8 text file"), "{refused:?}");
 
-    let stats = run_parallel(&Config {
-        connection: env.settings.clone(),
-        tuning: Default::default(),
-        rentals_take_stock: false,
-    })
-    .await
-    .unwrap();
+    let stats = run_parallel(&env.config()).await.unwrap();
     let after: Vec<(&str, u64, u64)> = stats
         .iter()
         .map(|s| (s.collection.as_str(), s.processed, s.count_after))

@@ -4,7 +4,7 @@
 use hpn_common::message::header;
 use hpn_common::{QueueType, RecordKind};
 use hpn_importer::ImportStats;
-use hpn_importer::{run_linear, run_parallel, Config};
+use hpn_importer::{run_linear, run_parallel};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::{customer_ids, documents, expected_documents, read_csv, TestEnv};
@@ -12,14 +12,6 @@ use lapin::options::BasicGetOptions;
 use std::path::PathBuf;
 
 const RECORDS: usize = 1000;
-
-fn config(env: &TestEnv) -> Config {
-    Config {
-        connection: env.settings.clone(),
-        tuning: Default::default(),
-        rentals_take_stock: false,
-    }
-}
 
 /// Generate the sample files into the test's directory and publish them.
 async fn publish_sample(env: &TestEnv, options: &PublishOptions) -> Vec<PathBuf> {
@@ -68,7 +60,7 @@ async fn assert_store_matches(env: &TestEnv, files: &[PathBuf]) {
 async fn linear_import_loads_every_row_and_reports_the_four_figures() {
     let env = TestEnv::new("e2e_linear");
     let files = publish_sample(&env, &PublishOptions::default()).await;
-    let stats = run_linear(&config(&env)).await.unwrap();
+    let stats = run_linear(&env.config()).await.unwrap();
     assert_fresh_import(&stats);
     assert_store_matches(&env, &files).await;
     for kind in RecordKind::ALL {
@@ -85,7 +77,7 @@ async fn linear_import_loads_every_row_and_reports_the_four_figures() {
 async fn parallel_import_loads_every_row_and_equals_linear() {
     let parallel = TestEnv::new("e2e_parallel");
     let files = publish_sample(&parallel, &PublishOptions::default()).await;
-    let mut cfg = config(&parallel);
+    let mut cfg = parallel.config();
     cfg.tuning.consumers = 3;
     cfg.tuning.writers = 3;
     let stats = run_parallel(&cfg).await.unwrap();
@@ -94,7 +86,7 @@ async fn parallel_import_loads_every_row_and_equals_linear() {
 
     let linear = TestEnv::new("e2e_parallel_vs_linear");
     publish_sample(&linear, &PublishOptions::default()).await;
-    run_linear(&config(&linear)).await.unwrap();
+    run_linear(&linear.config()).await.unwrap();
     let (a, b) = (parallel.store().await, linear.store().await);
     for kind in RecordKind::ALL {
         assert_eq!(
@@ -115,9 +107,9 @@ async fn importing_the_same_records_twice_changes_no_count() {
         ..PublishOptions::default()
     };
     let files = publish_sample(&env, &options).await;
-    run_parallel(&config(&env)).await.unwrap();
+    run_parallel(&env.config()).await.unwrap();
     publish_sample(&env, &options).await;
-    let second = run_parallel(&config(&env)).await.unwrap();
+    let second = run_parallel(&env.config()).await.unwrap();
     for s in &second {
         assert_eq!(s.processed, RECORDS as u64, "{s:?}");
         assert_eq!(
@@ -170,7 +162,7 @@ async fn bad_rows_are_reported_with_their_lines_and_good_rows_still_go_in() {
     assert!(rejects[1].1.contains("expected 6 fields"), "{rejects:?}");
     assert!(rejects[2].1.contains("user_id"), "{rejects:?}");
 
-    let stats = run_linear(&config(&env)).await.unwrap();
+    let stats = run_linear(&env.config()).await.unwrap();
     assert_eq!((stats[0].processed, stats[0].count_after), (2, 2));
     let ids = customer_ids(&env.store().await).await;
     assert_eq!(ids, vec!["C1", "C4"]);
@@ -204,7 +196,7 @@ async fn a_poison_message_goes_to_the_dead_letter_queue_with_its_reason() {
     publish(b"this is not json").await;
     publish(br#"[{"product_id":"P2","description":"Bed","product_type":"bedroom","quantity_available":2},{"product_id":"P3"}]"#).await;
 
-    let stats = run_parallel(&config(&env)).await.unwrap();
+    let stats = run_parallel(&env.config()).await.unwrap();
     let products = &stats[1];
     assert_eq!(
         (products.inserted, products.rejected, products.count_after),
@@ -291,7 +283,7 @@ async fn versions_decide_inside_and_across_messages_whatever_the_consumers() {
                 .await
                 .unwrap();
         }
-        let mut cfg = config(&env);
+        let mut cfg = env.config();
         cfg.tuning.consumers = 3;
         cfg.tuning.writers = 2;
         let report = hpn_importer::import(&cfg, mode).await.unwrap();
@@ -327,7 +319,7 @@ async fn the_direct_path_stores_exactly_the_rows() {
         let env = TestEnv::new("direct");
         let files = generate(&env.path("data"), RECORDS, DEFAULT_SEED).unwrap();
         let paths: Vec<PathBuf> = files.paths().iter().map(|p| p.to_path_buf()).collect();
-        let report = hpn_importer::import_files(&config(&env), &paths, mode).await.unwrap();
+        let report = hpn_importer::import_files(&env.config(), &paths, mode).await.unwrap();
         assert_eq!(report.processed(), 3 * RECORDS as u64, "{mode:?}");
         assert_store_matches(&env, &paths).await;
         env.cleanup().await;
@@ -340,7 +332,7 @@ async fn the_direct_path_stores_exactly_the_rows() {
 async fn reset_asks_first_then_drops_the_collections_and_purges_the_queues() {
     let env = TestEnv::new("reset");
     let files = publish_sample(&env, &PublishOptions::default()).await;
-    run_linear(&config(&env)).await.unwrap();
+    run_linear(&env.config()).await.unwrap();
     // Queued again, not imported: reset must purge these.
     publish_files(&env.settings.broker(), &files[..1], &PublishOptions::default())
         .await
@@ -421,7 +413,7 @@ async fn a_record_mongodb_refuses_is_dead_lettered_with_the_reason() {
     publish_files(&env.settings.broker(), &[file], &PublishOptions::default())
         .await
         .unwrap();
-    let stats = run_parallel(&config(&env)).await.unwrap();
+    let stats = run_parallel(&env.config()).await.unwrap();
     let customers = &stats[0];
     assert_eq!(
         (customers.inserted, customers.stale, customers.rejected),
