@@ -575,6 +575,35 @@ fn targets(results: &Results) -> Vec<Target> {
             .and_then(|l| l.at_target_rate())
             .map(|s| s.sustained && s.p99_bucket_ms <= 100.0),
     });
+    targets.push(ratio_target(
+        "parallel_vs_careful_loader",
+        "parallel end to end through the queue, 100,000 per file / the careful loader (insert_many of 1,000, \
+         a task per file, no queue, no key index)",
+        rate(at, PARALLEL)
+            .zip(rate(at, measure::CAREFUL))
+            .map(|(parallel, careful)| parallel.records_per_s / careful.records_per_s),
+        1.0,
+    ));
+    // Parallel must never lose to linear: the smallest ratio over the sizes.
+    let worst = results
+        .sizes
+        .iter()
+        .filter_map(|s| {
+            let mode = |m: &str| s.modes.iter().find(|r| r.mode == m);
+            mode(PARALLEL)
+                .zip(mode(LINEAR))
+                .map(|(p, l)| (s.records_per_file, p.records_per_s / l.records_per_s))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    targets.push(ratio_target(
+        "parallel_vs_linear_every_size",
+        &format!(
+            "parallel / linear end to end, the smallest over every size{}",
+            worst.map(|(n, _)| format!(" (at {n} per file)")).unwrap_or_default()
+        ),
+        worst.map(|(_, ratio)| ratio),
+        1.0,
+    ));
     for mode in [LINEAR, PARALLEL] {
         let measured = rate(100_000, mode)
             .zip(rate(10_000, mode))

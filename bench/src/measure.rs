@@ -31,8 +31,12 @@ pub const PARALLEL_UNVERSIONED: &str = "parallel, records without versions";
 pub const PARALLEL_ONE_ROW: &str = "parallel, 1 record per message";
 pub const DIRECT_LINEAR: &str = "direct linear (no queue)";
 pub const DIRECT_PARALLEL: &str = "direct parallel (no queue)";
-pub const MODES: [&str; 7] = [
+/// What a careful script would do instead of the queue: `insert_many` of
+/// 1,000 rows, one task per file, no unique index on the business key.
+pub const CAREFUL: &str = "careful loader: insert_many of 1,000, a task per file, no queue, no key index";
+pub const MODES: [&str; 8] = [
     BASELINE,
+    CAREFUL,
     LINEAR,
     PARALLEL,
     PARALLEL_UNVERSIONED,
@@ -130,6 +134,17 @@ impl Bench {
             BASELINE => {
                 let started = Instant::now();
                 let collections = baseline(settings, files).await?;
+                Ok(Run::in_process(
+                    RunTimes {
+                        publish_seconds: None,
+                        import_seconds: started.elapsed().as_secs_f64(),
+                    },
+                    collections,
+                ))
+            }
+            CAREFUL => {
+                let started = Instant::now();
+                let collections = careful(settings, files).await?;
                 Ok(Run::in_process(
                     RunTimes {
                         publish_seconds: None,
@@ -347,6 +362,63 @@ async fn baseline(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Ve
             stale: 0,
             rejected,
         });
+    }
+    Ok(stats)
+}
+
+/// Rows per `insert_many` of the careful loader.
+const CAREFUL_BATCH: usize = 1000;
+
+/// The careful loader a Python programmer would write with pymongo, as the
+/// bar the queue must clear: each file read by its own task and written
+/// with `insert_many` of [`CAREFUL_BATCH`] rows (ordered, the driver's
+/// default), into collections with only MongoDB's own `_id` index: no
+/// unique key, so no versions, no idempotence, no dead letters.
+async fn careful(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Vec<ImportStats>> {
+    let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
+    let tasks = files.iter().map(|file| {
+        let store = store.clone();
+        let file = file.clone();
+        tokio::spawn(async move {
+            let source = CsvSource::open(&file)?;
+            let kind = source.kind();
+            let collection = store.collection(kind);
+            let count_before = store.count(kind).await?;
+            let started = Instant::now();
+            let (mut inserted, mut rejected) = (0u64, 0u64);
+            let mut batch = Vec::with_capacity(CAREFUL_BATCH);
+            let mut rows = source.into_iter();
+            loop {
+                let row = rows.next();
+                match &row {
+                    Some(Ok(row)) => batch.push(hpn_importer::store::to_document(&row.record)),
+                    Some(Err(_)) => rejected += 1,
+                    None => {}
+                }
+                if batch.len() == CAREFUL_BATCH || (row.is_none() && !batch.is_empty()) {
+                    inserted += batch.len() as u64;
+                    collection.insert_many(std::mem::take(&mut batch)).await?;
+                }
+                if row.is_none() {
+                    break;
+                }
+            }
+            anyhow::Ok(ImportStats {
+                collection: kind.collection().to_string(),
+                processed: inserted + rejected,
+                count_before,
+                count_after: store.count(kind).await?,
+                elapsed: started.elapsed(),
+                inserted,
+                updated: 0,
+                stale: 0,
+                rejected,
+            })
+        })
+    });
+    let mut stats = Vec::new();
+    for done in futures::future::join_all(tasks).await {
+        stats.push(done.context("a careful loader task")??);
     }
     Ok(stats)
 }
