@@ -131,20 +131,13 @@ impl Bench {
             rentals_take_stock: false,
         };
         match mode {
-            BASELINE => {
+            BASELINE | CAREFUL => {
                 let started = Instant::now();
-                let collections = baseline(settings, files).await?;
-                Ok(Run::in_process(
-                    RunTimes {
-                        publish_seconds: None,
-                        import_seconds: started.elapsed().as_secs_f64(),
-                    },
-                    collections,
-                ))
-            }
-            CAREFUL => {
-                let started = Instant::now();
-                let collections = careful(settings, files).await?;
+                let collections = if mode == BASELINE {
+                    baseline(settings, files).await?
+                } else {
+                    careful(settings, files).await?
+                };
                 Ok(Run::in_process(
                     RunTimes {
                         publish_seconds: None,

@@ -756,14 +756,7 @@ mod tests {
 
     #[test]
     fn keys_seen_twice_are_found_with_both_lines_even_past_memory() {
-        let rental = |p: &str, u: &str| {
-            Record::Rental(Rental {
-                product_id: p.into(),
-                user_id: u.into(),
-                extra: Default::default(),
-                version: None,
-            })
-        };
+        let rental = |p: &str, u: &str| Record::Rental(Rental::new(p, u));
         let mut seen = DuplicateKeys::new();
         // More rows than one segment holds, so runs are written and merged.
         let rows = 2 * DuplicateKeys::SEGMENT as u64 + 10;

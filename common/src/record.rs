@@ -354,6 +354,16 @@ impl Product {
 }
 
 impl Rental {
+    /// A rental with no extras and no version.
+    pub fn new(product_id: impl Into<String>, user_id: impl Into<String>) -> Rental {
+        Rental {
+            product_id: product_id.into(),
+            user_id: user_id.into(),
+            extra: Extra::new(),
+            version: None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), Invalid> {
         check_id("product_id", &self.product_id)?;
         check_id("user_id", &self.user_id)?;
@@ -698,12 +708,7 @@ mod tests {
 
     #[test]
     fn rental_key_combines_both_ids() {
-        let r = Record::Rental(Rental {
-            product_id: "P1".into(),
-            user_id: "C9".into(),
-            extra: Extra::new(),
-            version: None,
-        });
+        let r = Record::Rental(Rental::new("P1", "C9"));
         assert_eq!(r.key(), "P1/C9");
         assert_eq!(r.to_fields(), vec!["P1", "C9"]);
     }

@@ -281,12 +281,7 @@ pub fn product(id: &str, quantity: u32) -> Record {
 
 /// A rental of product `p` by customer `u`.
 pub fn rental(p: &str, u: &str) -> Record {
-    Record::Rental(hpn_common::Rental {
-        product_id: p.into(),
-        user_id: u.into(),
-        extra: Default::default(),
-        version: None,
-    })
+    Record::Rental(hpn_common::Rental::new(p, u))
 }
 
 /// Every valid record in a CSV file.

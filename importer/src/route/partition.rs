@@ -111,14 +111,7 @@ mod tests {
             seen[partition(&customer(&format!("C{i}"), "x"), 4)] += 1;
         }
         assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
-        let rental = |p: &str, u: &str| {
-            Record::Rental(Rental {
-                product_id: p.into(),
-                user_id: u.into(),
-                extra: Default::default(),
-                version: None,
-            })
-        };
+        let rental = |p: &str, u: &str| Record::Rental(Rental::new(p, u));
         let differ =
             (0..50).any(|i| partition(&rental("P1", &format!("C{i}")), 4) != partition(&rental("P1", "C0"), 4));
         assert!(differ, "rentals of one product spread by customer too");
