@@ -13,8 +13,6 @@ use crate::observe::counters::Counters;
 use crate::report::ImportStats;
 use hpn_common::RecordKind;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -124,15 +122,8 @@ impl Line {
 
 /// The ready messages in `queue`, if the broker says.
 async fn queue_depth(channel: &Channel, queue: &str) -> Option<u32> {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let declared = channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .ok()?;
-    Some(declared.message_count())
+    let counts = hpn_common::topology::queue_counts(channel, queue).await.ok()?;
+    (!counts.maybe_unknown()).then_some(counts.ready)
 }
 
 fn running_line(processed: u64, elapsed: Duration, depth: Option<u32>) -> String {
