@@ -1,6 +1,7 @@
 //! The `hpn-importer` command line: drain the queues into MongoDB (linear
 //! or parallel), serve continuously, run the business queries, demonstrate
-//! contention, or reset a database and its queues. It lives in the library
+//! contention, migrate a store of the old shape, or reset a database and
+//! its queues. It lives in the library
 //! so that the integration tests can run exactly this program as a child
 //! process (see `tests/src/bin`).
 
@@ -99,6 +100,16 @@ enum Command {
         #[command(flatten)]
         options: crate::tools::contention::ContentionOptions,
         /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite a store of the old shape (ObjectId `_id`s and a unique index
+    /// on the business key) so that the business key is the `_id`. Stop
+    /// every importer first; safe to run again after an interruption.
+    Migrate {
+        #[command(flatten)]
+        store: StoreSettings,
+        /// Print what was done as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -217,6 +228,19 @@ pub async fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!("{}", crate::tools::contention::table(&rows));
+            }
+        }
+        Command::Migrate { store, json } => {
+            let store = Store::connect(&store.mongodb_uri, &store.database).await?;
+            let mut done = Vec::new();
+            for kind in hpn_common::RecordKind::ALL {
+                done.push(store.migrate(kind).await?);
+            }
+            store.check_shape().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&done)?);
+            } else {
+                println!("{}", query::migrated_table(&done));
             }
         }
         Command::Reset { servers, yes } => {

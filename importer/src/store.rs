@@ -2,12 +2,15 @@
 //! `customers`, `products` and `rentals`, and the two read queries the
 //! business relies on.
 //!
-//! Every write is keyed on the record's business key with a unique index
-//! behind it, so the store holds at most one document per key whatever
-//! arrives twice: a redelivered message, a file published again, two
-//! consumers racing. A rental is identified by its `(product_id, user_id)`
-//! pair: the brief's rentals file has no other column, so a customer renting
-//! the same product twice is one rental.
+//! Every document's `_id` is its record's business key (see [`document`]),
+//! so the store holds at most one document per key whatever arrives twice:
+//! a redelivered message, a file published again, two consumers racing; and
+//! each collection has one unique index, the `_id`'s. A rental is identified
+//! by its `(product_id, user_id)` pair: the brief's rentals file has no
+//! other column, so a customer renting the same product twice is one rental.
+//! A store of the old shape (an `ObjectId` as `_id` and a second unique
+//! index on the key) is refused until `hpn-importer migrate` has rewritten
+//! it (see [`migrate`]).
 //!
 //! Writes are guarded by version (see [`hpn_common::record::replaces`]): each
 //! document keeps the version of the record it holds in `_v`, and a
@@ -25,24 +28,24 @@
 //! on every MongoDB from 3.6 to 8, so the same code runs against the
 //! docker-compose stack and the local test server.
 
+mod document;
+mod migrate;
+
+pub use document::{key_filter, key_id, key_of, stored_document, to_document, EXTRA_FIELD, KEY_INDEX, VERSION_FIELD};
+pub use migrate::{Migrated, OLD_KEY_INDEXES};
+
+use document::{absent_fields, on_key_index, rentals_of_product, versioned_fields};
 use futures::TryStreamExt;
 use hpn_common::record::{replaces, Customer, Product, Record, RecordKind};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::{Error as MongoError, ErrorKind};
-use mongodb::options::{ClientOptions, IndexOptions};
-use mongodb::{Client, Collection, Database, IndexModel};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Collection, Database};
 use std::collections::HashMap;
 use std::time::Duration;
 
 /// MongoDB's duplicate-key error code (the "E11000" in its messages).
 pub const DUPLICATE_KEY: i32 = 11000;
-
-/// The field that holds a document's version (absent: written without one).
-/// Short because MongoDB stores every field name in every document, so a
-/// long name costs every insert; what the version costs a fresh load in all
-/// is the bench's `version_guard_cost` target (see findings.md). On the wire
-/// the record's field is `_version`.
-pub const VERSION_FIELD: &str = "_v";
 
 /// Server error codes that mean "try again": the operation did not fail on
 /// its merits (the same list the driver retries reads on, plus time-outs
@@ -58,7 +61,7 @@ const TRANSIENT_CODES: [i32; 16] = [
 /// dead-lettered for it. The list is short on purpose; an unknown code holds
 /// the batch rather than throwing records away.
 const RECORD_REFUSALS: [i32; 9] = [
-    DUPLICATE_KEY, // on a unique index other than the business key's
+    DUPLICATE_KEY, // on a unique index other than the `_id` (the business key)
     121,           // DocumentValidationFailure
     10334,         // BSONObjectTooLarge
     17419,         // document too large after the update
@@ -85,6 +88,13 @@ pub enum StoreError {
     /// The store refused a write as such, not the record in it.
     #[error("MongoDB refused the write (code {code}): {message}")]
     Refused { code: i32, message: String },
+    /// The store holds a collection of the shape before the business key
+    /// became the `_id`; nothing is written to it until it is migrated.
+    #[error(
+        "MongoDB: the {collection} collection is of the old shape ({why}); \
+         stop every importer and run `hpn-importer migrate` (docs/migration.md)"
+    )]
+    OldShape { collection: &'static str, why: String },
 }
 
 impl StoreError {
@@ -95,7 +105,7 @@ impl StoreError {
             StoreError::Mongo(e) => is_transient(e),
             StoreError::WriteConcern(_) => true,
             StoreError::Refused { code, .. } => TRANSIENT_CODES.contains(code),
-            StoreError::Reply { .. } => false,
+            StoreError::Reply { .. } | StoreError::OldShape { .. } => false,
         }
     }
 }
@@ -266,23 +276,6 @@ impl Store {
         self.db.collection(kind.collection())
     }
 
-    /// The unique indexes every write relies on, plus one for the rentals
-    /// query by customer. Creating an index that exists is a no-op.
-    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
-        for kind in RecordKind::ALL {
-            let mut keys = Document::new();
-            for field in kind.key_fields() {
-                keys.insert(*field, 1);
-            }
-            let unique = IndexModel::builder()
-                .keys(keys)
-                .options(IndexOptions::builder().unique(true).build())
-                .build();
-            self.collection(kind).create_index(unique).await?;
-        }
-        Ok(())
-    }
-
     /// Exact number of documents in a kind's collection.
     pub async fn count(&self, kind: RecordKind) -> Result<u64, StoreError> {
         Ok(self.collection(kind).count_documents(doc! {}).await?)
@@ -332,7 +325,7 @@ impl Store {
                 outcome.inserted += (batch.latest.len() - errors.len()) as u64;
                 for error in errors {
                     let index = batch.latest[error.index];
-                    if error.code == DUPLICATE_KEY && on_key_index(kind, &error.message, None) {
+                    if error.code == DUPLICATE_KEY && on_key_index(&error.message, None) {
                         conflicts.push(index);
                     } else if !RECORD_REFUSALS.contains(&error.code) {
                         return Err(StoreError::Refused {
@@ -362,19 +355,19 @@ impl Store {
     }
 
     /// Upsert a batch of records of one kind, guarded by version: one
-    /// statement per key, keyed on the business key, in one unordered
-    /// `update` command.
+    /// statement per key, keyed on the `_id` (the business key), in one
+    /// unordered `update` command.
     ///
     /// Each statement's filter is the key plus, for a versioned record,
     /// "stored version absent or lower" (`_v: {$not: {$gte: v}}`).
     /// A document that passes is updated; when none passes the server tries
-    /// to insert, and the unique key index refuses that with E11000 if the
+    /// to insert, and the `_id` index refuses that with E11000 if the
     /// key exists with an equal or newer version: the record is stale, and
     /// nothing changed. A record without a version matches on its key alone
     /// and clears the stored version (see `docs/message-format.md`).
     ///
     /// Two upserts of the same new key racing on different connections can
-    /// both miss the document and both try to insert; the unique index lets
+    /// both miss the document and both try to insert; the `_id` index lets
     /// one win and gives the other E11000 too. So a statement's first E11000
     /// is sent again: the document now exists, and the retry either updates
     /// it (the record was newer) or gets E11000 again (stale).
@@ -433,7 +426,7 @@ impl Store {
                     let versioned = records[record_index].version().is_some();
                     let message = error.get_str("errmsg").unwrap_or("");
                     let key_conflict =
-                        code == DUPLICATE_KEY && on_key_index(kind, message, error.get_document("keyPattern").ok());
+                        code == DUPLICATE_KEY && on_key_index(message, error.get_document("keyPattern").ok());
                     if key_conflict && versioned && (keys == KeysExist::Yes || attempt > 0) {
                         outcome.stale += 1;
                     } else if key_conflict && attempt < DUPLICATE_KEY_RETRIES {
@@ -481,7 +474,7 @@ impl Store {
         let products = self.collection(RecordKind::Product);
         let result = products
             .update_one(
-                doc! {"product_id": product_id, "quantity_available": {"$gt": 0}, "rented_to": {"$ne": user_id}},
+                doc! {"_id": product_id, "quantity_available": {"$gt": 0}, "rented_to": {"$ne": user_id}},
                 doc! {"$inc": {"quantity_available": -1}, "$push": {"rented_to": user_id}},
             )
             .await?;
@@ -489,13 +482,13 @@ impl Store {
             return Ok(StockOutcome::Taken);
         }
         if products
-            .find_one(doc! {"product_id": product_id, "rented_to": user_id})
+            .find_one(doc! {"_id": product_id, "rented_to": user_id})
             .await?
             .is_some()
         {
             return Ok(StockOutcome::AlreadyTaken);
         }
-        if products.find_one(doc! {"product_id": product_id}).await?.is_some() {
+        if products.find_one(doc! {"_id": product_id}).await?.is_some() {
             Ok(StockOutcome::OutOfStock)
         } else {
             Ok(StockOutcome::UnknownProduct)
@@ -510,16 +503,18 @@ impl Store {
             .collection::<Product>(RecordKind::Product.collection())
             .find(doc! {"quantity_available": {"$gt": 0}})
             .projection(projection)
-            .sort(doc! {"product_id": 1})
+            .sort(doc! {"_id": 1})
             .await?;
         Ok(cursor.try_collect().await?)
     }
 
     /// The brief's second query: every customer who rented `product_id`.
+    /// Both lookups ride the `_id` index: the product's rentals are one
+    /// range of it, their customers one `$in`.
     pub async fn customers_renting(&self, product_id: &str) -> Result<Vec<Customer>, StoreError> {
         let rentals = self
             .collection(RecordKind::Rental)
-            .find(doc! {"product_id": product_id})
+            .find(rentals_of_product(product_id))
             .projection(doc! {"_id": 0, "user_id": 1})
             .await?;
         let user_ids: Vec<String> = rentals
@@ -536,9 +531,9 @@ impl Store {
         let cursor = self
             .db
             .collection::<Customer>(RecordKind::Customer.collection())
-            .find(doc! {"user_id": {"$in": user_ids}})
+            .find(doc! {"_id": {"$in": user_ids}})
             .projection(projection)
-            .sort(doc! {"user_id": 1})
+            .sort(doc! {"_id": 1})
             .await?;
         Ok(cursor.try_collect().await?)
     }
@@ -557,7 +552,7 @@ impl Store {
             .collection(RecordKind::Rental)
             .find(doc! {})
             .projection(doc! {"_id": 0, "product_id": 1, "user_id": 1})
-            .sort(doc! {"product_id": 1, "user_id": 1})
+            .sort(doc! {"_id": 1})
             .batch_size(ORPHAN_BATCH as u32)
             .await?;
         let mut found = Orphans::default();
@@ -582,8 +577,8 @@ impl Store {
     async fn find_orphans(&self, rentals: &[(String, String)], orphans: &mut Vec<Orphan>) -> Result<(), StoreError> {
         let user_ids: Vec<&str> = rentals.iter().map(|(_, u)| u.as_str()).collect();
         let product_ids: Vec<&str> = rentals.iter().map(|(p, _)| p.as_str()).collect();
-        let customers = self.existing(RecordKind::Customer, "user_id", &user_ids).await?;
-        let products = self.existing(RecordKind::Product, "product_id", &product_ids).await?;
+        let customers = self.existing(RecordKind::Customer, &user_ids).await?;
+        let products = self.existing(RecordKind::Product, &product_ids).await?;
         for (product_id, user_id) in rentals {
             let missing_customer = !customers.contains(user_id);
             let missing_product = !products.contains(product_id);
@@ -599,23 +594,19 @@ impl Store {
         Ok(())
     }
 
-    /// Which of `values` of the key `field` have a document in `kind`'s collection.
-    async fn existing(
-        &self,
-        kind: RecordKind,
-        field: &str,
-        values: &[&str],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
+    /// Which of the keys `ids` have a document in `kind`'s collection (a
+    /// customer's or a product's: their `_id` is a string).
+    async fn existing(&self, kind: RecordKind, ids: &[&str]) -> Result<std::collections::HashSet<String>, StoreError> {
         let documents: Vec<Document> = self
             .collection(kind)
-            .find(doc! {field: {"$in": values}})
-            .projection(doc! {"_id": 0, field: 1})
+            .find(doc! {"_id": {"$in": ids}})
+            .projection(doc! {"_id": 1})
             .await?
             .try_collect()
             .await?;
         Ok(documents
             .iter()
-            .filter_map(|d| d.get_str(field).ok().map(str::to_string))
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_string))
             .collect())
     }
 }
@@ -665,28 +656,6 @@ pub fn latest_per_key(records: &[Record]) -> BatchWinners {
     }
 }
 
-/// The name MongoDB gives the unique index on `kind`'s business key
-/// (`user_id_1`, `product_id_1`, `product_id_1_user_id_1`).
-pub fn key_index_name(kind: RecordKind) -> String {
-    kind.key_fields()
-        .iter()
-        .map(|field| format!("{field}_1"))
-        .collect::<Vec<_>>()
-        .join("_")
-}
-
-/// Whether a duplicate-key error is about the record's business key (a
-/// document of that key exists) rather than another unique index someone
-/// added, which is a refusal of the record. Servers name the index in the
-/// message (`… index: user_id_1 dup key: …`) and, since 4.2, give its key
-/// pattern in the error; either decides.
-fn on_key_index(kind: RecordKind, message: &str, key_pattern: Option<&Document>) -> bool {
-    if let Some(pattern) = key_pattern {
-        return pattern.keys().map(String::as_str).eq(kind.key_fields().iter().copied());
-    }
-    message.contains(&format!("index: {} ", key_index_name(kind)))
-}
-
 /// Read an integer reply field, whatever width the server chose.
 fn number(reply: &Document, field: &'static str) -> Result<u64, StoreError> {
     match reply.get(field) {
@@ -699,25 +668,6 @@ fn number(reply: &Document, field: &'static str) -> Result<u64, StoreError> {
             reply: reply.to_string(),
         }),
     }
-}
-
-/// The filter that finds a record's document by its business key.
-pub fn key_filter(record: &Record) -> Document {
-    match record {
-        Record::Customer(c) => doc! {"user_id": &c.user_id},
-        Record::Product(p) => doc! {"product_id": &p.product_id},
-        Record::Rental(r) => doc! {"product_id": &r.product_id, "user_id": &r.user_id},
-    }
-}
-
-/// The document stored for a record: its fields and, when it has one, its
-/// version in [`VERSION_FIELD`].
-pub fn stored_document(record: &Record) -> Document {
-    let mut document = to_document(record);
-    if let Some(version) = record.version() {
-        document.insert(VERSION_FIELD, version);
-    }
-    document
 }
 
 /// One statement of a guarded `update` command (see [`Store::upsert`]).
@@ -736,7 +686,7 @@ fn guarded_upsert(record: &Record) -> Document {
     let set = match record.version() {
         Some(version) => {
             filter.insert(VERSION_FIELD, doc! {"$not": {"$gte": version}});
-            stored_document(record)
+            versioned_fields(record)
         }
         None => {
             unset.insert(VERSION_FIELD, "");
@@ -750,84 +700,10 @@ fn guarded_upsert(record: &Record) -> Document {
     doc! {"q": filter, "u": update, "upsert": true}
 }
 
-/// The record's optional fields it does not have.
-fn absent_fields(record: &Record) -> impl Iterator<Item = &'static str> {
-    let zip_code = matches!(record, Record::Customer(c) if c.zip_code.is_none()).then_some("zip_code");
-    let extra = record.extra().is_empty().then_some(EXTRA_FIELD);
-    zip_code.into_iter().chain(extra)
-}
-
-/// Where a document keeps the columns its record was told to keep: one
-/// sub-document, replaced whole by a newer version.
-pub const EXTRA_FIELD: &str = "extra";
-
-/// A record's business fields, with the same names as the CSV columns
-/// (quantities as 64-bit integers), and its kept columns under
-/// [`EXTRA_FIELD`]: what readers of the store see, less the version. An
-/// absent zip code is no field at all.
-pub fn to_document(record: &Record) -> Document {
-    let mut document = match record {
-        Record::Customer(c) => {
-            let mut d = doc! {
-                "user_id": &c.user_id,
-                "name": &c.name,
-                "address": &c.address,
-            };
-            if let Some(zip_code) = &c.zip_code {
-                d.insert("zip_code", zip_code);
-            }
-            d.insert("phone_number", &c.phone_number);
-            d.insert("email", &c.email);
-            d
-        }
-        Record::Product(p) => doc! {
-            "product_id": &p.product_id,
-            "description": &p.description,
-            "product_type": &p.product_type,
-            "quantity_available": i64::from(p.quantity_available),
-        },
-        Record::Rental(r) => doc! {
-            "product_id": &r.product_id,
-            "user_id": &r.user_id,
-        },
-    };
-    let extra = record.extra();
-    if !extra.is_empty() {
-        let kept: Document = extra
-            .iter()
-            .map(|(k, v)| (k.clone(), Bson::String(v.clone())))
-            .collect();
-        document.insert(EXTRA_FIELD, kept);
-    }
-    document
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use hpn_common::record::Rental;
-
-    #[test]
-    fn documents_and_filters_use_the_csv_names() {
-        let r = Record::Rental(Rental {
-            product_id: "P1".into(),
-            user_id: "C1".into(),
-            extra: Default::default(),
-            version: None,
-        });
-        assert_eq!(key_filter(&r), doc! {"product_id": "P1", "user_id": "C1"});
-        assert_eq!(to_document(&r), doc! {"product_id": "P1", "user_id": "C1"});
-        let p = Record::Product(Product {
-            product_id: "P1".into(),
-            description: "Sofa".into(),
-            product_type: "livingroom".into(),
-            quantity_available: 4,
-            extra: Default::default(),
-            version: None,
-        });
-        assert_eq!(to_document(&p).get_i64("quantity_available"), Ok(4));
-        assert_eq!(key_filter(&p), doc! {"product_id": "P1"});
-    }
 
     #[test]
     fn only_the_last_record_of_a_key_is_kept() {
@@ -894,7 +770,7 @@ mod tests {
         assert_eq!(
             guarded_upsert(&r),
             doc! {
-                "q": {"product_id": "P1", "user_id": "C1", "_v": {"$not": {"$gte": 42_i64}}},
+                "q": {"_id": {"product_id": "P1", "user_id": "C1"}, "_v": {"$not": {"$gte": 42_i64}}},
                 "u": {"$set": {"product_id": "P1", "user_id": "C1", "_v": 42_i64}, "$unset": {"extra": ""}},
                 "upsert": true,
             }
@@ -903,52 +779,11 @@ mod tests {
         assert_eq!(
             guarded_upsert(&r),
             doc! {
-                "q": {"product_id": "P1", "user_id": "C1"},
+                "q": {"_id": {"product_id": "P1", "user_id": "C1"}},
                 "u": {"$set": {"product_id": "P1", "user_id": "C1"}, "$unset": {"extra": "", "_v": ""}},
                 "upsert": true,
             }
         );
-    }
-
-    #[test]
-    fn kept_columns_are_one_sub_document_and_absent_fields_are_unset() {
-        let mut extra = hpn_common::Extra::new();
-        extra.insert("status".into(), "Active".into());
-        let c = Record::Customer(Customer {
-            user_id: "C1".into(),
-            name: "Ann".into(),
-            address: "".into(),
-            zip_code: None,
-            phone_number: "".into(),
-            email: "ann@example.com".into(),
-            extra,
-            version: Some(7),
-        });
-        let stored = stored_document(&c);
-        assert_eq!(stored.get_document(EXTRA_FIELD).unwrap(), &doc! {"status": "Active"});
-        assert!(!stored.contains_key("zip_code"));
-        let statement = guarded_upsert(&c);
-        let update = statement.get_document("u").unwrap();
-        assert_eq!(update.get_document("$unset").unwrap(), &doc! {"zip_code": ""});
-        assert!(update.get_document("$set").unwrap().contains_key(EXTRA_FIELD));
-    }
-
-    #[test]
-    fn only_a_duplicate_on_the_business_key_is_a_key_conflict() {
-        assert_eq!(key_index_name(RecordKind::Rental), "product_id_1_user_id_1");
-        let message =
-            "E11000 duplicate key error collection: db.customers index: user_id_1 dup key: { user_id: \"C1\" }";
-        assert!(on_key_index(RecordKind::Customer, message, None));
-        let other = "E11000 duplicate key error collection: db.customers index: email_1 dup key: { email: \"a@b.c\" }";
-        assert!(!on_key_index(RecordKind::Customer, other, None));
-        let compound = "E11000 duplicate key error collection: db.customers index: user_id_1_email_1 dup key: {}";
-        assert!(!on_key_index(RecordKind::Customer, compound, None));
-        assert!(on_key_index(
-            RecordKind::Rental,
-            "",
-            Some(&doc! {"product_id": 1, "user_id": 1})
-        ));
-        assert!(!on_key_index(RecordKind::Customer, message, Some(&doc! {"email": 1})));
     }
 
     #[test]

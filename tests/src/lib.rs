@@ -200,15 +200,16 @@ pub fn cluster_urls() -> String {
 }
 
 /// Every document of a kind, without `_id` and its version (`_v`), sorted by
-/// business key: what a test compares against the source rows.
+/// business key: what a test compares against the source rows. Each
+/// document's `_id` is checked to be its business key on the way.
 pub async fn documents(store: &Store, kind: RecordKind) -> Vec<Document> {
-    find_sorted(store, kind, doc! {"_id": 0, hpn_importer::store::VERSION_FIELD: 0}).await
+    find_sorted(store, kind, doc! {hpn_importer::store::VERSION_FIELD: 0}).await
 }
 
 /// Every document of a kind with its stored version (`None`: written
-/// without one), sorted by business key.
+/// without one), sorted by business key, `_id` checked and removed.
 pub async fn versions(store: &Store, kind: RecordKind) -> Vec<(Document, Option<i64>)> {
-    find_sorted(store, kind, doc! {"_id": 0})
+    find_sorted(store, kind, doc! {})
         .await
         .into_iter()
         .map(|mut d| {
@@ -220,20 +221,24 @@ pub async fn versions(store: &Store, kind: RecordKind) -> Vec<(Document, Option<
 
 async fn find_sorted(store: &Store, kind: RecordKind, projection: Document) -> Vec<Document> {
     use futures::TryStreamExt;
-    let mut sort = Document::new();
-    for key in kind.key_fields() {
-        sort.insert(*key, 1);
-    }
-    store
+    let documents: Vec<Document> = store
         .collection(kind)
         .find(doc! {})
         .projection(projection)
-        .sort(sort)
+        .sort(doc! {"_id": 1})
         .await
         .expect("find")
         .try_collect()
         .await
-        .expect("read documents")
+        .expect("read documents");
+    documents
+        .into_iter()
+        .map(|mut d| {
+            let id = d.remove("_id");
+            assert_eq!(id, hpn_importer::store::key_of(kind, &d), "the _id is the business key");
+            d
+        })
+        .collect()
 }
 
 /// The documents a set of records should leave in the store, in the same order.

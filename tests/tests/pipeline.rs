@@ -391,7 +391,6 @@ async fn reset_asks_first_then_drops_the_collections_and_purges_the_queues() {
 async fn a_record_mongodb_refuses_is_dead_lettered_with_the_reason() {
     let env = TestEnv::new("e2e_refused");
     let store = env.store().await;
-    store.ensure_indexes().await.unwrap();
     let unique_email = mongodb::IndexModel::builder()
         .keys(mongodb::bson::doc! {"email": 1})
         .options(mongodb::options::IndexOptions::builder().unique(true).build())

@@ -1,5 +1,5 @@
 //! The store against a real MongoDB-compatible server: keyed upserts, counts,
-//! unique indexes, the version guard and the two business queries.
+//! the key as `_id`, the version guard and the two business queries.
 
 use hpn_common::{Record, RecordKind};
 use hpn_importer::store::DUPLICATE_KEY;
@@ -10,7 +10,6 @@ use mongodb::bson::doc;
 async fn upserts_insert_then_update_and_never_duplicate() {
     let env = TestEnv::new("store_upsert");
     let store = env.store().await;
-    store.ensure_indexes().await.unwrap();
 
     let first = vec![customer("C1", "Ann"), customer("C2", "Bob"), customer("C1", "Ann B.")];
     let outcome = store.upsert(RecordKind::Customer, &first).await.unwrap();
@@ -25,10 +24,13 @@ async fn upserts_insert_then_update_and_never_duplicate() {
     assert_eq!(docs.len(), 3);
     assert_eq!(docs[0].get_str("name").unwrap(), "Ann B.", "later record wins");
 
-    // The unique index really is there: a plain insert of a known key fails with E11000.
+    // The key is the _id: a plain insert of a known key fails with E11000,
+    // and the _id index is the collection's only index.
+    let indexes = store.collection(RecordKind::Customer).list_index_names().await.unwrap();
+    assert_eq!(indexes, vec![hpn_importer::store::KEY_INDEX]);
     let err = store
         .collection(RecordKind::Customer)
-        .insert_one(doc! {"user_id": "C1"})
+        .insert_one(doc! {"_id": "C1", "user_id": "C1"})
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&DUPLICATE_KEY.to_string()), "{err}");
@@ -39,7 +41,6 @@ async fn upserts_insert_then_update_and_never_duplicate() {
 async fn rentals_are_keyed_on_the_pair() {
     let env = TestEnv::new("store_rentals");
     let store = env.store().await;
-    store.ensure_indexes().await.unwrap();
     let rentals = vec![
         rental("P1", "C1"),
         rental("P1", "C2"),
@@ -59,7 +60,6 @@ async fn rentals_are_keyed_on_the_pair() {
 async fn business_queries_return_what_the_brief_says() {
     let env = TestEnv::new("store_queries");
     let store = env.store().await;
-    store.ensure_indexes().await.unwrap();
     store
         .upsert(
             RecordKind::Customer,
@@ -77,7 +77,13 @@ async fn business_queries_return_what_the_brief_says() {
     store
         .upsert(
             RecordKind::Rental,
-            &[rental("P1", "C1"), rental("P1", "C3"), rental("P3", "C2")],
+            // P10 shares P1's first characters: not one of P1's rentals.
+            &[
+                rental("P1", "C1"),
+                rental("P1", "C3"),
+                rental("P3", "C2"),
+                rental("P10", "C2"),
+            ],
         )
         .await
         .unwrap();
@@ -125,7 +131,6 @@ async fn customers(store: &hpn_importer::Store) -> Vec<(String, String, Option<i
 async fn the_version_guard_keeps_the_newest_whatever_order_batches_arrive_in() {
     let env = TestEnv::new("store_versions");
     let store = env.store().await;
-    store.ensure_indexes().await.unwrap();
     let v = |id: &str, name: &str, version: i64| customer(id, name).with_version(version);
 
     // One batch, out of order: A's newest comes first, B has two equal versions.
@@ -190,7 +195,6 @@ async fn the_version_guard_keeps_the_newest_whatever_order_batches_arrive_in() {
 async fn racing_writers_on_new_keys_end_at_the_highest_version() {
     let env = TestEnv::new("store_version_race");
     let store = env.store().await;
-    store.ensure_indexes().await.unwrap();
     let keys = 200;
     let mut tasks = Vec::new();
     for writer in 0..6_i64 {

@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 /// each (parallel).
 pub async fn import_files(config: &Config, files: &[PathBuf], mode: Mode) -> Result<ImportReport> {
     let store = Store::connect(&config.connection.mongodb_uri, &config.connection.database).await?;
-    store.ensure_indexes().await?;
+    store.check_shape().await?;
     let started = Instant::now();
     let mut collections = match mode {
         Mode::Linear => {

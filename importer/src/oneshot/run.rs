@@ -66,7 +66,7 @@ impl Services {
         config.check().map_err(Error::Settings)?;
         let settings = &config.connection;
         let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
-        store.ensure_indexes().await?;
+        store.check_shape().await?;
         let connection = broker::connect(&settings.amqp_url, name).await?;
         let topology = settings.topology();
         topology.declare(&connection).await?;

@@ -114,7 +114,7 @@ async fn connect_store(config: &Config, health: &Health, shutdown: &Cancellation
     loop {
         let connected = async {
             let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
-            store.ensure_indexes().await?;
+            store.check_shape().await?;
             Ok::<_, crate::store::StoreError>(store)
         };
         match connected.await {
@@ -127,9 +127,7 @@ async fn connect_store(config: &Config, health: &Health, shutdown: &Cancellation
                 if attempt == 0 && e.is_transient() {
                     warn!("MongoDB does not answer ({e}); retrying until it does");
                 } else if attempt == 0 {
-                    tracing::error!(
-                        "MongoDB refuses to set up the collections: {e}; retrying until the cause is fixed"
-                    );
+                    tracing::error!("MongoDB cannot be written yet: {e}; trying again until the cause is fixed");
                 }
                 attempt += 1;
                 tokio::select! {

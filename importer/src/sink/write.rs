@@ -237,9 +237,9 @@ impl Writer {
     /// that cannot be written). A refusal is logged once with the server's
     /// words and shown in `/healthz` while it lasts; it is never reported
     /// as a broker problem, and the batch is never dead-lettered for it.
-    /// After a refusal each attempt first makes sure of the collections'
-    /// indexes: the cause may have been a collection dropped or replaced, and
-    /// one MongoDB creates again on the next insert has no unique key index.
+    /// (A collection dropped under the importer needs nothing from it: the
+    /// one MongoDB creates again on the next insert has the `_id` index, the
+    /// only one the writes rely on.)
     async fn retrying<T, F, Fut>(&self, operation: F) -> Result<T>
     where
         F: Fn() -> Fut,
@@ -249,15 +249,7 @@ impl Writer {
         // Set while the store refuses this batch (the refusal is logged once).
         let mut refused = false;
         loop {
-            let attempted = if refused {
-                match self.store.ensure_indexes().await {
-                    Ok(()) => operation().await,
-                    Err(e) => Err(e),
-                }
-            } else {
-                operation().await
-            };
-            let e = match attempted {
+            let e = match operation().await {
                 Ok(value) => {
                     if attempt > 0 {
                         tracing::info!(writer = %self.name, attempts = attempt + 1, "MongoDB takes writes again");

@@ -1,9 +1,9 @@
 //! The two business queries of the brief, formatted for a terminal or as
 //! JSON keyed the way the brief describes: products by `product_id`,
 //! customers by `user_id`; and the orphan rentals, whose customer or
-//! product is not in the store.
+//! product is not in the store; and what `migrate` did.
 
-use crate::store::Orphans;
+use crate::store::{Migrated, Orphans};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hpn_common::{Customer, Product};
 use serde_json::{json, Map, Value};
@@ -167,4 +167,26 @@ mod tests {
             "1 of 3 rentals name a customer or product that is not in the store"
         );
     }
+}
+
+/// What `migrate` did, one row per collection.
+pub fn migrated_table(done: &[Migrated]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "collection",
+        "old documents rewritten",
+        "of which a newer keyed one stayed",
+        "old key index dropped",
+        "documents now",
+    ]);
+    for m in done {
+        table.add_row(vec![
+            m.collection.to_string(),
+            m.rewritten.to_string(),
+            m.kept_newer.to_string(),
+            if m.dropped_index { "yes" } else { "no" }.to_string(),
+            m.documents.to_string(),
+        ]);
+    }
+    table
 }

@@ -14,11 +14,13 @@ use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DuplicateStrategy {
-    /// Check, then insert; no unique index.
+    /// Check, then insert; the key is an ordinary field and the `_id` a
+    /// new `ObjectId` (the old loaders' documents): nothing is unique.
     NaiveNoIndex,
-    /// Check, then insert; with the unique index.
+    /// Check, then insert; the key is the `_id`, so the `_id` index makes it
+    /// unique (the importer's documents).
     NaiveUniqueIndex,
-    /// The importer's write: unique index plus one keyed upsert per record.
+    /// The importer's write: the key as `_id` plus one keyed upsert per record.
     Upsert,
 }
 
@@ -28,9 +30,8 @@ pub async fn duplicate_keys(
     strategy: DuplicateStrategy,
 ) -> Result<ScenarioRow> {
     let store = scratch.store.clone();
-    let customers = scratch
-        .empty(RecordKind::Customer, strategy != DuplicateStrategy::NaiveNoIndex)
-        .await?;
+    let customers = scratch.empty(RecordKind::Customer).await?;
+    let keyed = strategy != DuplicateStrategy::NaiveNoIndex;
     // Every consumer's queue gets every customer: the same records on all
     // consumers at once, as redeliveries and duplicate publishes make them.
     for i in 0..options.keys {
@@ -50,23 +51,29 @@ pub async fn duplicate_keys(
                         // none has inserted yet. Nothing orders one consumer's
                         // read after another's write; the barrier only makes the
                         // unlucky interleaving the one that always happens.
-                        let filter = crate::store::key_filter(&record);
+                        let filter = match keyed {
+                            true => crate::store::key_filter(&record),
+                            false => doc! {"user_id": record.key()},
+                        };
                         let exists = customers.find_one(filter).await?.is_some();
                         barrier.wait().await;
                         // Step 2: each consumer acts on an answer that is already
-                        // out of date. They all insert. With a unique index the
-                        // first insert wins and every other one fails with E11000
-                        // (duplicate key): errors an operator sees, and deliveries
-                        // that would be retried or dead-lettered for nothing.
-                        // Without the index every insert succeeds and the customer
-                        // now has one document per consumer.
+                        // out of date. They all insert. With the key as `_id`
+                        // the first insert wins and every other one fails with
+                        // E11000 (duplicate key): errors an operator sees, and
+                        // deliveries that would be retried or dead-lettered for
+                        // nothing. With the key an ordinary field (the `_id` a
+                        // fresh ObjectId, as the old loaders wrote) every insert
+                        // succeeds and the customer now has one document per
+                        // consumer.
+                        let document = match keyed {
+                            true => crate::store::stored_document(&record),
+                            false => crate::store::to_document(&record),
+                        };
                         let result = if exists {
                             Ok(())
                         } else {
-                            customers
-                                .insert_one(crate::store::to_document(&record))
-                                .await
-                                .map(|_| ())
+                            customers.insert_one(document).await.map(|_| ())
                         };
                         barrier.wait().await;
                         result
@@ -81,11 +88,12 @@ pub async fn duplicate_keys(
                     let (store, retried) = (store.clone(), retried.clone());
                     async move {
                         // ---- SAFE: the importer's own write path. ----
-                        // One upsert keyed on user_id is a single operation on the
-                        // server: "update the document with this key, or insert it
-                        // if there is none". There is no gap between a read and a
-                        // write for another consumer to slip into. When upserts of
-                        // a new key race, the unique index lets exactly one insert
+                        // One upsert keyed on the _id (the user_id) is a single
+                        // operation on the server: "update the document with this
+                        // key, or insert it if there is none". There is no gap
+                        // between a read and a write for another consumer to slip
+                        // into. When upserts of a new key race, the _id index lets
+                        // exactly one insert
                         // and the server (or `Store::upsert`, which sends the loser
                         // again) turns the others into updates of that document.
                         barrier.wait().await;
@@ -108,15 +116,15 @@ pub async fn duplicate_keys(
         .map_err(crate::store::StoreError::from)?;
     let (strategy_name, notes) = match strategy {
         DuplicateStrategy::NaiveNoIndex => (
-            "naive: check then insert, no unique index",
+            "naive: check then insert, key not unique",
             duplicate_note(&errors, documents, options),
         ),
         DuplicateStrategy::NaiveUniqueIndex => (
-            "naive: check then insert, unique index",
+            "naive: check then insert, key as _id",
             duplicate_note(&errors, documents, options),
         ),
         DuplicateStrategy::Upsert => (
-            "safe: unique index + keyed upsert",
+            "safe: key as _id + keyed upsert",
             format!(
                 "{} racing upserts hit E11000 inside the server and were sent again",
                 retried.load(std::sync::atomic::Ordering::Relaxed)

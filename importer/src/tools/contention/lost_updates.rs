@@ -23,9 +23,12 @@ pub async fn lost_updates(
     strategy: StockStrategy,
 ) -> Result<ScenarioRow> {
     let store = scratch.store.clone();
-    let products = scratch.empty(RecordKind::Product, true).await?;
+    let products = scratch.empty(RecordKind::Product).await?;
     let seeded: Vec<Document> = (0..options.products)
-        .map(|p| doc! {"product_id": format!("P{p:03}"), "description": "Contended sofa", "product_type": "livingroom", "quantity_available": i64::from(options.stock)})
+        .map(|p| {
+            let id = format!("P{p:03}");
+            doc! {"_id": &id, "product_id": &id, "description": "Contended sofa", "product_type": "livingroom", "quantity_available": i64::from(options.stock)}
+        })
         .collect();
     products
         .insert_many(seeded)
@@ -58,7 +61,7 @@ pub async fn lost_updates(
                         // ---- NAIVE, kept for the demonstration: read, modify, write. ----
                         // Step 1: read the quantity. Every consumer renting this
                         // product reads now, and all read the same number, say 20.
-                        let product = products.find_one(doc! {"product_id": &rental.product_id}).await?;
+                        let product = products.find_one(doc! {"_id": &rental.product_id}).await?;
                         let quantity = product.and_then(|p| p.get_i64("quantity_available").ok()).unwrap_or(0);
                         barrier.wait().await;
                         // Step 2: each computes 20 - 1 = 19 and writes it back.
@@ -68,7 +71,7 @@ pub async fn lost_updates(
                         let result = if quantity > 0 {
                             products
                                 .update_one(
-                                    doc! {"product_id": &rental.product_id},
+                                    doc! {"_id": &rental.product_id},
                                     doc! {"$set": {"quantity_available": quantity - 1}},
                                 )
                                 .await

@@ -103,14 +103,10 @@ impl Scratch {
         Ok(())
     }
 
-    /// `kind`'s scratch collection, emptied, with the store's unique indexes
-    /// or (to show what they prevent) without them.
-    pub async fn empty(&self, kind: RecordKind, indexes: bool) -> Result<Collection<Document>> {
+    /// `kind`'s scratch collection, emptied.
+    pub async fn empty(&self, kind: RecordKind) -> Result<Collection<Document>> {
         let collection = self.store.collection(kind);
         collection.drop().await.map_err(StoreError::from)?;
-        if indexes {
-            self.store.ensure_indexes().await?;
-        }
         Ok(collection)
     }
 

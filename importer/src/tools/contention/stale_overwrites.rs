@@ -31,7 +31,7 @@ pub async fn stale_overwrites(
     strategy: ReorderStrategy,
 ) -> Result<ScenarioRow> {
     let store = scratch.store.clone();
-    scratch.empty(RecordKind::Customer, true).await?;
+    scratch.empty(RecordKind::Customer).await?;
     // One version of every customer per consumer: consumer 0 holds the
     // newest (version `consumers`), the last consumer the oldest (version 1).
     let newest = scratch.consumers;
