@@ -13,8 +13,9 @@ use lapin::options::{BasicAckOptions, BasicQosOptions, QueueDeclareOptions, Queu
 use mongodb::bson::Document;
 use std::time::{Duration, Instant};
 
-/// `insert_many` of `docs` in batches of `batch`, `concurrency` batches at a
-/// time, into a fresh collection with the kind's unique index. Records/s.
+/// `insert_many` of `docs` (keyed as the store keys them, see
+/// `hpn_importer::store::stored_document`) in batches of `batch`,
+/// `concurrency` batches at a time, into a fresh collection. Records/s.
 pub async fn insert_many(
     store: &Store,
     kind: RecordKind,
@@ -26,18 +27,6 @@ pub async fn insert_many(
         .database()
         .collection::<Document>(&format!("raw_{}", kind.collection()));
     collection.drop().await?;
-    let mut keys = Document::new();
-    for field in kind.key_fields() {
-        keys.insert(*field, 1);
-    }
-    collection
-        .create_index(
-            mongodb::IndexModel::builder()
-                .keys(keys)
-                .options(mongodb::options::IndexOptions::builder().unique(true).build())
-                .build(),
-        )
-        .await?;
     let per_s = per_second(docs, batch, concurrency, |chunk| {
         let collection = collection.clone();
         async move { collection.insert_many(chunk.to_vec()).ordered(false).await.map(|_| ()) }
@@ -57,7 +46,6 @@ pub async fn upsert(
     concurrency: usize,
 ) -> anyhow::Result<f64> {
     store.collection(kind).drop().await?;
-    store.ensure_indexes().await?;
     let per_s = per_second(records, batch, concurrency, |chunk| async move {
         store.upsert(kind, chunk).await.map(|_| ())
     })

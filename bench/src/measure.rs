@@ -25,6 +25,10 @@ use tokio::process::Command;
 pub const BASELINE: &str = "baseline: insert_one per row, no queue";
 pub const LINEAR: &str = "linear (queue, end to end)";
 pub const PARALLEL: &str = "parallel (queue, end to end)";
+/// The same as [`PARALLEL`] on collections that also have a unique index on
+/// the business key: the store's shape before the key became the `_id`
+/// (issue 14), so the pair measures what the second index cost.
+pub const PARALLEL_KEY_INDEX: &str = "parallel, plus a unique index on the business key (the store before issue 14)";
 /// The same as [`PARALLEL`] with records published without versions: what
 /// the importer wrote before the version guard, so the pair measures it.
 pub const PARALLEL_UNVERSIONED: &str = "parallel, records without versions";
@@ -34,11 +38,12 @@ pub const DIRECT_PARALLEL: &str = "direct parallel (no queue)";
 /// What a careful script would do instead of the queue: `insert_many` of
 /// 1,000 rows, one task per file, no unique index on the business key.
 pub const CAREFUL: &str = "careful loader: insert_many of 1,000, a task per file, no queue, no key index";
-pub const MODES: [&str; 8] = [
+pub const MODES: [&str; 9] = [
     BASELINE,
     CAREFUL,
     LINEAR,
     PARALLEL,
+    PARALLEL_KEY_INDEX,
     PARALLEL_UNVERSIONED,
     PARALLEL_ONE_ROW,
     DIRECT_LINEAR,
@@ -161,7 +166,7 @@ impl Bench {
                     report.collections,
                 ))
             }
-            LINEAR | PARALLEL | PARALLEL_UNVERSIONED | PARALLEL_ONE_ROW => {
+            LINEAR | PARALLEL | PARALLEL_KEY_INDEX | PARALLEL_UNVERSIONED | PARALLEL_ONE_ROW => {
                 let rows = if mode == PARALLEL_ONE_ROW {
                     1
                 } else {
@@ -169,6 +174,9 @@ impl Bench {
                 };
                 let import_mode = if mode == LINEAR { "linear" } else { "parallel" };
                 let versions = mode != PARALLEL_UNVERSIONED;
+                if mode == PARALLEL_KEY_INDEX {
+                    second_key_index(settings).await?;
+                }
                 let published = self.publish(settings, files, rows, versions, profile.stages).await?;
                 let (report, importer_rss) = self.import(settings, import_mode, profile).await?;
                 let expected = published["published"].as_u64().unwrap_or(0);
@@ -317,6 +325,25 @@ async fn json_output(mut command: Command) -> Result<Value> {
         );
     }
     serde_json::from_slice(&output.stdout).context("reading a pipeline binary's JSON")
+}
+
+/// A unique index on each collection's business key beside the `_id`, as
+/// the store had before issue 14 (under another name than the old one, which
+/// the importer refuses as the old shape; a fresh load of distinct keys never
+/// trips it, so it costs what it cost then: its upkeep on every insert).
+async fn second_key_index(settings: &ConnectionSettings) -> Result<()> {
+    let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
+    for kind in RecordKind::ALL {
+        let keys: mongodb::bson::Document = kind.key_fields().iter().map(|f| (f.to_string(), 1.into())).collect();
+        let options = mongodb::options::IndexOptions::builder()
+            .unique(true)
+            .name("business_key_before_issue_14".to_string())
+            .build();
+        let model = mongodb::IndexModel::builder().keys(keys).options(options).build();
+        store.collection(kind).create_index(model).await?;
+    }
+    store.shutdown().await;
+    Ok(())
 }
 
 /// The old loaders, rebuilt faithfully: read each CSV file and `insert_one`
