@@ -61,6 +61,21 @@ impl TestEnv {
         }
     }
 
+    /// [`TestEnv::config`] with `consumers` consumers and `writers` writers
+    /// that all take part, however small the test's queue: a one-shot run
+    /// sizes both down to its backlog (one consumer when one can hold the
+    /// whole backlog in hand, one writer per batch of it), so the prefetch
+    /// here is one message and a batch `batch` records. The racing tests
+    /// use this: several consumers and writers on the same keys.
+    pub fn racing_config(&self, consumers: usize, writers: usize, batch: usize) -> hpn_importer::Config {
+        let mut config = self.config();
+        config.tuning.consumers = consumers;
+        config.tuning.writers = writers;
+        config.tuning.prefetch = 1;
+        config.tuning.batch_size = batch;
+        config
+    }
+
     /// The same, on the servers of a container [`hpn_testkit::Stack`].
     pub fn on_stack(test: &str, stack: &hpn_testkit::Stack) -> TestEnv {
         let mut env = TestEnv::new(test);

@@ -208,11 +208,7 @@ async fn parallel_import_with_heavy_key_overlap_equals_linear() {
         publish(&parallel, std::slice::from_ref(&file)).await;
 
         run_linear(&linear.config()).await.unwrap();
-        let mut cfg = parallel.config();
-        cfg.tuning.consumers = 3;
-        cfg.tuning.writers = 4;
-        cfg.tuning.batch_size = 37;
-        let stats = run_parallel(&cfg).await.unwrap();
+        let stats = run_parallel(&parallel.racing_config(3, 4, 37)).await.unwrap();
         assert_eq!(
             (stats[0].processed, stats[0].count_after),
             (1000, 100),

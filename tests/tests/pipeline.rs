@@ -77,10 +77,7 @@ async fn linear_import_loads_every_row_and_reports_the_four_figures() {
 async fn parallel_import_loads_every_row_and_equals_linear() {
     let parallel = TestEnv::new("e2e_parallel");
     let files = publish_sample(&parallel, &PublishOptions::default()).await;
-    let mut cfg = parallel.config();
-    cfg.tuning.consumers = 3;
-    cfg.tuning.writers = 3;
-    let stats = run_parallel(&cfg).await.unwrap();
+    let stats = run_parallel(&parallel.racing_config(3, 3, 100)).await.unwrap();
     assert_fresh_import(&stats);
     assert_store_matches(&parallel, &files).await;
 
@@ -283,10 +280,7 @@ async fn versions_decide_inside_and_across_messages_whatever_the_consumers() {
                 .await
                 .unwrap();
         }
-        let mut cfg = env.config();
-        cfg.tuning.consumers = 3;
-        cfg.tuning.writers = 2;
-        let report = hpn_importer::import(&cfg, mode).await.unwrap();
+        let report = hpn_importer::import(&env.racing_config(3, 2, 2), mode).await.unwrap();
         let customers = &report.collections[0];
         assert_eq!(customers.inserted, 4, "{mode:?}: {customers:?}");
         assert_eq!(customers.processed, 10, "{mode:?}: {customers:?}");

@@ -3,7 +3,13 @@
 //! - **linear**: one queue at a time (customers, products, rentals), one
 //!   consumer and one writer: the old loaders' order, through the queue.
 //! - **parallel**: all three queues at once, `consumers` per queue and
-//!   `writers` per collection, records routed to writers by key.
+//!   `writers` per collection, records routed to writers by key. Fewer
+//!   when the queue is small: one consumer when a single one can hold the
+//!   whole backlog in hand (no more messages than its prefetch), and one
+//!   writer per batch of the backlog (see `route::partition`). More of
+//!   either would only split the work into smaller pieces and send the
+//!   server more concurrent writes than it has cores: at 1,000 records per
+//!   file that made parallel slower than linear.
 //!
 //! Each collection's figures are taken around its own import: the count
 //! before, the time from its first consumer starting to its last writer
@@ -167,21 +173,29 @@ async fn import_collection(
     for writer in partition {
         writer_tasks.spawn(writer.run());
     }
-    for _ in 0..consumers {
-        let channel = services.connection.create_channel().await?;
-        consumer_tasks.spawn(
-            ConsumerTask::new(
-                kind,
-                channel,
-                services.topology.clone(),
-                router.clone(),
-                services.dead_letters.clone(),
-                counters.clone(),
-                tuning,
-                StopWhen::Drained { idle: tuning.idle() },
-            )
-            .run(),
+    let first = services.connection.create_channel().await?;
+    let backlog = backlog(&first, &services.topology.queue(kind)).await?;
+    let consumers = match backlog {
+        Some(messages) if messages <= u32::from(tuning.prefetch) => 1,
+        _ => consumers,
+    };
+    for i in 0..consumers {
+        let channel = match i {
+            0 => first.clone(),
+            _ => services.connection.create_channel().await?,
+        };
+        let mut consumer = ConsumerTask::new(
+            kind,
+            channel,
+            services.topology.clone(),
+            router.clone(),
+            services.dead_letters.clone(),
+            counters.clone(),
+            tuning,
+            StopWhen::Drained { idle: tuning.idle() },
         );
+        consumer.backlog = backlog;
+        consumer_tasks.spawn(consumer.run());
     }
     // The writers stop once every consumer (holding a router) has finished.
     drop(router);
@@ -191,6 +205,15 @@ async fn import_collection(
     let stats = finish(outcome, &services.store, &counters, kind, count_before, started).await;
     line.finish(stats.as_ref().ok());
     stats
+}
+
+/// The messages in `queue` as the run begins; `None` when the broker's
+/// answer may be its stand-in for "no answer" (see
+/// `hpn_common::topology::QueueCounts::maybe_unknown`): then the run sizes
+/// nothing down.
+async fn backlog(channel: &lapin::Channel, queue: &str) -> Result<Option<u32>> {
+    let counts = hpn_common::topology::queue_counts(channel, queue).await?;
+    Ok((!counts.maybe_unknown()).then_some(counts.ready))
 }
 
 /// The collection's figures once its tasks are done.

@@ -150,6 +150,12 @@ pub struct ConsumerTask {
     pub max_message_bytes: usize,
     /// Failed deliveries of one message allowed (see [`crate::source::attempts`]).
     pub max_attempts: u32,
+    /// The writers' batch size: a one-shot run uses one writer per batch of
+    /// its backlog (see [`Router::size_for`]).
+    pub batch_size: usize,
+    /// Messages in the queue when a one-shot run began, if known: the first
+    /// message routed sizes the router for them (see [`Router::size_for`]).
+    pub backlog: Option<u32>,
     pub stop: StopWhen,
 }
 
@@ -178,6 +184,8 @@ impl ConsumerTask {
             prefetch_scope: tuning.prefetch_scope,
             max_message_bytes: tuning.max_message_bytes,
             max_attempts: tuning.max_attempts,
+            batch_size: tuning.batch_size,
+            backlog: None,
             stop,
         }
     }
@@ -295,8 +303,9 @@ impl ConsumerTask {
         }
     }
 
-    /// Decode one delivery; dead-letter what cannot be used; route the rest.
-    /// Returns how many records the message held.
+    /// Decode one delivery; dead-letter what cannot be used; route the rest
+    /// (the first message routed sizes the router for the backlog, see
+    /// [`Router::size_for`]). Returns how many records the message held.
     async fn handle(&self, delivery: Delivery, done: &mpsc::UnboundedSender<u64>) -> Result<usize> {
         let Delivery {
             delivery_tag,
@@ -355,6 +364,10 @@ impl ConsumerTask {
                         .add_unversioned(unversioned as u64, properties.app_id().as_ref().map(|a| a.as_str()));
                 }
                 let records = decoded.records.len() + decoded.invalid.len();
+                if let Some(messages) = self.backlog {
+                    self.router
+                        .size_for(u64::from(messages) * records.max(1) as u64, self.batch_size);
+                }
                 let ticket = Ticket::new(delivery_tag, decoded.records.len(), done.clone(), properties);
                 let route = async {
                     for record in decoded.records {

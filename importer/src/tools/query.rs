@@ -111,6 +111,28 @@ pub fn orphans_summary(found: &Orphans) -> String {
     )
 }
 
+/// What `migrate` did, one row per collection.
+pub fn migrated_table(done: &[Migrated]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "collection",
+        "old documents rewritten",
+        "of which a newer keyed one stayed",
+        "old key index dropped",
+        "documents now",
+    ]);
+    for m in done {
+        table.add_row(vec![
+            m.collection.to_string(),
+            m.rewritten.to_string(),
+            m.kept_newer.to_string(),
+            if m.dropped_index { "yes" } else { "no" }.to_string(),
+            m.documents.to_string(),
+        ]);
+    }
+    table
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,26 +189,4 @@ mod tests {
             "1 of 3 rentals name a customer or product that is not in the store"
         );
     }
-}
-
-/// What `migrate` did, one row per collection.
-pub fn migrated_table(done: &[Migrated]) -> Table {
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-        "collection",
-        "old documents rewritten",
-        "of which a newer keyed one stayed",
-        "old key index dropped",
-        "documents now",
-    ]);
-    for m in done {
-        table.add_row(vec![
-            m.collection.to_string(),
-            m.rewritten.to_string(),
-            m.kept_newer.to_string(),
-            if m.dropped_index { "yes" } else { "no" }.to_string(),
-            m.documents.to_string(),
-        ]);
-    }
-    table
 }
