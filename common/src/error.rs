@@ -19,6 +19,12 @@ pub enum Error {
     /// it again cannot help until the topology changes.
     #[error("RabbitMQ: the broker {0}")]
     Unroutable(String),
+    /// A subscription ended that the consumer had not cancelled: its
+    /// channel or connection is gone, or its queue was deleted. Whoever
+    /// supervises the consumer reconnects (or, one-shot, fails the run)
+    /// instead of taking the end for "done".
+    #[error("RabbitMQ: the subscription to {0} ended unasked (channel or connection closed, or the queue deleted)")]
+    SubscriptionEnded(String),
     /// A queue exists with other arguments than we declare: most often one
     /// of the other type. Retrying cannot help; the settings must change.
     #[error(
@@ -56,7 +62,9 @@ pub enum Origin {
 impl Error {
     pub fn origin(&self) -> Origin {
         match self {
-            Error::Broker(_) | Error::NotConfirmed(_) | Error::Unroutable(_) => Origin::Broker,
+            Error::Broker(_) | Error::NotConfirmed(_) | Error::Unroutable(_) | Error::SubscriptionEnded(_) => {
+                Origin::Broker
+            }
             Error::Source(_) | Error::Io(_) | Error::Inequivalent { .. } => Origin::Input,
             Error::Task(_) => Origin::Internal,
         }

@@ -225,6 +225,10 @@ impl ConsumerTask {
                     }
                 }
                 next = subscriptions.next().instrument(tracing::debug_span!(target: "stage", "broker_to_consumer")), if stream_open => match next {
+                    // Ended while still subscribed: not by our cancel, so the
+                    // channel, the connection or the queue is gone. Taken for
+                    // "done", a long-running importer would never reconnect.
+                    None if subscribed => return Err(hpn_common::Error::SubscriptionEnded(queue.clone()).into()),
                     None => stream_open = false,
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(delivery)) => {
