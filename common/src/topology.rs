@@ -296,6 +296,12 @@ impl QueueCounts {
     pub fn maybe_unknown(&self) -> bool {
         self.ready == 0 && self.consumers == 0
     }
+
+    /// The ready messages, unless the answer may be that stand-in: for
+    /// callers that are not subscribed and would rather know nothing.
+    pub fn known_ready(&self) -> Option<u32> {
+        (!self.maybe_unknown()).then_some(self.ready)
+    }
 }
 
 /// Ask the broker how many messages and consumers `queue` has (a passive

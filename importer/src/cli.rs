@@ -1,9 +1,8 @@
 //! The `hpn-importer` command line: drain the queues into MongoDB (linear
 //! or parallel), serve continuously, run the business queries, demonstrate
 //! contention, migrate a store of the old shape, or reset a database and
-//! its queues. It lives in the library
-//! so that the integration tests can run exactly this program as a child
-//! process (see `tests/src/bin`).
+//! its queues. It lives in the library so that the integration tests can
+//! run exactly this program as a child process (see `tests/src/bin`).
 
 use crate::observe::progress::Progress;
 use crate::oneshot::run::import_with_progress;

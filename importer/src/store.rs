@@ -34,7 +34,7 @@ mod migrate;
 pub use document::{key_filter, key_id, key_of, stored_document, to_document, EXTRA_FIELD, KEY_INDEX, VERSION_FIELD};
 pub use migrate::{Migrated, OLD_KEY_INDEXES};
 
-use document::{absent_fields, on_key_index, rentals_of_product, versioned_fields};
+use document::{absent_fields, guard_version, on_key_index, rentals_of_product, versioned_fields};
 use futures::TryStreamExt;
 use hpn_common::record::{replaces, Customer, Product, Record, RecordKind};
 use mongodb::bson::{doc, Bson, Document};
@@ -685,7 +685,7 @@ fn guarded_upsert(record: &Record) -> Document {
     }
     let set = match record.version() {
         Some(version) => {
-            filter.insert(VERSION_FIELD, doc! {"$not": {"$gte": version}});
+            guard_version(&mut filter, version);
             versioned_fields(record)
         }
         None => {

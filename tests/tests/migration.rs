@@ -6,7 +6,7 @@
 //! the business queries as a fresh one does.
 
 use hpn_common::{Record, RecordKind};
-use hpn_importer::store::{to_document, KEY_INDEX, OLD_KEY_INDEXES, VERSION_FIELD};
+use hpn_importer::store::{stored_document, KEY_INDEX, OLD_KEY_INDEXES};
 use hpn_importer::Store;
 use hpn_tests::process::{importer_program, run};
 use hpn_tests::{customer, documents, product, rental, versions, TestEnv};
@@ -14,16 +14,14 @@ use mongodb::bson::{doc, Document};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `records` as the old loaders stored them: their fields (and version
-/// when they have one) under a fresh `ObjectId`.
+/// `records` as the old loaders stored them: the same document as now
+/// (fields, and version when they have one) under a fresh `ObjectId`.
 async fn insert_old(store: &Store, kind: RecordKind, records: &[Record]) {
     let documents: Vec<Document> = records
         .iter()
         .map(|r| {
-            let mut d = to_document(r);
-            if let Some(v) = r.version() {
-                d.insert(VERSION_FIELD, v);
-            }
+            let mut d = stored_document(r);
+            d.remove("_id");
             d
         })
         .collect();
@@ -67,10 +65,7 @@ async fn an_old_store_is_refused_then_migrated_whole_and_imports_again() {
     let newer = customer("C00001", "Newer").with_version(9);
     store
         .collection(RecordKind::Customer)
-        .insert_many([
-            hpn_importer::store::stored_document(&newer),
-            hpn_importer::store::stored_document(&old[2]),
-        ])
+        .insert_many([stored_document(&newer), stored_document(&old[2])])
         .await
         .unwrap();
     // Products and rentals: old documents and the old indexes; P1 has

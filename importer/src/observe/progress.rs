@@ -122,8 +122,10 @@ impl Line {
 
 /// The ready messages in `queue`, if the broker says.
 async fn queue_depth(channel: &Channel, queue: &str) -> Option<u32> {
-    let counts = hpn_common::topology::queue_counts(channel, queue).await.ok()?;
-    (!counts.maybe_unknown()).then_some(counts.ready)
+    hpn_common::topology::queue_counts(channel, queue)
+        .await
+        .ok()?
+        .known_ready()
 }
 
 fn running_line(processed: u64, elapsed: Duration, depth: Option<u32>) -> String {

@@ -212,8 +212,7 @@ async fn import_collection(
 /// `hpn_common::topology::QueueCounts::maybe_unknown`): then the run sizes
 /// nothing down.
 async fn backlog(channel: &lapin::Channel, queue: &str) -> Result<Option<u32>> {
-    let counts = hpn_common::topology::queue_counts(channel, queue).await?;
-    Ok((!counts.maybe_unknown()).then_some(counts.ready))
+    Ok(hpn_common::topology::queue_counts(channel, queue).await?.known_ready())
 }
 
 /// The collection's figures once its tasks are done.

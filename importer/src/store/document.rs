@@ -71,6 +71,13 @@ pub fn key_of(kind: RecordKind, document: &Document) -> Option<Bson> {
     })
 }
 
+/// Narrow `filter` to a document whose stored version is absent or lower
+/// than `version`: the version guard of every versioned write (see
+/// `Store::upsert`), checked by the server in the same step as the write.
+pub fn guard_version(filter: &mut Document, version: i64) {
+    filter.insert(VERSION_FIELD, doc! {"$not": {"$gte": version}});
+}
+
 /// The filter that finds a record's document: its `_id`.
 pub fn key_filter(record: &Record) -> Document {
     doc! {"_id": key_id(record)}

@@ -23,7 +23,7 @@
 //! copy was written but which was not yet deleted is copied again (changing
 //! nothing) and then deleted. Nothing is deleted before its copy is written.
 
-use super::document::{key_of, on_key_index, VERSION_FIELD};
+use super::document::{guard_version, key_of, on_key_index, VERSION_FIELD};
 use super::{number, Store, StoreError, DUPLICATE_KEY};
 use futures::TryStreamExt;
 use hpn_common::RecordKind;
@@ -187,7 +187,7 @@ fn keyed_copy(key: Bson, old: &Document) -> Document {
     replacement.remove("_id");
     let mut filter = doc! {"_id": key};
     if let Some(version) = old.get(VERSION_FIELD).and_then(Bson::as_i64) {
-        filter.insert(VERSION_FIELD, doc! {"$not": {"$gte": version}});
+        guard_version(&mut filter, version);
     }
     doc! {"q": filter, "u": replacement, "upsert": true}
 }
