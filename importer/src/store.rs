@@ -31,13 +31,16 @@
 mod document;
 mod migrate;
 
-pub use document::{key_filter, key_id, key_of, stored_document, to_document, EXTRA_FIELD, KEY_INDEX, VERSION_FIELD};
+pub use document::{
+    fields_raw, key_filter, key_id, key_of, stored_document, stored_raw, to_document, EXTRA_FIELD, KEY_INDEX,
+    VERSION_FIELD,
+};
 pub use migrate::{Migrated, OLD_KEY_INDEXES};
 
 use document::{absent_fields, guard_version, on_key_index, rentals_of_product, versioned_fields};
 use futures::TryStreamExt;
 use hpn_common::record::{replaces, Customer, Product, Record, RecordKind};
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::error::{Error as MongoError, ErrorKind};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database};
@@ -310,9 +313,10 @@ impl Store {
             stale: batch.stale,
             ..WriteOutcome::default()
         };
-        let documents: Vec<Document> = batch.latest.iter().map(|&i| stored_document(&records[i])).collect();
+        let documents: Vec<RawDocumentBuf> = batch.latest.iter().map(|&i| stored_raw(&records[i])).collect();
         let mut conflicts = Vec::new();
-        match self.collection(kind).insert_many(documents).ordered(false).await {
+        let collection = self.db.collection::<RawDocumentBuf>(kind.collection());
+        match collection.insert_many(documents).ordered(false).await {
             Ok(_) => outcome.inserted += batch.latest.len() as u64,
             Err(e) => {
                 let ErrorKind::InsertMany(failure) = e.kind.as_ref() else {
@@ -770,7 +774,7 @@ mod tests {
         assert_eq!(
             guarded_upsert(&r),
             doc! {
-                "q": {"_id": {"product_id": "P1", "user_id": "C1"}, "_v": {"$not": {"$gte": 42_i64}}},
+                "q": {"_id": "P1 C1", "_v": {"$not": {"$gte": 42_i64}}},
                 "u": {"$set": {"product_id": "P1", "user_id": "C1", "_v": 42_i64}, "$unset": {"extra": ""}},
                 "upsert": true,
             }
@@ -779,7 +783,7 @@ mod tests {
         assert_eq!(
             guarded_upsert(&r),
             doc! {
-                "q": {"_id": {"product_id": "P1", "user_id": "C1"}},
+                "q": {"_id": "P1 C1"},
                 "u": {"$set": {"product_id": "P1", "user_id": "C1"}, "$unset": {"extra": "", "_v": ""}},
                 "upsert": true,
             }

@@ -1,5 +1,6 @@
-//! Migrating a store of the old shape (an `ObjectId` as `_id`, a second
-//! unique index on the business key) to the business key as `_id`, through
+//! Migrating a store of an old shape (an `ObjectId` as `_id` and a second
+//! unique index on the business key; rentals keyed by a sub-document) to
+//! the business key as `_id`, through
 //! the very program operators run: the importer refuses the old shape,
 //! `hpn-importer migrate` rewrites it whole, a migration killed half-way is
 //! finished by running it again, and the store then imports and answers
@@ -239,5 +240,72 @@ async fn a_migration_killed_half_way_is_finished_by_running_it_again() {
         assert_eq!(document.get_str("user_id"), Ok(format!("C{i:05}").as_str()));
         assert_eq!(*version, Some(4));
     }
+    env.cleanup().await;
+}
+
+/// Rentals keyed by a `{product_id, user_id}` sub-document, as for a while
+/// after the key became the `_id`, are refused and rewritten under their
+/// string key; a string-keyed copy that is newer stays.
+#[tokio::test]
+async fn rentals_keyed_by_a_sub_document_are_rewritten_under_their_string_key() {
+    let env = TestEnv::new("migrate_rental_ids");
+    let store = env.store().await;
+    let rentals: Vec<Record> = (0..1500)
+        .map(|i| rental(&format!("P{:03}", i % 7), &format!("C{i:05}")).with_version(2))
+        .collect();
+    let by_sub_document: Vec<Document> = rentals
+        .iter()
+        .map(|r| {
+            let mut d = stored_document(r);
+            let Record::Rental(x) = r else { unreachable!() };
+            d.insert("_id", doc! {"product_id": &x.product_id, "user_id": &x.user_id});
+            d
+        })
+        .collect();
+    let collection = store.collection(RecordKind::Rental);
+    collection.insert_many(by_sub_document).await.unwrap();
+    let newer = rentals[5].clone().with_version(8);
+    let mut marked = stored_document(&newer);
+    marked.insert("note", "newer");
+    collection.insert_one(marked).await.unwrap();
+
+    let refused = run(&env, &importer_program(), &["run"]);
+    assert_ne!(refused.code, Some(0), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("rentals collection is of the old shape"),
+        "{}",
+        refused.stderr
+    );
+
+    let migrated = run(&env, &importer_program(), &["migrate", "--json"]);
+    assert_eq!(migrated.code, Some(0), "{}", migrated.stderr);
+    let json = migrated.json();
+    let rentals_row = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["collection"] == "rentals")
+        .unwrap()
+        .clone();
+    assert_eq!(rentals_row["rewritten"], 1500, "{json}");
+    assert_eq!(rentals_row["kept_newer"], 1, "{json}");
+    assert_eq!(rentals_row["documents"], 1500, "{json}");
+    // The helpers check every `_id` against its fields.
+    let stored = versions(&store, RecordKind::Rental).await;
+    assert_eq!(stored.len(), 1500);
+    let kept = stored
+        .iter()
+        .find(|(d, _)| d.get_str("user_id") == Ok("C00005"))
+        .unwrap();
+    assert_eq!((kept.0.get_str("note"), kept.1), (Ok("newer"), Some(8)));
+    assert!(stored.iter().all(|(_, v)| v.is_some()));
+    let orphans = store.orphan_rentals().await.unwrap();
+    assert_eq!(
+        (orphans.rentals, orphans.orphans.len()),
+        (1500, 1500),
+        "no customer or product loaded"
+    );
+    let imported = run(&env, &importer_program(), &["run", "--json"]);
+    assert_eq!(imported.code, Some(0), "{}", imported.stderr);
     env.cleanup().await;
 }

@@ -1,17 +1,25 @@
-//! The store's shape before the business key became the `_id`, how it is
-//! recognised, and how it is rewritten (`hpn-importer migrate`).
+//! The store's shapes before the business key became the `_id` as it is
+//! now, how they are recognised, and how they are rewritten
+//! (`hpn-importer migrate`).
 //!
-//! The old shape: every document had an `ObjectId` as `_id`, and each
-//! collection a second unique index on the business key (`user_id_1`,
-//! `product_id_1`, `product_id_1_user_id_1`). Writes of the new shape into
-//! it would be refused by that index (a new-shape document and an old one
-//! of the same key), so the importer checks the shape when it connects and
-//! refuses to start on an old one, saying what to run.
+//! The old shapes:
+//! - every document had an `ObjectId` as `_id`, and each collection a
+//!   second unique index on the business key (`user_id_1`, `product_id_1`,
+//!   `product_id_1_user_id_1`). Writes of the new shape into it would be
+//!   refused by that index (a new-shape document and an old one of the same
+//!   key);
+//! - for a while after that, rentals were keyed by a sub-document
+//!   `{product_id, user_id}` rather than the string `"P1 C1"`: a write of
+//!   the new shape would not find such a document and add a second one.
+//!
+//! So the importer checks the shape when it connects and refuses to start
+//! on an old one, saying what to run.
 //!
 //! Migrating a collection, with every importer stopped:
 //! 1. drop the old key index (so a keyed copy and the old document of the
 //!    same key may live side by side for a moment);
-//! 2. read old documents (an `ObjectId` `_id`) a batch at a time; for each,
+//! 2. read old documents (an `ObjectId` `_id`; a rental's sub-document
+//!    `_id`) a batch at a time; for each,
 //!    write a copy keyed by its business key, the same fields, `rented_to`
 //!    and the version included, with the version guard of the importer's
 //!    own writes: where a keyed document of that key is already there with
@@ -67,11 +75,17 @@ fn old_key_index(kind: RecordKind) -> &'static str {
         .expect("every kind has an old index name")
 }
 
-/// Matches the documents whose `_id` is an `ObjectId`, and only them: a
-/// comparison matches values of its own BSON type only, so this is one
-/// range of the `_id` index, however large the collection.
-fn old_documents() -> Document {
-    doc! {"_id": {"$gte": ObjectId::from_bytes([0; 12])}}
+/// Matches the documents of `kind` keyed the old way, and only them: those
+/// whose `_id` is an `ObjectId` and, for rentals, a sub-document. A
+/// comparison matches values of its own BSON type only (the smallest
+/// `ObjectId`, the empty document), so each is one range of the `_id` index,
+/// however large the collection.
+fn old_documents(kind: RecordKind) -> Document {
+    let object_ids = doc! {"_id": {"$gte": ObjectId::from_bytes([0; 12])}};
+    match kind {
+        RecordKind::Rental => doc! {"$or": [object_ids, {"_id": {"$gte": {}}}]},
+        RecordKind::Customer | RecordKind::Product => object_ids,
+    }
 }
 
 fn not_found(error: &mongodb::error::Error, code: i32) -> bool {
@@ -89,9 +103,9 @@ impl Store {
                 let why = format!("a unique index {} beside the _id", old_key_index(kind));
                 return Err(StoreError::OldShape { collection, why });
             }
-            if let Some(old) = self.collection(kind).find_one(old_documents()).await? {
+            if let Some(old) = self.collection(kind).find_one(old_documents(kind)).await? {
                 let why = format!(
-                    "documents with an ObjectId as _id, such as {}",
+                    "documents keyed the old way, such as _id {}",
                     old.get("_id").unwrap_or(&Bson::Null)
                 );
                 return Err(StoreError::OldShape { collection, why });
@@ -126,7 +140,7 @@ impl Store {
         }
         loop {
             let old: Vec<Document> = collection
-                .find(old_documents())
+                .find(old_documents(kind))
                 .sort(doc! {"_id": 1})
                 .limit(MIGRATE_BATCH as i64)
                 .await?
