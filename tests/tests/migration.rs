@@ -48,6 +48,23 @@ fn customers(range: std::ops::Range<usize>, version: i64) -> Vec<Record> {
         .collect()
 }
 
+/// One collection's row of `hpn-importer migrate --json`: rewritten,
+/// kept_newer, dropped_index, documents.
+fn migrated_row(json: &serde_json::Value, collection: &str) -> (u64, u64, bool, u64) {
+    let row = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["collection"] == collection)
+        .unwrap_or_else(|| panic!("no {collection} in {json}"));
+    (
+        row["rewritten"].as_u64().unwrap(),
+        row["kept_newer"].as_u64().unwrap(),
+        row["dropped_index"].as_bool().unwrap(),
+        row["documents"].as_u64().unwrap(),
+    )
+}
+
 #[tokio::test]
 async fn an_old_store_is_refused_then_migrated_whole_and_imports_again() {
     let env = TestEnv::new("migrate_whole");
@@ -109,25 +126,10 @@ async fn an_old_store_is_refused_then_migrated_whole_and_imports_again() {
     let migrated = run(&env, &importer_program(), &["migrate", "--json"]);
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(migrated.code, Some(0), "{}", migrated.stderr);
-    let by_collection = |json: &serde_json::Value, name: &str| {
-        let m = json
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["collection"] == name)
-            .unwrap()
-            .clone();
-        (
-            m["rewritten"].as_u64().unwrap(),
-            m["kept_newer"].as_u64().unwrap(),
-            m["dropped_index"].as_bool().unwrap(),
-            m["documents"].as_u64().unwrap(),
-        )
-    };
     let json = migrated.json();
-    assert_eq!(by_collection(&json, "customers"), (2500, 2, false, 2500), "{json}");
-    assert_eq!(by_collection(&json, "products"), (3, 0, true, 3), "{json}");
-    assert_eq!(by_collection(&json, "rentals"), (4, 0, true, 4), "{json}");
+    assert_eq!(migrated_row(&json, "customers"), (2500, 2, false, 2500), "{json}");
+    assert_eq!(migrated_row(&json, "products"), (3, 0, true, 3), "{json}");
+    assert_eq!(migrated_row(&json, "rentals"), (4, 0, true, 4), "{json}");
     println!("migrate: 2,507 old documents in {seconds:.2} s");
 
     // Every document keyed (the helpers check each `_id` against its
@@ -174,7 +176,7 @@ async fn an_old_store_is_refused_then_migrated_whole_and_imports_again() {
     // Again: nothing left to do. And the importer now runs on it.
     let json = run(&env, &importer_program(), &["migrate", "--json"]).json();
     for name in ["customers", "products", "rentals"] {
-        assert_eq!(by_collection(&json, name).0, 0, "{json}");
+        assert_eq!(migrated_row(&json, name).0, 0, "{json}");
     }
     let imported = run(&env, &importer_program(), &["run", "--json"]);
     assert_eq!(imported.code, Some(0), "{}", imported.stderr);
@@ -280,16 +282,7 @@ async fn rentals_keyed_by_a_sub_document_are_rewritten_under_their_string_key() 
     let migrated = run(&env, &importer_program(), &["migrate", "--json"]);
     assert_eq!(migrated.code, Some(0), "{}", migrated.stderr);
     let json = migrated.json();
-    let rentals_row = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["collection"] == "rentals")
-        .unwrap()
-        .clone();
-    assert_eq!(rentals_row["rewritten"], 1500, "{json}");
-    assert_eq!(rentals_row["kept_newer"], 1, "{json}");
-    assert_eq!(rentals_row["documents"], 1500, "{json}");
+    assert_eq!(migrated_row(&json, "rentals"), (1500, 1, false, 1500), "{json}");
     // The helpers check every `_id` against its fields.
     let stored = versions(&store, RecordKind::Rental).await;
     assert_eq!(stored.len(), 1500);
