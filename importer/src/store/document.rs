@@ -14,16 +14,18 @@
 //! | `products`  | the `product_id`, a string                   |
 //! | `rentals`   | `"{product_id} {user_id}"`, one space between  |
 //!
-//! A rental's `_id` is one string, not a sub-document: inserting 100,000
-//! rentals keyed by a `{product_id, user_id}` sub-document took the test
-//! server (secantusd-rs, 2 cores, batches of 1,000 beside the other two
-//! files) 5.4–5.9 s, keyed by a string 3.5–4.4 s, as long as with
-//! `ObjectId`s; and a sub-document `_id` asks every reader to write its
+//! A rental's `_id` is one string, not a sub-document. Measured once, by
+//! hand, with a one-off probe that is not kept (issue 14's closing note;
+//! the bench's careful-loader row shows the whole pipeline): inserting
+//! 100,000 rentals keyed by a `{product_id, user_id}` sub-document took the
+//! test server (secantusd-rs, 2 cores, batches of 1,000 beside the other
+//! two files) 5.4–5.9 s, keyed by a string 3.5–4.4 s, as long as with
+//! `ObjectId`s. And a sub-document `_id` asks every reader to write its
 //! fields in the stored order. The space needs no escaping: a key may not
 //! contain whitespace (`hpn_common::record`'s id rule, checked by the
 //! producer and again by the importer on every message), so the joined
-//! string names exactly one pair. Starting with the `product_id`, the `_id` index also
-//! answers "who rented this product" with one range (see
+//! string names exactly one pair. Starting with the `product_id`, the `_id`
+//! index also answers "who rented this product" with one range (see
 //! [`rentals_of_product`]).
 //!
 //! The documents also keep `user_id` / `product_id` as ordinary fields, as
