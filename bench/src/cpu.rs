@@ -15,6 +15,14 @@ pub struct CpuUse {
     pub cores: f64,
 }
 
+/// CPU time used over an interval, in seconds of one core: what a piece of
+/// work costs whatever the machine, where [`CpuUse`] says how busy it was.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CpuTime {
+    pub process: String,
+    pub seconds: f64,
+}
+
 /// A reading to compare with a later one.
 pub struct Sample {
     at: Instant,
@@ -47,7 +55,18 @@ fn pids_named(comms: &[&str]) -> Vec<u32> {
         .collect()
 }
 
-/// User + system clock ticks a process has used (0 once it is gone).
+/// The servers of the pipeline, plus this process as "our programs": its
+/// own time and its children's (the producer and importer it runs count
+/// once it has waited for them), for the CPU a run of one mode costs.
+pub fn servers_and_us() -> Watched {
+    pipeline_processes(&[(OUR_PROGRAMS, std::process::id())])
+}
+
+/// The name [`servers_and_us`] gives this process and its children.
+pub const OUR_PROGRAMS: &str = "our programs";
+
+/// User + system clock ticks a process has used, with those of the
+/// children it has waited for (0 once it is gone).
 fn process_ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
@@ -58,8 +77,9 @@ fn process_ticks(pid: u32) -> u64 {
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line: 12 and 13 after ")".
+    // cutime and cstime (its waited-for children) follow as 16 and 17.
     let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
+    field(11) + field(12) + field(13) + field(14)
 }
 
 /// Clock ticks of the whole machine: (busy, stolen). Busy is user, nice,
@@ -91,28 +111,43 @@ pub fn sample(watched: &Watched) -> Sample {
 /// whole machine between two samples of the same processes.
 pub fn between(before: &Sample, after: &Sample) -> Vec<CpuUse> {
     let seconds = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
-    let cores = |ticks: u64| ticks as f64 / TICKS_PER_SECOND / seconds;
-    let mut uses: Vec<CpuUse> = Vec::new();
+    time_between(before, after)
+        .into_iter()
+        .map(|t| CpuUse {
+            process: t.process,
+            cores: t.seconds / seconds,
+        })
+        .collect()
+}
+
+/// CPU seconds per process name (summed over its processes), for the whole
+/// machine ([`WHOLE_MACHINE`]) and stolen by the hypervisor, between two
+/// samples of the same processes.
+pub fn time_between(before: &Sample, after: &Sample) -> Vec<CpuTime> {
+    let seconds = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
+    let mut times: Vec<CpuTime> = Vec::new();
     for ((name, b), (_, a)) in before.processes.iter().zip(&after.processes) {
-        let used = cores(a.saturating_sub(*b));
-        match uses.iter_mut().find(|u| &u.process == name) {
-            Some(u) => u.cores += used,
-            None => uses.push(CpuUse {
+        let used = seconds(a.saturating_sub(*b));
+        match times.iter_mut().find(|t| &t.process == name) {
+            Some(t) => t.seconds += used,
+            None => times.push(CpuTime {
                 process: name.clone(),
-                cores: used,
+                seconds: used,
             }),
         }
     }
-    uses.push(CpuUse {
-        process: "whole machine".into(),
-        cores: cores(after.machine.0.saturating_sub(before.machine.0)),
+    times.push(CpuTime {
+        process: WHOLE_MACHINE.into(),
+        seconds: seconds(after.machine.0.saturating_sub(before.machine.0)),
     });
-    uses.push(CpuUse {
+    times.push(CpuTime {
         process: "stolen by the hypervisor".into(),
-        cores: cores(after.machine.1.saturating_sub(before.machine.1)),
+        seconds: seconds(after.machine.1.saturating_sub(before.machine.1)),
     });
-    uses
+    times
 }
+
+pub const WHOLE_MACHINE: &str = "whole machine";
 
 /// Linux reports CPU time in clock ticks of 1/100 s (`getconf CLK_TCK`) on
 /// every architecture it runs the pipeline on.
@@ -136,5 +171,20 @@ mod tests {
         let me = uses.iter().find(|u| u.process == "me").unwrap().cores;
         assert!(me > 0.2, "a busy loop shows as CPU use: {me}");
         assert!(uses.iter().any(|u| u.process == "whole machine" && u.cores >= me * 0.5));
+    }
+
+    #[test]
+    fn a_child_waited_for_counts_as_ours() {
+        let watched = servers_and_us();
+        let before = sample(&watched);
+        // The shell spins; this process only waits for it.
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let times = time_between(&before, &sample(&watched));
+        let ours = times.iter().find(|t| t.process == OUR_PROGRAMS).unwrap().seconds;
+        assert!(ours >= 0.05, "the child's CPU shows as ours: {ours} s");
     }
 }

@@ -201,6 +201,7 @@ pub fn render(results: &Results, results_file: &str) -> String {
                 results.machine.cores,
             );
         }
+        cpu_bullet(&mut md, results, size);
         if let (Some(now), Some(before)) = (rate(PARALLEL), rate(PARALLEL_KEY_INDEX)) {
             let _ = writeln!(
                 md,
@@ -556,6 +557,77 @@ fn beside(results_file: &str, name: &str) -> String {
         Some(dir) if !dir.as_os_str().is_empty() => dir.join(name).display().to_string(),
         _ => name.to_string(),
     }
+}
+
+/// What the careful loader, our write path and the pipeline cost in CPU at
+/// the largest size: on a machine whose cores the database fills, a mode
+/// cannot finish faster than its CPU seconds over the cores, so this is
+/// the floor under the gap between the careful loader and the queue.
+fn cpu_bullet(md: &mut String, results: &Results, size: &SizeResults) {
+    let modes: Vec<&ModeResult> = [CAREFUL, DIRECT_PARALLEL, PARALLEL]
+        .iter()
+        .filter_map(|mode| size.modes.iter().find(|m| m.mode == *mode))
+        .filter(|m| !m.cpu_seconds.is_empty())
+        .collect();
+    let [careful, _, parallel] = modes[..] else {
+        return;
+    };
+    let cpu = |m: &ModeResult, process: &str| {
+        m.cpu_seconds
+            .iter()
+            .find(|t| t.process == process)
+            .map_or(0.0, |t| t.seconds)
+    };
+    let cores = results.machine.cores.max(1) as f64;
+    let _ = writeln!(
+        md,
+        "- Where the CPU goes (median CPU seconds of each process per run at {} per file; *our programs* are the loader in the bench's own process, or the producer and importer it runs):\n",
+        thousands(size.records_per_file as f64)
+    );
+    let _ = writeln!(
+        md,
+        "  | mode | MongoDB server | RabbitMQ | our programs | whole machine | wall s | cores busy (of {}) |\n  |---|---:|---:|---:|---:|---:|---:|",
+        results.machine.cores
+    );
+    for m in &modes {
+        let machine = cpu(m, crate::cpu::WHOLE_MACHINE);
+        let _ = writeln!(
+            md,
+            "  | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            m.mode,
+            cpu(m, "MongoDB server"),
+            cpu(m, "RabbitMQ"),
+            cpu(m, crate::cpu::OUR_PROGRAMS),
+            machine,
+            m.total_seconds,
+            machine / m.total_seconds.max(1e-9)
+        );
+    }
+    let (careful_all, parallel_all) = (
+        cpu(careful, crate::cpu::WHOLE_MACHINE),
+        cpu(parallel, crate::cpu::WHOLE_MACHINE),
+    );
+    let _ = writeln!(
+        md,
+        "\n  No run can take less wall time than its CPU seconds over the {} cores. The careful loader's run costs {:.2} CPU seconds, {:.2} of them in the database server; parallel end to end costs {:.2}: {:.2} in the database server, {:.2} in RabbitMQ and {:.2} in the producer and importer, whose reading of the files alone is the work the careful loader's client does. Its floor here is {:.2} s against the careful loader's {:.2} s measured: {}",
+        results.machine.cores,
+        careful_all,
+        cpu(careful, "MongoDB server"),
+        parallel_all,
+        cpu(parallel, "MongoDB server"),
+        cpu(parallel, "RabbitMQ"),
+        cpu(parallel, crate::cpu::OUR_PROGRAMS),
+        parallel_all / cores,
+        careful.total_seconds,
+        if parallel_all / cores > careful.total_seconds {
+            format!(
+                "on this machine the queue can match the careful loader only if broker, producer and importer together cost no more CPU than the careful loader's client ({:.2} s), the database's share unchanged. Where the database has cores of its own, their CPU no longer comes out of its share.",
+                cpu(careful, crate::cpu::OUR_PROGRAMS)
+            )
+        } else {
+            "the CPU alone does not explain the gap; waiting does (for the broker, the database or a core).".to_string()
+        },
+    );
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //!   importer's end-to-end latency at steady publish rates; write
 //!   `bench/results/<date>-<host>.json` and a chart; print HP Norton's tuples
 //!   and the ratio table.
+//! - `hpn-bench compare`: a few modes at one size, alternating, medians
+//!   printed and nothing recorded: the quick A/B check behind a change.
 //! - `hpn-bench findings`: regenerate `findings.md` from the newest results file.
 
 mod chart;
@@ -79,6 +81,28 @@ enum Command {
         #[command(flatten)]
         tuning: Tuning,
     },
+    /// A few modes at one size, run in turn, medians printed (nothing recorded).
+    Compare {
+        /// Modes, by short name: baseline, careful, linear, parallel,
+        /// parallel-key-index, parallel-unversioned, parallel-one-row,
+        /// direct-linear, direct-parallel.
+        #[arg(long, value_delimiter = ',', default_value = "careful,parallel")]
+        modes: Vec<String>,
+        /// Records per file.
+        #[arg(long, default_value_t = TARGET_SIZE)]
+        size: usize,
+        /// Runs per mode.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Records per message for the producer.
+        #[arg(long, default_value_t = hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)]
+        rows_per_message: usize,
+        #[command(flatten)]
+        tuning: Tuning,
+        /// Where the data set is generated.
+        #[arg(long, default_value = "data/bench")]
+        data: PathBuf,
+    },
     /// Write findings.md from a results file (default: the newest in bench/results).
     Findings {
         #[arg(long)]
@@ -118,6 +142,21 @@ async fn main() -> Result<()> {
             .await?;
             print_summary(&results);
         }
+        Command::Compare {
+            modes,
+            size,
+            repeats,
+            rows_per_message,
+            tuning,
+            data,
+        } => {
+            let modes = modes
+                .iter()
+                .map(|m| measure::mode_named(m).with_context(|| format!("no mode is called {m}")))
+                .collect::<Result<Vec<_>>>()?;
+            let mut bench = Bench::new(connection, tuning, rows_per_message)?;
+            compare(&mut bench, &modes, size, repeats.max(1), &data).await?;
+        }
         Command::Latency { seconds, tuning } => {
             let mut bench = Bench::new(connection, tuning, hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)?;
             let latency = latency::measure(&mut bench, std::time::Duration::from_secs(seconds)).await?;
@@ -134,6 +173,62 @@ async fn main() -> Result<()> {
             eprintln!("wrote {} from {}", out.display(), path.display());
         }
     }
+    Ok(())
+}
+
+/// Run `modes` in turn `repeats` times at `size` records per file and print
+/// each run and the medians, with every mode's ratio to the first.
+async fn compare(bench: &mut Bench, modes: &[&str], size: usize, repeats: usize, data: &Path) -> Result<()> {
+    let dir = data.join(size.to_string());
+    let files = hpn_producer::generate::generate(&dir, size, hpn_producer::generate::DEFAULT_SEED)?;
+    let files: Vec<PathBuf> = files.paths().iter().map(|p| p.to_path_buf()).collect();
+    let mut runs: Vec<Vec<measure::Run>> = modes.iter().map(|_| Vec::new()).collect();
+    for repeat in 0..repeats {
+        for (mode, runs) in modes.iter().zip(&mut runs) {
+            let run = bench.run(mode, &files, Profile::default()).await?;
+            let t = &run.times;
+            say(format!(
+                "run {}/{repeats}: {mode}: {:.2} s (publish {}, import {:.2})",
+                repeat + 1,
+                t.total(),
+                t.publish_seconds.map_or("-".into(), |s| format!("{s:.2}")),
+                t.import_seconds
+            ));
+            runs.push(run);
+        }
+    }
+    let records = 3 * size as u64;
+    let summaries: Vec<_> = modes
+        .iter()
+        .zip(&runs)
+        .map(|(mode, runs)| measure::summarise(mode, records, runs))
+        .collect();
+    let mut table = Table::new();
+    let mut header: Vec<String> = [
+        "mode",
+        "total s (min-max)",
+        "publish s",
+        "import s",
+        "records/s",
+        "/ first",
+    ]
+    .map(String::from)
+    .into();
+    header.extend(summaries[0].cpu_seconds.iter().map(|t| format!("CPU s: {}", t.process)));
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(header);
+    for s in &summaries {
+        let mut row = vec![
+            s.mode.clone(),
+            format!("{:.2} ({:.2}-{:.2})", s.total_seconds, s.min_seconds, s.max_seconds),
+            s.publish_seconds.map_or("-".into(), |p| format!("{p:.2}")),
+            format!("{:.2}", s.import_seconds),
+            format!("{:.0}", s.records_per_s),
+            format!("{:.2}", s.records_per_s / summaries[0].records_per_s),
+        ];
+        row.extend(s.cpu_seconds.iter().map(|t| format!("{:.2}", t.seconds)));
+        table.add_row(row);
+    }
+    println!("{size} records per file, medians of {repeats} alternating runs\n{table}");
     Ok(())
 }
 

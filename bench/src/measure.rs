@@ -9,6 +9,7 @@
 //! then A, B, C again) so slow drift on a shared machine spreads over all
 //! modes instead of landing on one.
 
+use crate::cpu::CpuTime;
 use crate::results::{median, Memory, ModeResult, RunTimes, StageProfile};
 use anyhow::{bail, Context, Result};
 use hpn_common::csv_source::CsvSource;
@@ -51,6 +52,22 @@ pub const MODES: [&str; 9] = [
     DIRECT_PARALLEL,
 ];
 
+/// A mode by its short name on the command line.
+pub fn mode_named(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "baseline" => BASELINE,
+        "careful" => CAREFUL,
+        "linear" => LINEAR,
+        "parallel" => PARALLEL,
+        "parallel-key-index" => PARALLEL_KEY_INDEX,
+        "parallel-unversioned" => PARALLEL_UNVERSIONED,
+        "parallel-one-row" => PARALLEL_ONE_ROW,
+        "direct-linear" => DIRECT_LINEAR,
+        "direct-parallel" => DIRECT_PARALLEL,
+        _ => return None,
+    })
+}
+
 /// One run of one mode.
 pub struct Run {
     pub times: RunTimes,
@@ -59,6 +76,8 @@ pub struct Run {
     pub importer_rss: Option<u64>,
     pub producer_stages: Vec<StageTime>,
     pub importer_stages: Vec<StageTime>,
+    /// CPU seconds the run took, per process (see [`crate::cpu::servers_and_us`]).
+    pub cpu: Vec<CpuTime>,
 }
 
 pub struct Bench {
@@ -119,7 +138,12 @@ impl Bench {
     /// Run one mode once on `files` (customers, products, rentals).
     pub async fn run(&mut self, mode: &str, files: &[PathBuf], profile: Profile<'_>) -> Result<Run> {
         let settings = self.fresh();
-        let result = self.run_in(&settings, mode, files, profile).await;
+        let watched = crate::cpu::servers_and_us();
+        let before = crate::cpu::sample(&watched);
+        let result = self.run_in(&settings, mode, files, profile).await.map(|run| Run {
+            cpu: crate::cpu::time_between(&before, &crate::cpu::sample(&watched)),
+            ..run
+        });
         self.cleanup(&settings).await?;
         result
     }
@@ -196,6 +220,7 @@ impl Bench {
                     importer_rss,
                     producer_stages: serde_json::from_value(published["stages"].clone()).unwrap_or_default(),
                     importer_stages: report.stages,
+                    cpu: Vec::new(),
                 })
             }
             other => bail!("unknown mode {other}"),
@@ -313,6 +338,7 @@ impl Run {
             importer_rss: None,
             producer_stages: Vec::new(),
             importer_stages: Vec::new(),
+            cpu: Vec::new(),
         }
     }
 }
@@ -484,7 +510,28 @@ pub fn summarise(mode: &str, records: u64, runs: &[Run]) -> ModeResult {
         records_per_s: records as f64 / total_seconds.max(1e-9),
         import_records_per_s: records as f64 / import_seconds.max(1e-9),
         collections: median_run.collections.clone(),
+        cpu_seconds: median_cpu(runs),
     }
+}
+
+/// The median CPU seconds of each process over the runs.
+fn median_cpu(runs: &[Run]) -> Vec<CpuTime> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .cpu
+        .iter()
+        .map(|t| CpuTime {
+            process: t.process.clone(),
+            seconds: median(
+                &runs
+                    .iter()
+                    .filter_map(|r| r.cpu.iter().find(|c| c.process == t.process).map(|c| c.seconds))
+                    .collect::<Vec<_>>(),
+            ),
+        })
+        .collect()
 }
 
 /// The largest peak memory over the runs of a mode, if the mode ran child processes.

@@ -112,6 +112,9 @@ pub struct ModeResult {
     pub import_records_per_s: f64,
     /// HP Norton's figures per collection, from the median run.
     pub collections: Vec<ImportStats>,
+    /// Median CPU seconds per process over the runs (absent in older files).
+    #[serde(default)]
+    pub cpu_seconds: Vec<crate::cpu::CpuTime>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
