@@ -634,7 +634,10 @@ pub struct BatchWinners {
 /// state as writing them all in order.
 pub fn latest_per_key(records: &[Record]) -> BatchWinners {
     use std::collections::hash_map::Entry;
-    let mut winner: HashMap<(&str, &str), usize> = HashMap::with_capacity(records.len());
+    // foldhash, not SipHash: a lookup per record on the importer's inner
+    // loop, keyed by data we validated, needing no defence from crafted keys.
+    let mut winner: HashMap<(&str, &str), usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(records.len(), Default::default());
     let (mut superseded, mut stale) = (0, 0);
     for (i, record) in records.iter().enumerate() {
         match winner.entry(record.key_parts()) {

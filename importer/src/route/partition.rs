@@ -39,7 +39,7 @@
 
 use crate::route::ack::Ticket;
 use hpn_common::Record;
-use std::hash::{DefaultHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
@@ -102,11 +102,18 @@ impl Router {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterStopped;
 
-/// The partition of a record's key among `partitions`.
+/// The partition of a record's key among `partitions`. A fixed seed, so a
+/// key goes to the same writer for the life of the process; foldhash rather
+/// than the standard SipHash because this runs once per record and needs
+/// no protection from crafted keys (the worst a crafted key can do is load
+/// one writer more than another).
 pub fn partition(record: &Record, partitions: usize) -> usize {
-    let mut hasher = DefaultHasher::new();
+    if partitions <= 1 {
+        return 0;
+    }
+    let mut hasher = foldhash::fast::FixedState::with_seed(0).build_hasher();
     record.hash_key(&mut hasher);
-    (hasher.finish() % partitions as u64) as usize
+    (std::hash::Hasher::finish(&hasher) % partitions as u64) as usize
 }
 
 #[cfg(test)]
