@@ -245,7 +245,9 @@ fn check_id(field: &'static str, value: &str) -> Result<(), Invalid> {
     if value.is_empty() {
         return Err(Invalid::new(field, "is empty"));
     }
-    if value.chars().count() > MAX_ID_LEN {
+    // A string holds at least as many bytes as characters: count the
+    // characters only when the bytes are too many.
+    if value.len() > MAX_ID_LEN && value.chars().count() > MAX_ID_LEN {
         return Err(Invalid::new(field, format!("is longer than {MAX_ID_LEN} characters")));
     }
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -270,7 +272,7 @@ fn check_text(field: &'static str, value: &str, required: bool) -> Result<(), In
     if required && value.trim().is_empty() {
         return Err(Invalid::new(field, "is empty"));
     }
-    if value.chars().count() > MAX_TEXT_LEN {
+    if value.len() > MAX_TEXT_LEN && value.chars().count() > MAX_TEXT_LEN {
         return Err(Invalid::new(field, format!("is longer than {MAX_TEXT_LEN} characters")));
     }
     if let Some(c) = value.chars().find(|&c| !allowed_in_text(c)) {
@@ -660,6 +662,19 @@ mod tests {
         let mut c = customer();
         c.user_id = "C\n1".into();
         assert_eq!(c.validate().unwrap_err().field, "user_id", "ids take no line breaks");
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters_not_bytes() {
+        let mut c = customer();
+        c.user_id = "é".repeat(MAX_ID_LEN);
+        c.name = "é".repeat(MAX_TEXT_LEN);
+        assert_eq!(c.validate(), Ok(()), "two bytes a character, at the limit");
+        c.name.push('é');
+        assert_eq!(c.validate().unwrap_err().field, "name");
+        c.name = "n".into();
+        c.user_id.push('é');
+        assert_eq!(c.validate().unwrap_err().field, "user_id");
     }
 
     #[test]
