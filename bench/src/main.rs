@@ -45,6 +45,19 @@ struct Cli {
     command: Command,
 }
 
+/// What the modes run on and with, for `run` and `compare` alike.
+#[derive(clap::Args)]
+struct Workload {
+    /// Records per message for the producer in the linear and parallel modes.
+    #[arg(long, default_value_t = hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)]
+    rows_per_message: usize,
+    #[command(flatten)]
+    tuning: Tuning,
+    /// Where the data sets are generated.
+    #[arg(long, default_value = "data/bench")]
+    data: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Measure everything and record the results.
@@ -61,14 +74,8 @@ enum Command {
         /// Also write a CPU flamegraph of the importer (needs hpn-importer built with --features profiling).
         #[arg(long)]
         profile: bool,
-        /// Records per message for the producer in the linear and parallel modes.
-        #[arg(long, default_value_t = hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)]
-        rows_per_message: usize,
         #[command(flatten)]
-        tuning: Tuning,
-        /// Where the data sets are generated.
-        #[arg(long, default_value = "data/bench")]
-        data: PathBuf,
+        workload: Workload,
         /// Where results, chart and flamegraph go.
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
@@ -94,14 +101,8 @@ enum Command {
         /// Runs per mode.
         #[arg(long, default_value_t = 5)]
         repeats: usize,
-        /// Records per message for the producer.
-        #[arg(long, default_value_t = hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)]
-        rows_per_message: usize,
         #[command(flatten)]
-        tuning: Tuning,
-        /// Where the data set is generated.
-        #[arg(long, default_value = "data/bench")]
-        data: PathBuf,
+        workload: Workload,
     },
     /// Write findings.md from a results file (default: the newest in bench/results).
     Findings {
@@ -123,9 +124,7 @@ async fn main() -> Result<()> {
             million,
             repeats,
             profile,
-            rows_per_message,
-            tuning,
-            data,
+            workload,
             out,
         } => {
             let results = run(
@@ -134,9 +133,9 @@ async fn main() -> Result<()> {
                 million,
                 repeats.max(1),
                 profile,
-                rows_per_message,
-                tuning,
-                &data,
+                workload.rows_per_message,
+                workload.tuning,
+                &workload.data,
                 &out,
             )
             .await?;
@@ -146,16 +145,14 @@ async fn main() -> Result<()> {
             modes,
             size,
             repeats,
-            rows_per_message,
-            tuning,
-            data,
+            workload,
         } => {
             let modes = modes
                 .iter()
                 .map(|m| measure::mode_named(m).with_context(|| format!("no mode is called {m}")))
                 .collect::<Result<Vec<_>>>()?;
-            let mut bench = Bench::new(connection, tuning, rows_per_message)?;
-            compare(&mut bench, &modes, size, repeats.max(1), &data).await?;
+            let mut bench = Bench::new(connection, workload.tuning, workload.rows_per_message)?;
+            compare(&mut bench, &modes, size, repeats.max(1), &workload.data).await?;
         }
         Command::Latency { seconds, tuning } => {
             let mut bench = Bench::new(connection, tuning, hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)?;
