@@ -90,10 +90,9 @@ enum Command {
     },
     /// A few modes at one size, run in turn, medians printed (nothing recorded).
     Compare {
-        /// Modes, by short name: baseline, careful, linear, parallel,
-        /// parallel-key-index, parallel-unversioned, parallel-one-row,
-        /// direct-linear, direct-parallel.
-        #[arg(long, value_delimiter = ',', default_value = "careful,parallel")]
+        /// Modes, by short name, comma-separated; the ratios are to the first.
+        #[arg(long, value_delimiter = ',', default_value = "careful,parallel",
+              value_parser = clap::builder::PossibleValuesParser::new(measure::SHORT_NAMES.map(|(short, _)| short)))]
         modes: Vec<String>,
         /// Records per file.
         #[arg(long, default_value_t = TARGET_SIZE)]

@@ -52,20 +52,25 @@ pub const MODES: [&str; 9] = [
     DIRECT_PARALLEL,
 ];
 
-/// A mode by its short name on the command line.
+/// The modes by the short names `hpn-bench compare` takes.
+pub const SHORT_NAMES: [(&str, &str); 9] = [
+    ("baseline", BASELINE),
+    ("careful", CAREFUL),
+    ("linear", LINEAR),
+    ("parallel", PARALLEL),
+    ("parallel-key-index", PARALLEL_KEY_INDEX),
+    ("parallel-unversioned", PARALLEL_UNVERSIONED),
+    ("parallel-one-row", PARALLEL_ONE_ROW),
+    ("direct-linear", DIRECT_LINEAR),
+    ("direct-parallel", DIRECT_PARALLEL),
+];
+
+/// A mode by its short name (see [`SHORT_NAMES`]).
 pub fn mode_named(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "baseline" => BASELINE,
-        "careful" => CAREFUL,
-        "linear" => LINEAR,
-        "parallel" => PARALLEL,
-        "parallel-key-index" => PARALLEL_KEY_INDEX,
-        "parallel-unversioned" => PARALLEL_UNVERSIONED,
-        "parallel-one-row" => PARALLEL_ONE_ROW,
-        "direct-linear" => DIRECT_LINEAR,
-        "direct-parallel" => DIRECT_PARALLEL,
-        _ => return None,
-    })
+    SHORT_NAMES
+        .iter()
+        .find(|(short, _)| *short == name)
+        .map(|(_, mode)| *mode)
 }
 
 /// One run of one mode.
