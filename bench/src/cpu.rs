@@ -36,10 +36,7 @@ pub type Watched = Vec<(String, u32)>;
 /// The servers of the pipeline on this machine (by command name), plus `more`.
 pub fn pipeline_processes(more: &[(&str, u32)]) -> Watched {
     let mut watched: Watched = more.iter().map(|(n, p)| (n.to_string(), *p)).collect();
-    for (name, comms) in [
-        ("RabbitMQ", &["beam.smp"][..]),
-        ("MongoDB server", &["secantusd-rs", "mongod"][..]),
-    ] {
+    for (name, comms) in [(BROKER, &["beam.smp"][..]), (DATABASE, &["secantusd-rs", "mongod"][..])] {
         watched.extend(pids_named(comms).into_iter().map(|pid| (name.to_string(), pid)));
     }
     watched
@@ -62,7 +59,9 @@ pub fn servers_and_us() -> Watched {
     pipeline_processes(&[(OUR_PROGRAMS, std::process::id())])
 }
 
-/// The name [`servers_and_us`] gives this process and its children.
+/// The names the servers and this process (with its children) are reported under.
+pub const BROKER: &str = "RabbitMQ";
+pub const DATABASE: &str = "MongoDB server";
 pub const OUR_PROGRAMS: &str = "our programs";
 
 /// User + system clock ticks a process has used, with those of the

@@ -3,6 +3,7 @@
 //! target met or missed, parallel faster or not), so the document cannot
 //! drift from the measurements.
 
+use crate::cpu::{BROKER, DATABASE, OUR_PROGRAMS};
 use crate::measure::{
     BASELINE, CAREFUL, DIRECT_PARALLEL, LINEAR, PARALLEL, PARALLEL_KEY_INDEX, PARALLEL_ONE_ROW, PARALLEL_UNVERSIONED,
 };
@@ -566,12 +567,16 @@ fn beside(results_file: &str, name: &str) -> String {
     }
 }
 
-/// The CPU seconds a mode's run took on the whole machine (median), if recorded.
-fn whole_machine(mode: &ModeResult) -> Option<f64> {
+/// The CPU seconds `process` took in a run of `mode` (median), if recorded.
+fn cpu_of(mode: &ModeResult, process: &str) -> Option<f64> {
     mode.cpu_seconds
         .iter()
-        .find(|t| t.process == crate::cpu::WHOLE_MACHINE)
+        .find(|t| t.process == process)
         .map(|t| t.seconds)
+}
+
+fn whole_machine(mode: &ModeResult) -> Option<f64> {
+    cpu_of(mode, crate::cpu::WHOLE_MACHINE)
 }
 
 /// What the careful loader, our write path and the pipeline cost in CPU at
@@ -587,12 +592,7 @@ fn cpu_bullet(md: &mut String, results: &Results, size: &SizeResults) {
     let [careful, _, parallel] = modes[..] else {
         return;
     };
-    let cpu = |m: &ModeResult, process: &str| {
-        m.cpu_seconds
-            .iter()
-            .find(|t| t.process == process)
-            .map_or(0.0, |t| t.seconds)
-    };
+    let cpu = |m: &ModeResult, process: &str| cpu_of(m, process).unwrap_or(0.0);
     let cores = results.machine.cores.max(1) as f64;
     let _ = writeln!(
         md,
@@ -601,7 +601,7 @@ fn cpu_bullet(md: &mut String, results: &Results, size: &SizeResults) {
     );
     let _ = writeln!(
         md,
-        "  | mode | MongoDB server | RabbitMQ | our programs | whole machine | wall s | cores busy (of {}) |\n  |---|---:|---:|---:|---:|---:|---:|",
+        "  | mode | {DATABASE} | {BROKER} | {OUR_PROGRAMS} | whole machine | wall s | cores busy (of {}) |\n  |---|---:|---:|---:|---:|---:|---:|",
         results.machine.cores
     );
     for m in &modes {
@@ -610,9 +610,9 @@ fn cpu_bullet(md: &mut String, results: &Results, size: &SizeResults) {
             md,
             "  | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             m.mode,
-            cpu(m, "MongoDB server"),
-            cpu(m, "RabbitMQ"),
-            cpu(m, crate::cpu::OUR_PROGRAMS),
+            cpu(m, DATABASE),
+            cpu(m, BROKER),
+            cpu(m, OUR_PROGRAMS),
             machine,
             m.total_seconds,
             machine / m.total_seconds.max(1e-9)
@@ -627,17 +627,17 @@ fn cpu_bullet(md: &mut String, results: &Results, size: &SizeResults) {
         "\n  No run can take less wall time than its CPU seconds over the {} cores. The careful loader's run costs {:.2} CPU seconds, {:.2} of them in the database server; parallel end to end costs {:.2}: {:.2} in the database server, {:.2} in RabbitMQ and {:.2} in the producer and importer, whose reading of the files alone is the work the careful loader's client does. Its floor here is {:.2} s against the careful loader's {:.2} s measured: {}",
         results.machine.cores,
         careful_all,
-        cpu(careful, "MongoDB server"),
+        cpu(careful, DATABASE),
         parallel_all,
-        cpu(parallel, "MongoDB server"),
-        cpu(parallel, "RabbitMQ"),
-        cpu(parallel, crate::cpu::OUR_PROGRAMS),
+        cpu(parallel, DATABASE),
+        cpu(parallel, BROKER),
+        cpu(parallel, OUR_PROGRAMS),
         parallel_all / cores,
         careful.total_seconds,
         if parallel_all / cores > careful.total_seconds {
             format!(
                 "on this machine the queue can match the careful loader only if broker, producer and importer together cost no more CPU than the careful loader's client ({:.2} s), the database's share unchanged. Where the database has cores of its own, their CPU no longer comes out of its share.",
-                cpu(careful, crate::cpu::OUR_PROGRAMS)
+                cpu(careful, OUR_PROGRAMS)
             )
         } else {
             "the CPU alone does not explain the gap; waiting does (for the broker, the database or a core).".to_string()
