@@ -29,6 +29,7 @@
 //! docker-compose stack and the local test server.
 
 mod document;
+mod durability;
 mod migrate;
 
 pub use document::{
@@ -42,7 +43,7 @@ use futures::TryStreamExt;
 use hpn_common::record::{replaces, Customer, Product, Record, RecordKind};
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::error::{Error as MongoError, ErrorKind};
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, DatabaseOptions, WriteConcern};
 use mongodb::{Client, Collection, Database};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -91,6 +92,9 @@ pub enum StoreError {
     /// The store refused a write as such, not the record in it.
     #[error("MongoDB refused the write (code {code}): {message}")]
     Refused { code: i32, message: String },
+    /// The connection string asks for something the importer cannot work with.
+    #[error("MongoDB settings: {0}")]
+    Settings(String),
     /// The store holds a collection of the shape before the business key
     /// became the `_id`; nothing is written to it until it is migrated.
     #[error(
@@ -108,7 +112,7 @@ impl StoreError {
             StoreError::Mongo(e) => is_transient(e),
             StoreError::WriteConcern(_) => true,
             StoreError::Refused { code, .. } => TRANSIENT_CODES.contains(code),
-            StoreError::Reply { .. } | StoreError::OldShape { .. } => false,
+            StoreError::Reply { .. } | StoreError::OldShape { .. } | StoreError::Settings(_) => false,
         }
     }
 }
@@ -208,6 +212,8 @@ pub const SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Store {
     client: Client,
     db: Database,
+    /// Sent with every write (see [`durability`]).
+    write_concern: WriteConcern,
 }
 
 /// How many times a statement is sent again after a duplicate-key error
@@ -237,7 +243,14 @@ impl WriteOutcome {
 impl Store {
     /// Connect and check that the server answers.
     pub async fn connect(uri: &str, database: &str) -> Result<Store, StoreError> {
-        let mut options = ClientOptions::parse(uri).await?;
+        Store::connect_with(ClientOptions::parse(uri).await?, database).await
+    }
+
+    /// [`Store::connect`] with options already parsed (tests add command
+    /// monitoring this way). Every write of the store carries a durable
+    /// write concern: the one `options` set, or journaled, and majority
+    /// where the server is a replica set (see [`durability`]).
+    pub async fn connect_with(mut options: ClientOptions, database: &str) -> Result<Store, StoreError> {
         if options.app_name.is_none() {
             options.app_name = Some("hpn".into());
         }
@@ -247,13 +260,38 @@ impl Store {
         if options.server_selection_timeout.is_none() {
             options.server_selection_timeout = Some(SERVER_SELECTION_TIMEOUT);
         }
+        let from_uri = options.write_concern.take();
         let client = Client::with_options(options)?;
-        let store = Store {
-            db: client.database(database),
+        let hello = client.database("admin").run_command(doc! {"hello": 1}).await?;
+        let write_concern = durability::write_concern(from_uri, &hello)?;
+        let db = client.database_with_options(
+            database,
+            DatabaseOptions::builder().write_concern(write_concern.clone()).build(),
+        );
+        Ok(Store {
+            db,
             client,
-        };
-        store.ping().await?;
-        Ok(store)
+            write_concern,
+        })
+    }
+
+    /// Send an `update` command of `statements` on `collection` with the
+    /// store's write concern (which `run_command` would not add), unordered;
+    /// a write concern the server could not satisfy is an error.
+    async fn run_update(&self, collection: &str, statements: Vec<Document>) -> Result<Document, StoreError> {
+        let reply = self
+            .db
+            .run_command(doc! {
+                "update": collection,
+                "updates": statements,
+                "ordered": false,
+                "writeConcern": durability::as_field(&self.write_concern),
+            })
+            .await?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(StoreError::WriteConcern(wce.to_string()));
+        }
+        Ok(reply)
     }
 
     /// Close the connections cleanly. Without this, the driver's background
@@ -406,13 +444,7 @@ impl Store {
                     guarded_upsert(&records[i])
                 })
                 .collect();
-            let reply = self
-                .db
-                .run_command(doc! {"update": kind.collection(), "updates": statements, "ordered": false})
-                .await?;
-            if let Ok(wce) = reply.get_document("writeConcernError") {
-                return Err(StoreError::WriteConcern(wce.to_string()));
-            }
+            let reply = self.run_update(kind.collection(), statements).await?;
             let matched = number(&reply, "n")?;
             let upserted = match reply.get_array("upserted") {
                 Ok(list) => list.len() as u64,

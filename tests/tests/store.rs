@@ -225,3 +225,74 @@ async fn racing_writers_on_new_keys_end_at_the_highest_version() {
     }
     env.cleanup().await;
 }
+
+/// Every write command the store sends carries a durable write concern, as
+/// the server receives it (the driver's command monitoring shows each
+/// command whole): the inserts, the guarded updates sent with
+/// `run_command`, and the stock updates: `j: true`, and `w: "majority"`
+/// where the server says it is a replica set (the local server answers
+/// `hello` as a one-member set unless started `--standalone`), else `w: 1`.
+#[tokio::test]
+async fn every_write_command_is_sent_journaled() {
+    use mongodb::event::command::CommandEvent;
+    use mongodb::event::EventHandler;
+    use std::sync::{Arc, Mutex};
+    let env = TestEnv::new("store_write_concern");
+    let sent: Arc<Mutex<Vec<(String, mongodb::bson::Document)>>> = Arc::default();
+    let mut options = mongodb::options::ClientOptions::parse(&env.settings.mongodb_uri)
+        .await
+        .unwrap();
+    let seen = sent.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |event: CommandEvent| {
+        if let CommandEvent::Started(started) = event {
+            seen.lock()
+                .unwrap()
+                .push((started.command_name.clone(), started.command.clone()));
+        }
+    }));
+    let store = hpn_importer::Store::connect_with(options, &env.settings.database)
+        .await
+        .unwrap();
+    let hello = store
+        .client()
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await
+        .unwrap();
+    let majority = hello.get_str("setName").is_ok();
+    let customers = vec![customer("C1", "Ann"), customer("C2", "Bob")];
+    store.write(RecordKind::Customer, &customers).await.unwrap();
+    // The same keys again: the insert meets them, the guarded update applies.
+    let outcome = store.write(RecordKind::Customer, &customers).await.unwrap();
+    assert_eq!(outcome.updated, 2, "the guarded-update path ran");
+    store.upsert(RecordKind::Product, &[product("P1", 3)]).await.unwrap();
+    store.take_stock("P1", "C1").await.unwrap();
+
+    let writes: Vec<(String, mongodb::bson::Document)> = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| ["insert", "update", "delete", "findAndModify"].contains(&name.as_str()))
+        .cloned()
+        .collect();
+    let names: Vec<&str> = writes.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(
+        names.contains(&"insert") && names.contains(&"update"),
+        "both paths: {names:?}"
+    );
+    assert!(writes.len() >= 4, "{names:?}");
+    for (name, command) in &writes {
+        let concern = command
+            .get_document("writeConcern")
+            .unwrap_or_else(|_| panic!("{name} sent without a write concern: {command}"));
+        assert_eq!(concern.get_bool("j"), Ok(true), "{name}: {concern}");
+        let w = concern.get("w").expect("w is set");
+        if majority {
+            assert_eq!(w.as_str(), Some("majority"), "{name}: {concern}");
+        } else {
+            assert!(w.as_i64() == Some(1) || w.as_i32() == Some(1), "{name}: {concern}");
+        }
+    }
+    store.shutdown().await;
+    env.cleanup().await;
+}

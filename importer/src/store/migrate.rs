@@ -165,10 +165,7 @@ impl Store {
                 statements.push(keyed_copy(key, document));
                 ids.push(id);
             }
-            let reply = self
-                .database()
-                .run_command(doc! {"update": kind.collection(), "updates": statements, "ordered": false})
-                .await?;
+            let reply = self.run_update(kind.collection(), statements).await?;
             if let Ok(errors) = reply.get_array("writeErrors") {
                 for error in errors {
                     let Bson::Document(error) = error else { continue };
