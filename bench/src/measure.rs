@@ -449,6 +449,7 @@ async fn baseline(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Ve
             updated: 0,
             stale: 0,
             rejected,
+            messages_left: Some(0),
         });
     }
     Ok(stats)
@@ -503,6 +504,7 @@ async fn careful(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Vec
                 updated: 0,
                 stale: 0,
                 rejected,
+                messages_left: Some(0),
             })
         })
     });

@@ -13,6 +13,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use hpn_common::config::env;
 use hpn_common::{broker, BrokerSettings, ConnectionSettings, StoreSettings};
+use std::process::ExitCode;
 
 /// Import HP Norton records from RabbitMQ into MongoDB.
 #[derive(Parser)]
@@ -132,8 +133,13 @@ enum Query {
     Orphans,
 }
 
-/// Parse the command line and run it.
-pub async fn main() -> Result<()> {
+/// The exit code of a one-shot run that is not done: records are left in a
+/// queue, or the broker could not say whether any are (README, "Exit codes").
+pub const EXIT_NOT_DRAINED: u8 = 5;
+
+/// Parse the command line and run it; the exit code says whether a one-shot
+/// run is done.
+pub async fn main() -> Result<ExitCode> {
     hpn_common::telemetry::init();
     let cli = Cli::parse();
     match cli.command {
@@ -161,6 +167,10 @@ pub async fn main() -> Result<()> {
                 println!("{}", report.to_json());
             } else {
                 println!("{}", report.to_table());
+            }
+            if let Some(why) = report.not_drained() {
+                eprintln!("hpn-importer: {why}");
+                return Ok(ExitCode::from(EXIT_NOT_DRAINED));
             }
         }
         Command::Serve {
@@ -265,7 +275,7 @@ pub async fn main() -> Result<()> {
             );
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Where `serve` listens for /healthz and /metrics unless told otherwise.

@@ -105,6 +105,13 @@ pub struct Tuning {
     /// checking whether its queue is empty (checking early is harmless).
     #[arg(long, env = env::IDLE_MS, default_value_t = Tuning::DEFAULT.idle_ms)]
     pub idle_ms: u64,
+    /// One-shot runs: how long a consumer goes on asking, with nothing
+    /// delivered, while the broker gives no sure count of its queue (a
+    /// quorum queue whose leader does not answer). Then the run stops and
+    /// reports the queue as not known to be drained (exit code 5); it never
+    /// takes the silence for "empty".
+    #[arg(long, env = env::DRAIN_PATIENCE_MS, default_value_t = Tuning::DEFAULT.drain_patience_ms)]
+    pub drain_patience_ms: u64,
     /// Messages larger than this go to the dead-letter queue.
     #[arg(long, env = env::MAX_MESSAGE_BYTES, default_value_t = Tuning::DEFAULT.max_message_bytes)]
     pub max_message_bytes: usize,
@@ -137,6 +144,7 @@ impl Tuning {
         // Raise it where the database has cores of its own.
         writers: 1,
         idle_ms: 10,
+        drain_patience_ms: 30_000,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         // A message may fail five deliveries (see `source::attempts`).
         max_attempts: 5,
@@ -148,6 +156,10 @@ impl Tuning {
 
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms.max(1))
+    }
+
+    pub fn drain_patience(&self) -> Duration {
+        Duration::from_millis(self.drain_patience_ms)
     }
 }
 
@@ -185,6 +197,7 @@ mod tests {
             ("consumers", d.consumers.to_string()),
             ("writers", d.writers.to_string()),
             ("idle_ms", d.idle_ms.to_string()),
+            ("drain_patience_ms", d.drain_patience_ms.to_string()),
             ("max_message_bytes", d.max_message_bytes.to_string()),
             ("max_attempts", d.max_attempts.to_string()),
         ];

@@ -2,6 +2,6 @@
 //! so the integration tests can run this very program as a child process).
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     hpn_importer::main().await
 }

@@ -26,6 +26,18 @@ pub struct ImportStats {
     pub stale: u64,
     /// Records refused (invalid) and sent to the dead-letter queue.
     pub rejected: u64,
+    /// Messages still ready in the collection's queue when the run ended,
+    /// as the broker counted them after this run's consumers had stopped;
+    /// `None` when the broker gave no sure count (see
+    /// `source::drain`). Anything but `Some(0)` means the run is not done:
+    /// the command exits with code 5.
+    #[serde(default = "drained")]
+    pub messages_left: Option<u64>,
+}
+
+/// What reports written before `messages_left` existed meant.
+fn drained() -> Option<u64> {
+    Some(0)
 }
 
 impl ImportStats {
@@ -78,6 +90,31 @@ impl ImportReport {
         self.collections.iter().map(|s| s.processed).sum()
     }
 
+    /// Whether the broker said every queue of the run was empty at its end.
+    pub fn drained(&self) -> bool {
+        self.collections.iter().all(|s| s.messages_left == Some(0))
+    }
+
+    /// The queues not known to be empty, in words for an operator; `None`
+    /// when every queue was drained.
+    pub fn not_drained(&self) -> Option<String> {
+        let left: Vec<String> = self
+            .collections
+            .iter()
+            .filter_map(|s| match s.messages_left {
+                Some(0) => None,
+                Some(n) => Some(format!("{}: {n} messages still queued", s.collection)),
+                None => Some(format!("{}: the broker gave no sure count of its queue", s.collection)),
+            })
+            .collect();
+        (!left.is_empty()).then(|| {
+            format!(
+                "the run is not done ({}); the figures above count only what was imported. Run it again",
+                left.join("; ")
+            )
+        })
+    }
+
     /// A table for people.
     pub fn to_table(&self) -> String {
         let mut table = Table::new();
@@ -92,13 +129,15 @@ impl ImportReport {
             "stale",
             "rejected",
             "records/s",
+            "left in queue",
         ]);
         let row = |name: &str,
                    processed,
                    before: String,
                    after: String,
                    elapsed: Duration,
-                   [ins, upd, stale, rej]: [u64; 4]| {
+                   [ins, upd, stale, rej]: [u64; 4],
+                   left: String| {
             vec![
                 name.to_string(),
                 format!("{processed}"),
@@ -110,8 +149,10 @@ impl ImportReport {
                 format!("{stale}"),
                 format!("{rej}"),
                 format!("{:.0}", rate(processed, elapsed)),
+                left,
             ]
         };
+        let left = |messages: Option<u64>| messages.map_or_else(|| "unknown".to_string(), |n| n.to_string());
         for s in &self.collections {
             table.add_row(row(
                 &s.collection,
@@ -120,6 +161,7 @@ impl ImportReport {
                 s.count_after.to_string(),
                 s.elapsed,
                 [s.inserted, s.updated, s.stale, s.rejected],
+                left(s.messages_left),
             ));
         }
         let sum = |f: fn(&ImportStats) -> u64| self.collections.iter().map(f).sum::<u64>();
@@ -135,13 +177,21 @@ impl ImportReport {
                 sum(|s| s.stale),
                 sum(|s| s.rejected),
             ],
+            if self.drained() {
+                "0".into()
+            } else {
+                "not drained".into()
+            },
         ));
-        for column in 1..10 {
+        for column in 1..11 {
             if let Some(c) = table.column_mut(column) {
                 c.set_cell_alignment(CellAlignment::Right);
             }
         }
-        format!("{} import\n{table}", self.mode)
+        match self.not_drained() {
+            None => format!("{} import\n{table}", self.mode),
+            Some(why) => format!("{} import\n{table}\nNOT DONE: {why}", self.mode),
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -167,6 +217,7 @@ mod tests {
                     updated: 0,
                     stale: 0,
                     rejected: 2,
+                    messages_left: Some(0),
                 },
                 ImportStats {
                     collection: "products".into(),
@@ -178,6 +229,7 @@ mod tests {
                     updated: 7,
                     stale: 3,
                     rejected: 0,
+                    messages_left: Some(0),
                 },
             ],
             total: Duration::from_millis(510),
@@ -200,8 +252,37 @@ mod tests {
         assert_eq!(value["collections"][0]["seconds"], 0.5);
         assert_eq!(value["total_seconds"], 0.51);
         assert_eq!(value["collections"][1]["count_before"], 10);
+        assert_eq!(value["collections"][0]["messages_left"], 0);
         let back: ImportReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report());
+    }
+
+    #[test]
+    fn a_queue_left_or_unknown_is_said_in_the_table_the_json_and_the_verdict() {
+        let mut report = report();
+        assert!(report.drained() && report.not_drained().is_none());
+        report.collections[0].messages_left = Some(27_000);
+        report.collections[1].messages_left = None;
+        assert!(!report.drained());
+        let why = report.not_drained().unwrap();
+        assert!(why.contains("customers: 27000 messages still queued"), "{why}");
+        assert!(why.contains("products: the broker gave no sure count"), "{why}");
+        let table = report.to_table();
+        assert!(
+            table.contains("27000") && table.contains("unknown") && table.contains("NOT DONE"),
+            "{table}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(value["collections"][0]["messages_left"], 27_000);
+        assert!(value["collections"][1]["messages_left"].is_null());
+        let old = r#"{"collection":"c","processed":1,"count_before":0,"count_after":1,"seconds":0.1,
+                     "inserted":1,"updated":0,"rejected":0}"#;
+        let old: ImportStats = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            old.messages_left,
+            Some(0),
+            "reports from before the field were drained runs"
+        );
     }
 
     #[test]

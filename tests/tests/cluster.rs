@@ -197,9 +197,24 @@ async fn the_producer_resumes_on_another_node_when_its_node_stops() {
 
 #[tokio::test]
 async fn an_import_survives_stopping_the_node_that_leads_its_queue() {
+    leader_lost_mid_import("cluster_leader", "stop-node").await;
+}
+
+/// The same with the leader's node crashing (SIGKILL) instead of stopping.
+#[tokio::test]
+async fn an_import_survives_sigkill_of_the_node_that_leads_its_queue() {
+    leader_lost_mid_import("cluster_leader_kill", "kill-node").await;
+}
+
+/// `serve` importing 200,000 customers while the node that leads the queue
+/// (and holds the importer's connection) is taken away by `how`
+/// (`scripts/services cluster stop-node` or `kill-node`), then started
+/// again: the import goes on on the other nodes and the store ends exactly
+/// equal to the file.
+async fn leader_lost_mid_import(test: &str, how: &str) {
     let _serial = SERIAL.lock().await;
     const RECORDS: usize = 200_000;
-    let mut env = TestEnv::on_cluster("cluster_leader");
+    let mut env = TestEnv::on_cluster(test);
     let file = customers_file(&env, RECORDS);
     let started = Instant::now();
     publish(&env, &file, 100).await;
@@ -219,7 +234,7 @@ async fn an_import_survives_stopping_the_node_that_leads_its_queue() {
     })
     .await;
     let at_stop = count(&env).await;
-    services(&["cluster", "stop-node", &node.to_string()]);
+    services(&["cluster", how, &node.to_string()]);
     let stopped = started.elapsed();
     eventually(
         Duration::from_secs(60),
@@ -250,11 +265,107 @@ async fn an_import_survives_stopping_the_node_that_leads_its_queue() {
     assert!(importer.wait(Duration::from_secs(10)).await.success());
     assert_exact(&env, &file).await;
     eprintln!(
-        "cluster: {RECORDS} records published in {:.1} s; node {node} (leader) stopped at {:.1} s \
+        "cluster: {RECORDS} records published in {:.1} s; node {node} (leader) taken away ({how}) at {:.1} s \
          with {at_stop} written; all imported at {:.1} s",
         published.as_secs_f64(),
         stopped.as_secs_f64(),
         imported.as_secs_f64()
     );
     env.cleanup().await;
+}
+
+/// A one-shot run never says "done" with records still queued: the leader
+/// of the queue paused (SIGSTOP) for 3 s in the middle of a run whose
+/// importer is connected to another node. While paused, the broker answers
+/// "how many are ready?" with its stand-in 0/0; a run that believed it
+/// exited 0 having imported a third to two thirds of the queue (issue 22).
+/// Every round must end with every record imported and exit 0, or exit 5
+/// with the report saying what is left; then a second run finishes the
+/// queue and the store holds exactly the file.
+#[tokio::test]
+async fn a_paused_queue_leader_never_makes_a_one_shot_run_report_done_early() {
+    let _serial = SERIAL.lock().await;
+    const RECORDS: u64 = 40_000;
+    const ROUNDS: usize = 10;
+    let env = TestEnv::on_cluster("cluster_pause");
+    let file = customers_file(&env, RECORDS as usize);
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    let mut rounds = Vec::new();
+    for round in 0..ROUNDS {
+        env.store().await.drop_collections().await.unwrap();
+        publish(&env, &file, 1).await;
+        // The importer's first address is a node that does not lead the queue.
+        let node = leader(&queue);
+        let urls: Vec<String> = cluster_urls_without(node);
+        let mut importer_env = env.settings.clone();
+        importer_env.amqp_url = urls.join(",");
+        let child = std::process::Command::new(hpn_tests::process::importer_program())
+            .args(["run", "--mode", "parallel", "--json", "--drain-patience-ms", "20000"])
+            .envs(importer_env.env_vars())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the importer");
+        tokio::time::sleep(Duration::from_millis(1000 + 100 * round as u64)).await;
+        services(&["cluster", "pause-node", &node.to_string()]);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        services(&["cluster", "resume-node", &node.to_string()]);
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let report: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("round {round}: not JSON ({e}): {stdout}\n{stderr}"));
+        let customers = &report["collections"][0];
+        let processed = customers["processed"].as_u64().unwrap();
+        let left = customers["messages_left"].as_u64();
+        let stored = count(&env).await;
+        assert_eq!(
+            customers["count_after"].as_u64(),
+            Some(stored),
+            "round {round}: count after is the store's"
+        );
+        match output.status.code() {
+            Some(0) => {
+                assert_eq!(
+                    processed, RECORDS,
+                    "round {round}: exit 0 with records not imported\n{stderr}"
+                );
+                assert_eq!(left, Some(0), "round {round}");
+                assert_eq!(env.ready(&queue).await, 0, "round {round}: exit 0 with messages queued");
+            }
+            Some(5) => {
+                assert!(left != Some(0), "round {round}: exit 5 names what is left: {customers}");
+                assert!(stderr.contains("not done"), "round {round}: {stderr}");
+                if let Some(left) = left {
+                    assert!(
+                        left > 0 && processed + left >= RECORDS,
+                        "round {round}: {processed} + {left}"
+                    );
+                }
+                // Nothing was lost: a second run takes the rest.
+                let again = hpn_tests::process::run(&env, &hpn_tests::process::importer_program(), &["run", "--json"]);
+                assert_eq!(again.code, Some(0), "round {round}: {}", again.stderr);
+                assert_eq!(count(&env).await, RECORDS, "round {round}");
+            }
+            other => panic!("round {round}: exit {other:?}\n{stderr}"),
+        }
+        rounds.push(format!("{processed}/{RECORDS} exit {}", output.status.code().unwrap()));
+    }
+    eprintln!("pause rounds (processed, exit code): {}", rounds.join(", "));
+    assert_exact(&env, &file).await;
+    env.cleanup().await;
+}
+
+/// The cluster's addresses with node `skip` (1-3) left out.
+fn cluster_urls_without(skip: usize) -> Vec<String> {
+    hpn_tests::cluster_urls()
+        .split(',')
+        .enumerate()
+        .filter(|(i, _)| i + 1 != skip)
+        .map(|(_, url)| url.to_string())
+        .collect()
 }

@@ -14,7 +14,8 @@ use hpn_common::{QueueType, RecordKind};
 use hpn_importer::fetch;
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::process::{
-    assert_exact, count, customers_file, eventually, importer_program, publish, services, Importer, ServedImport,
+    assert_exact, count, customers_file, eventually, importer_program, producer_program, publish, run, services,
+    Importer, ServedImport,
 };
 use hpn_tests::{customer_ids, documents, next_dead_letter, publish_raw, TestEnv};
 use lapin::options::BasicGetOptions;
@@ -121,6 +122,101 @@ async fn a_rabbitmq_restart_mid_import_is_survived() {
         "the importer reconnected by itself: {metrics}"
     );
     import.stop_and_check(&env).await;
+    env.cleanup().await;
+}
+
+/// A crash of a server in the middle of an import, the way a crash comes:
+/// SIGKILL, no chance to flush or say goodbye. What the importer had
+/// acknowledged must have been journaled by the database and what the
+/// producer had confirmed fsynced by the broker: after the server is
+/// started again the store holds exactly the file, record by record.
+async fn crash_mid_import(test: &str, server: &str) {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new(test);
+    let import = ServedImport::under_way(&env, 200_000).await;
+    let at_crash = count(&env).await;
+    assert!(at_crash < 200_000, "the import was done before the crash");
+    services(&["kill", server]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    services(&["start", server]);
+    import.wait_until_done(&env, &format!("SIGKILL of {server}")).await;
+    eprintln!("SIGKILL of {server} with {at_crash} of 200000 records written: all 200000 stored after it");
+    import.stop_and_check(&env).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigkill_of_the_database_mid_import_loses_and_doubles_nothing() {
+    crash_mid_import("fault_kill_mongodb", "mongodb").await;
+}
+
+#[tokio::test]
+async fn sigkill_of_the_broker_mid_import_loses_and_doubles_nothing() {
+    crash_mid_import("fault_kill_rabbitmq", "rabbitmq").await;
+}
+
+/// The producer SIGKILLed in the middle of a publish, then the same
+/// publish run again to the end (what an operator does): the store ends
+/// with exactly the file once imported, each row once, the queue empty,
+/// and the one-shot run's report right.
+#[tokio::test]
+async fn a_producer_killed_mid_publish_then_run_again_leaves_exactly_the_file() {
+    let _serial = SERIAL.lock().await;
+    const RECORDS: u64 = 100_000;
+    let env = TestEnv::new("fault_kill_producer");
+    let file = customers_file(&env, RECORDS as usize);
+    let clock = env.path("version-clock");
+    let publish_args = |clock: &Path| {
+        vec![
+            "publish".to_string(),
+            file.display().to_string(),
+            "--rows-per-message".into(),
+            "1".into(),
+            "--version-clock".into(),
+            clock.display().to_string(),
+        ]
+    };
+    let mut producer = Command::new(producer_program())
+        .args(publish_args(&clock))
+        .envs(env.settings.env_vars())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the producer");
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    eventually(Duration::from_secs(60), "publishing under way", || async {
+        env.ready(&queue).await >= 5_000
+    })
+    .await;
+    producer.kill().expect("SIGKILL the producer");
+    producer.wait().expect("reap the producer");
+    let partial = u64::from(env.ready(&queue).await);
+    assert!(partial < RECORDS, "the producer was done before the kill");
+    let args = publish_args(&clock);
+    let again = run(
+        &env,
+        &producer_program(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(again.code, Some(0), "the publish run again: {}", again.stderr);
+    let queued = u64::from(env.ready(&queue).await);
+    assert!(
+        queued >= partial + RECORDS,
+        "nothing confirmed was lost: {queued} queued"
+    );
+    let import = run(&env, &importer_program(), &["run", "--json"]);
+    assert_eq!(import.code, Some(0), "{}", import.stderr);
+    let customers = &import.json()["collections"][0];
+    assert_eq!(
+        customers["processed"].as_u64(),
+        Some(queued),
+        "every message queued was processed"
+    );
+    assert_eq!(customers["count_after"].as_u64(), Some(RECORDS));
+    assert_eq!(customers["messages_left"].as_u64(), Some(0));
+    assert_eq!(env.ready(&queue).await, 0);
+    eprintln!("producer SIGKILLed with {partial} of {RECORDS} confirmed; {queued} imported after the rerun");
+    assert_exact(&env, &file).await;
     env.cleanup().await;
 }
 

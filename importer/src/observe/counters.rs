@@ -114,7 +114,14 @@ impl Counters {
             + self.rejected.load(Relaxed)
     }
 
-    pub fn stats(&self, kind: RecordKind, count_before: u64, count_after: u64, elapsed: Duration) -> ImportStats {
+    pub fn stats(
+        &self,
+        kind: RecordKind,
+        count_before: u64,
+        count_after: u64,
+        elapsed: Duration,
+        messages_left: Option<u64>,
+    ) -> ImportStats {
         let (inserted, updated, stale, rejected) = (
             self.inserted.load(Relaxed),
             self.updated.load(Relaxed),
@@ -131,6 +138,7 @@ impl Counters {
             updated,
             stale,
             rejected,
+            messages_left,
         }
     }
 }
@@ -144,7 +152,7 @@ mod tests {
         let c = Counters::default();
         c.add_written(5, 2, 3);
         c.add_rejected(1);
-        let s = c.stats(RecordKind::Product, 10, 15, Duration::from_secs(1));
+        let s = c.stats(RecordKind::Product, 10, 15, Duration::from_secs(1), Some(0));
         assert_eq!(
             (s.processed, s.inserted, s.updated, s.stale, s.rejected),
             (11, 5, 2, 3, 1)

@@ -107,5 +107,6 @@ async fn import_file(store: &Store, config: &Config, file: &Path, writers: usize
     }
     let elapsed = started.elapsed();
     let count_after = store.count(kind).await?;
-    Ok(counters.stats(kind, count_before, count_after, elapsed))
+    // No queue: nothing can be left in one.
+    Ok(counters.stats(kind, count_before, count_after, elapsed, Some(0)))
 }

@@ -13,7 +13,9 @@
 //!
 //! Each collection's figures are taken around its own import: the count
 //! before, the time from its first consumer starting to its last writer
-//! finishing, the count after.
+//! finishing, the count after, and what the broker says is left in its
+//! queue once its consumers have stopped (see `source::drain`): a run
+//! that cannot say its queues are empty is not done, and says so.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -23,6 +25,7 @@ use crate::report::{ImportReport, ImportStats};
 use crate::route::dead_letter::DeadLetters;
 use crate::sink::write::{self, WriterSetup};
 use crate::source::consume::{ConsumerTask, StopWhen};
+use crate::source::drain::left_in_queue;
 use crate::store::Store;
 use crate::supervise;
 use hpn_common::retry::RetryPolicy;
@@ -174,7 +177,11 @@ async fn import_collection(
         writer_tasks.spawn(writer.run());
     }
     let first = services.connection.create_channel().await?;
-    let backlog = backlog(&first, &services.topology.queue(kind)).await?;
+    let queue = services.topology.queue(kind);
+    let backlog = backlog(&first, &queue).await?;
+    // The consumers ask whether the queue is drained here, not on the
+    // channels their acknowledgements go out on.
+    let checker = services.connection.create_channel().await?;
     let consumers = match backlog {
         Some(messages) if messages <= u32::from(tuning.prefetch) => 1,
         _ => consumers,
@@ -192,7 +199,11 @@ async fn import_collection(
             services.dead_letters.clone(),
             counters.clone(),
             tuning,
-            StopWhen::Drained { idle: tuning.idle() },
+            StopWhen::Drained {
+                idle: tuning.idle(),
+                patience: tuning.drain_patience(),
+                checker: checker.clone(),
+            },
         );
         consumer.backlog = backlog;
         consumer_tasks.spawn(consumer.run());
@@ -202,7 +213,21 @@ async fn import_collection(
     let outcome = supervise::finish(&mut consumer_tasks, &mut writer_tasks).await;
     consumer_tasks.abort_all();
     writer_tasks.abort_all();
-    let stats = finish(outcome, &services.store, &counters, kind, count_before, started).await;
+    let _ = checker.close(200, "done".into()).await;
+    let stats = async {
+        outcome?;
+        let elapsed = started.elapsed();
+        let left = left_in_queue(
+            &services.connection,
+            &queue,
+            services.topology.queue_type(),
+            tuning.drain_patience(),
+        )
+        .await;
+        let count_after = services.store.count(kind).await?;
+        Ok(counters.stats(kind, count_before, count_after, elapsed, left))
+    }
+    .await;
     line.finish(stats.as_ref().ok());
     stats
 }
@@ -213,19 +238,4 @@ async fn import_collection(
 /// nothing down.
 async fn backlog(channel: &lapin::Channel, queue: &str) -> Result<Option<u32>> {
     Ok(hpn_common::topology::queue_counts(channel, queue).await?.known_ready())
-}
-
-/// The collection's figures once its tasks are done.
-async fn finish(
-    outcome: Result<()>,
-    store: &Store,
-    counters: &Counters,
-    kind: RecordKind,
-    count_before: u64,
-    started: Instant,
-) -> Result<ImportStats> {
-    outcome?;
-    let elapsed = started.elapsed();
-    let count_after = store.count(kind).await?;
-    Ok(counters.stats(kind, count_before, count_after, elapsed))
 }

@@ -29,13 +29,13 @@
 //! queue with its count, or dead-lettered once it has failed too often (see
 //! [`crate::source::attempts`]).
 //!
-//! A one-shot consumer stops when its queue is empty: after `idle` with no
-//! delivery it asks the broker how many messages are ready; at zero it
-//! cancels its subscription, finishes what is in hand and returns. A zero
-//! that comes with zero consumers is not believed while the consumer is
-//! itself subscribed: that is what RabbitMQ answers for a quorum queue whose
-//! leader did not answer within 250 ms (see [`Drain`]). A long-running
-//! consumer stops when told to shut down, the same way.
+//! A one-shot consumer stops when its queue is drained: after `idle` with no
+//! delivery and nothing in hand it asks the broker, on another channel so
+//! that acknowledgements keep flowing, and stops after two answers of zero
+//! ready that count it as a consumer, with nothing delivered in between (see
+//! [`crate::source::drain`], which also says why a quorum queue's `0/0` is
+//! never taken for empty). A long-running consumer stops when told to shut
+//! down, the same way.
 
 use crate::config::{PrefetchScope, Tuning};
 use crate::error::{Error, Result};
@@ -45,10 +45,11 @@ use crate::route::dead_letter::DeadLetters;
 use crate::route::partition::Router;
 use crate::route::partition::WorkItem;
 use crate::source::attempts::{self, Verdict};
+use crate::source::drain::{self, Drain, Step};
 use crate::source::prefetch::Prefetch;
 use futures::StreamExt;
 use hpn_common::message;
-use hpn_common::topology::{queue_counts, QueueCounts};
+use hpn_common::topology::queue_counts;
 use hpn_common::{RecordKind, Topology};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicQosOptions};
@@ -84,53 +85,19 @@ impl Subscriptions {
     }
 }
 
-/// Whether a one-shot consumer's queue is drained, from what the broker
-/// says of it after an idle spell.
-///
-/// RabbitMQ answers a passive declare of a quorum queue with 0 messages
-/// and 0 consumers when the queue's leader does not answer within 250 ms
-/// ([`hpn_common::topology::QueueCounts::maybe_unknown`]), which a busy
-/// leader does under a deep queue. Believing that zero stopped one-shot
-/// imports early (234,639 of 300,000 one-record messages once; nothing was
-/// lost: the rest stayed queued). The consumer asking is subscribed, so a
-/// real answer counts at least one consumer: a zero with no consumer is a
-/// non-answer, and the consumer waits and asks again. Some RabbitMQ 4
-/// releases count unacknowledged messages instead of consumers, which can
-/// be zero for real on an empty queue; so after [`Drain::UNSURE_FOR`] of
-/// nothing but such answers and no delivery, the zero is believed.
-#[derive(Debug, Default)]
-struct Drain {
-    /// Since when every answer has been a possible non-answer.
-    unsure_since: Option<Instant>,
-}
-
-impl Drain {
-    const UNSURE_FOR: Duration = Duration::from_secs(2);
-
-    /// Whether the queue is drained, given the broker's answer at `now`.
-    fn drained(&mut self, counts: QueueCounts, now: Instant) -> bool {
-        if counts.ready > 0 {
-            self.unsure_since = None;
-            return false;
-        }
-        if !counts.maybe_unknown() {
-            return true;
-        }
-        let since = *self.unsure_since.get_or_insert(now);
-        now.duration_since(since) >= Self::UNSURE_FOR
-    }
-
-    /// A delivery came: whatever was unsure is over.
-    fn delivered(&mut self) {
-        self.unsure_since = None;
-    }
-}
-
 /// When a consumer stops.
 #[derive(Clone, Debug)]
 pub enum StopWhen {
-    /// When the queue has been idle this long and then found empty.
-    Drained { idle: Duration },
+    /// When the queue is drained (see [`crate::source::drain`]): asked
+    /// after `idle` without deliveries, on `checker` (a channel of its own,
+    /// so acknowledgements are not held up behind the question); after
+    /// `patience` with neither a delivery nor a sure answer, the consumer
+    /// stops and the run's final check says what is left.
+    Drained {
+        idle: Duration,
+        patience: Duration,
+        checker: Channel,
+    },
     /// When the token is cancelled.
     Shutdown(CancellationToken),
 }
@@ -199,13 +166,23 @@ impl ConsumerTask {
         let mut tracker = AckTracker::new();
         let mut subscribed = true;
         let mut stream_open = true;
-        let (idle, shutdown) = match &self.stop {
-            StopWhen::Drained { idle } => (*idle, CancellationToken::new()),
-            StopWhen::Shutdown(token) => (Duration::from_secs(3600), token.clone()),
+        let (mut drain, checker, idle, shutdown) = match &self.stop {
+            StopWhen::Drained {
+                idle,
+                patience,
+                checker,
+            } => (
+                Some(Drain::new(*idle, *patience, Instant::now())),
+                Some(checker.clone()),
+                *idle,
+                CancellationToken::new(),
+            ),
+            StopWhen::Shutdown(token) => (None, None, Duration::from_secs(3600), token.clone()),
         };
-        let drain = matches!(self.stop, StopWhen::Drained { .. });
-        let mut idle_deadline = Instant::now() + idle;
-        let mut drain_check = Drain::default();
+        let mut next_ask = Instant::now() + idle;
+        // The question in flight, if any: answered off this loop, so
+        // acknowledgements go out while the broker thinks.
+        let mut asking: Option<tokio::task::JoinHandle<Option<hpn_common::topology::QueueCounts>>> = None;
 
         while stream_open || !tracker.is_empty() {
             tokio::select! {
@@ -232,8 +209,10 @@ impl ConsumerTask {
                     None => stream_open = false,
                     Some(Err(e)) => return Err(e.into()),
                     Some(Ok(delivery)) => {
-                        idle_deadline = Instant::now() + idle;
-                        drain_check.delivered();
+                        next_ask = Instant::now() + idle;
+                        if let Some(drain) = drain.as_mut() {
+                            drain.delivered(Instant::now());
+                        }
                         self.counters.message_consumed();
                         tracker.delivered(delivery.delivery_tag);
                         let records = self.handle(delivery, &done_tx).await?;
@@ -249,19 +228,37 @@ impl ConsumerTask {
                     self.channel.basic_cancel(consumer_tag.clone(), BasicCancelOptions::default()).await?;
                     subscribed = false;
                 }
-                _ = tokio::time::sleep_until(idle_deadline), if drain && subscribed => {
-                    let counts = queue_counts(&self.channel, &queue).await?;
-                    if drain_check.drained(counts, Instant::now()) {
-                        self.channel.basic_cancel(consumer_tag.clone(), BasicCancelOptions::default()).await?;
-                        subscribed = false;
-                    } else {
-                        if counts.maybe_unknown() {
-                            tracing::debug!(queue = %queue, "the broker did not say how many messages are ready; asking again");
+                // Nothing delivered for `idle` and nothing in hand: ask.
+                _ = tokio::time::sleep_until(next_ask), if subscribed && asking.is_none() && tracker.is_empty() && checker.is_some() => {
+                    let (checker, queue) = (checker.clone().expect("guarded"), queue.clone());
+                    asking = Some(tokio::spawn(async move {
+                        tokio::time::timeout(drain::ASK_TIMEOUT, queue_counts(&checker, &queue)).await.ok()?.ok()
+                    }));
+                }
+                answer = async { asking.as_mut().expect("guarded").await }, if asking.is_some() => {
+                    asking = None;
+                    let answer = answer.ok().flatten();
+                    let drain = drain.as_mut().expect("asking only while draining");
+                    match drain.answer(answer, Instant::now()) {
+                        Step::AskAgainIn(wait) => {
+                            if answer.is_none_or(|counts| counts.consumers == 0) {
+                                tracing::debug!(queue = %queue, "the broker did not say how many messages are ready; asking again");
+                            }
+                            next_ask = Instant::now() + wait;
                         }
-                        idle_deadline = Instant::now() + idle;
+                        step => {
+                            if step == Step::GiveUp {
+                                tracing::warn!(queue = %queue, "no delivery and no sure count of ready messages for a while: stopping this consumer; the run checks what is left");
+                            }
+                            self.channel.basic_cancel(consumer_tag.clone(), BasicCancelOptions::default()).await?;
+                            subscribed = false;
+                        }
                     }
                 }
             }
+        }
+        if let Some(question) = asking {
+            question.abort();
         }
         let _ = self.channel.close(200, "done".into()).await;
         Ok(())
@@ -389,47 +386,5 @@ impl ConsumerTask {
                 Ok(records)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const fn counts(ready: u32, consumers: u32) -> QueueCounts {
-        QueueCounts { ready, consumers }
-    }
-
-    #[test]
-    fn a_zero_without_consumers_is_not_believed_until_it_lasts() {
-        let start = Instant::now();
-        let mut drain = Drain::default();
-        assert!(!drain.drained(counts(5, 2), start), "messages ready");
-        assert!(!drain.drained(counts(0, 0), start), "a non-answer from a busy leader");
-        assert!(!drain.drained(counts(0, 0), start + Duration::from_millis(1900)));
-        drain.delivered();
-        assert!(
-            !drain.drained(counts(0, 0), start + Duration::from_millis(2100)),
-            "a delivery started the wait again"
-        );
-        assert!(
-            drain.drained(counts(0, 0), start + Duration::from_millis(4200)),
-            "believed at last"
-        );
-        let mut drain = Drain::default();
-        assert!(
-            drain.drained(counts(0, 1), start),
-            "a real answer: empty, us subscribed"
-        );
-        let mut drain = Drain::default();
-        assert!(!drain.drained(counts(0, 0), start));
-        assert!(
-            !drain.drained(counts(3, 1), start + Duration::from_secs(3)),
-            "messages after all"
-        );
-        assert!(
-            !drain.drained(counts(0, 0), start + Duration::from_secs(4)),
-            "the wait starts again"
-        );
     }
 }

@@ -6,4 +6,5 @@
 
 pub mod attempts;
 pub mod consume;
+pub mod drain;
 pub mod prefetch;

@@ -3,6 +3,6 @@
 //! binary's path only to its own package's tests).
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
     hpn_importer::main().await
 }
