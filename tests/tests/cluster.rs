@@ -353,7 +353,15 @@ async fn a_paused_queue_leader_never_makes_a_one_shot_run_report_done_early() {
             }
             other => panic!("round {round}: exit {other:?}\n{stderr}"),
         }
-        rounds.push(format!("{processed}/{RECORDS} exit {}", output.status.code().unwrap()));
+        let seconds = report["total_seconds"].as_f64().unwrap_or_default();
+        assert!(
+            seconds > 4.0,
+            "round {round}: the run ended before the pause did ({seconds} s)"
+        );
+        rounds.push(format!(
+            "{processed}/{RECORDS} in {seconds:.1} s, exit {}",
+            output.status.code().unwrap()
+        ));
     }
     eprintln!("pause rounds (processed, exit code): {}", rounds.join(", "));
     assert_exact(&env, &file).await;

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How soon to ask again after an answer that was not one.
-const UNSURE_RETRY: Duration = Duration::from_millis(100);
+const UNSURE_RETRY: Duration = Duration::from_millis(50);
 
 /// Answers of zero ready, with nothing delivered between them, before a
 /// consumer believes its queue is empty.
@@ -114,15 +114,22 @@ impl Drain {
 }
 
 /// The messages ready in `queue` now that this run's consumers of it have
-/// stopped, asked until the broker gives a sure answer; `None` when none
-/// came within `patience`.
+/// stopped, asked until the broker gives a sure answer that holds; `None`
+/// when none did within `patience`.
 ///
-/// A count of ready messages above zero is always the queue's own; so is
-/// any answer for a classic queue, or one that counts a consumer (someone
-/// else's). A quorum queue's `0/0` may be the stand-in for "no answer", so
-/// then `basic.get` settles it: `get-empty` is the queue's word; a message
-/// means at least one is left (it goes back when the asking channel closes,
-/// which counts one more delivery of that message on a quorum queue).
+/// A count is believed only when the same count comes again [`SETTLE`]
+/// later: messages a closed channel held (delivered after its consumer's
+/// cancel, or stuck) go back to the queue asynchronously, once the queue
+/// has seen the channel go, so an early count can be short of them (seen
+/// here with the leader just resumed: a count 4,000 short, the two
+/// consumers' prefetch).
+///
+/// A count is sure for a classic queue, or when it counts a consumer
+/// (someone else's). A quorum queue's `0/0` may be the stand-in for "no
+/// answer", so then `basic.get` settles it: `get-empty` is the queue's word;
+/// a message means at least one is left (it goes back when the asking
+/// channel closes, which counts one more delivery of that message on a
+/// quorum queue).
 pub async fn left_in_queue(
     connection: &Connection,
     queue: &str,
@@ -130,20 +137,31 @@ pub async fn left_in_queue(
     patience: Duration,
 ) -> Option<u64> {
     let deadline = Instant::now() + patience;
+    let mut held: Option<(u64, Instant)> = None;
     loop {
-        if let Some(left) = ask_once(connection, queue, queue_type).await {
-            return Some(left);
+        if let Some(count) = ask_once(connection, queue, queue_type).await {
+            match held {
+                Some((before, since)) if before == count => {
+                    if since.elapsed() >= SETTLE {
+                        return Some(count);
+                    }
+                }
+                _ => held = Some((count, Instant::now())),
+            }
         }
         if Instant::now() + UNSURE_RETRY >= deadline {
             tracing::warn!(
                 queue,
-                "the broker gave no sure count of ready messages within {patience:?}"
+                "the broker gave no steady, sure count of ready messages within {patience:?}"
             );
             return None;
         }
         tokio::time::sleep(UNSURE_RETRY).await;
     }
 }
+
+/// How long a count must hold before [`left_in_queue`] believes it.
+pub const SETTLE: Duration = Duration::from_millis(250);
 
 /// One try of [`left_in_queue`] on a channel of its own (a failed
 /// `basic.get` closes its channel): `None` when the answer was not sure.
