@@ -4,7 +4,7 @@
 # ("Server startup complete"), the guest user may connect from other hosts,
 # the management plugin is on, RABBITMQ_ERLANG_COOKIE sets the cluster
 # cookie, and files in /etc/rabbitmq/conf.d/ are read.
-ARG BASE=hpn-local/debian:bookworm
+ARG BASE=hpn-local/debian:trixie
 FROM ${BASE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends rabbitmq-server \

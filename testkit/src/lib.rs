@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Images ([`Images::from_env`]) default to the official ones
-//! (`rabbitmq:3.13-management`, `mongo:8.0`) and to `hpnorton:latest` for
+//! (`rabbitmq:4-management`, `mongo:8.0`) and to `hpnorton:latest` for
 //! the importer (`docker build -f deploy/Dockerfile -t hpnorton .`); the
 //! variables `HPN_TEST_RABBITMQ_IMAGE`, `HPN_TEST_MONGODB_IMAGE` and
 //! `HPN_TEST_IMPORTER_IMAGE` name others. A machine that reaches no
@@ -97,7 +97,7 @@ impl Images {
     pub fn from_env() -> Images {
         let pick = |variable: &str, default: &str| std::env::var(variable).unwrap_or_else(|_| default.to_string());
         Images {
-            rabbitmq: pick(RABBITMQ_IMAGE, "rabbitmq:3.13-management"),
+            rabbitmq: pick(RABBITMQ_IMAGE, "rabbitmq:4-management"),
             mongodb: pick(MONGODB_IMAGE, "mongo:8.0"),
             importer: pick(IMPORTER_IMAGE, "hpnorton:latest"),
         }
@@ -391,8 +391,8 @@ mod tests {
     #[test]
     fn image_names_split_at_the_tag_not_a_registry_port() {
         assert_eq!(
-            split_image("rabbitmq:3.13-management"),
-            ("rabbitmq".into(), "3.13-management".into())
+            split_image("rabbitmq:4-management"),
+            ("rabbitmq".into(), "4-management".into())
         );
         assert_eq!(
             split_image("hpn-local/secantusd"),
