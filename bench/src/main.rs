@@ -299,6 +299,7 @@ async fn run(
             PARALLEL,
             measure::PARALLEL_KEY_INDEX,
             measure::PARALLEL_UNVERSIONED,
+            measure::PARALLEL_UNJOURNALED,
         ];
         let most = repeats.max(GUARD_REPEATS);
         for repeat in 0..most {
@@ -583,6 +584,15 @@ fn targets(results: &Results) -> Vec<Target> {
                 .zip(rate(at, measure::PARALLEL_UNVERSIONED))
                 .map(|(with, without)| with.records_per_s / without.records_per_s),
             0.95,
+        ),
+        ratio_target(
+            "write_concern_cost",
+            "parallel end to end, 100,000 per file, writes journaled (and majority on a replica set) / \
+             acknowledged before the journal (w: 1, journal=false)",
+            rate(at, PARALLEL)
+                .zip(rate(at, measure::PARALLEL_UNJOURNALED))
+                .map(|(journaled, not)| journaled.records_per_s / not.records_per_s),
+            0.9,
         ),
         ratio_target(
             "direct_parallel",

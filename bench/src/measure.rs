@@ -35,40 +35,48 @@ pub const PARALLEL_KEY_INDEX: &str = "parallel, plus a unique index on the busin
 /// the importer wrote before the version guard, so the pair measures it.
 pub const PARALLEL_UNVERSIONED: &str = "parallel, records without versions";
 pub const PARALLEL_ONE_ROW: &str = "parallel, 1 record per message";
+/// The same as [`PARALLEL`] with the importer's writes acknowledged before
+/// they reach the journal (`w: 1, journal: false` in its connection string):
+/// what it wrote before the durable write concern (issue 22), so the pair
+/// measures what "acknowledged means journaled" costs.
+pub const PARALLEL_UNJOURNALED: &str = "parallel, writes not waiting for the journal (w: 1, journal=false)";
 pub const DIRECT_LINEAR: &str = "direct linear (no queue)";
 pub const DIRECT_PARALLEL: &str = "direct parallel (no queue)";
 /// What a careful script would do instead of the queue: `insert_many` of
 /// 1,000 rows, one task per file, no unique index on the business key.
 pub const CAREFUL: &str = "careful loader: insert_many of 1,000, a task per file, no queue, no key index";
-pub const MODES: [&str; 9] = [
+pub const MODES: [&str; 10] = [
     BASELINE,
     CAREFUL,
     LINEAR,
     PARALLEL,
     PARALLEL_KEY_INDEX,
     PARALLEL_UNVERSIONED,
+    PARALLEL_UNJOURNALED,
     PARALLEL_ONE_ROW,
     DIRECT_LINEAR,
     DIRECT_PARALLEL,
 ];
 
 /// The modes that publish, then import through RabbitMQ.
-const THROUGH_THE_QUEUE: [&str; 5] = [
+const THROUGH_THE_QUEUE: [&str; 6] = [
     LINEAR,
     PARALLEL,
     PARALLEL_KEY_INDEX,
     PARALLEL_UNVERSIONED,
+    PARALLEL_UNJOURNALED,
     PARALLEL_ONE_ROW,
 ];
 
 /// The modes by the short names `hpn-bench compare` takes.
-pub const SHORT_NAMES: [(&str, &str); 9] = [
+pub const SHORT_NAMES: [(&str, &str); 10] = [
     ("baseline", BASELINE),
     ("careful", CAREFUL),
     ("linear", LINEAR),
     ("parallel", PARALLEL),
     ("parallel-key-index", PARALLEL_KEY_INDEX),
     ("parallel-unversioned", PARALLEL_UNVERSIONED),
+    ("parallel-unjournaled", PARALLEL_UNJOURNALED),
     ("parallel-one-row", PARALLEL_ONE_ROW),
     ("direct-linear", DIRECT_LINEAR),
     ("direct-parallel", DIRECT_PARALLEL),
@@ -220,7 +228,15 @@ impl Bench {
                 let import_mode = if mode == LINEAR { "linear" } else { "parallel" };
                 let versions = mode != PARALLEL_UNVERSIONED;
                 let published = self.publish(settings, files, rows, versions, profile.stages).await?;
-                let (report, importer_rss) = self.import(settings, import_mode, profile).await?;
+                let importing = if mode == PARALLEL_UNJOURNALED {
+                    &ConnectionSettings {
+                        mongodb_uri: with_uri_options(&settings.mongodb_uri, "w=1&journal=false"),
+                        ..settings.clone()
+                    }
+                } else {
+                    settings
+                };
+                let (report, importer_rss) = self.import(importing, import_mode, profile).await?;
                 let expected = published["published"].as_u64().unwrap_or(0);
                 let processed = report.processed();
                 if processed != expected {
@@ -356,6 +372,17 @@ impl Run {
             importer_stages: Vec::new(),
             cpu: Vec::new(),
         }
+    }
+}
+
+/// A MongoDB connection string with `options` added to its query.
+fn with_uri_options(uri: &str, options: &str) -> String {
+    if uri.contains('?') {
+        format!("{uri}&{options}")
+    } else if uri.split_once("://").is_some_and(|(_, rest)| rest.contains('/')) {
+        format!("{uri}?{options}")
+    } else {
+        format!("{uri}/?{options}")
     }
 }
 
@@ -590,4 +617,18 @@ pub fn stage_profile(mode: &str, records_per_file: usize, run: &Run) -> StagePro
 pub fn customer_records(file: &Path, at_most: usize) -> Result<Vec<hpn_common::Record>> {
     let source = CsvSource::open_as(file, RecordKind::Customer)?;
     Ok(source.filter_map(|r| r.ok()).take(at_most).map(|r| r.record).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_options_are_added_to_any_shape_of_connection_string() {
+        let add = |uri| with_uri_options(uri, "w=1&journal=false");
+        assert_eq!(add("mongodb://h:1"), "mongodb://h:1/?w=1&journal=false");
+        assert_eq!(add("mongodb://h:1/db"), "mongodb://h:1/db?w=1&journal=false");
+        assert_eq!(add("mongodb://h:1/?tls=true"), "mongodb://h:1/?tls=true&w=1&journal=false");
+        assert!(mode_named("parallel-unjournaled") == Some(PARALLEL_UNJOURNALED));
+    }
 }
