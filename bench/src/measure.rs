@@ -628,7 +628,10 @@ mod tests {
         let add = |uri| with_uri_options(uri, "w=1&journal=false");
         assert_eq!(add("mongodb://h:1"), "mongodb://h:1/?w=1&journal=false");
         assert_eq!(add("mongodb://h:1/db"), "mongodb://h:1/db?w=1&journal=false");
-        assert_eq!(add("mongodb://h:1/?tls=true"), "mongodb://h:1/?tls=true&w=1&journal=false");
+        assert_eq!(
+            add("mongodb://h:1/?tls=true"),
+            "mongodb://h:1/?tls=true&w=1&journal=false"
+        );
         assert!(mode_named("parallel-unjournaled") == Some(PARALLEL_UNJOURNALED));
     }
 }

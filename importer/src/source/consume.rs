@@ -195,7 +195,10 @@ impl ConsumerTask {
         let mut next_ask = Instant::now() + idle;
         // The question in flight, if any: answered off this loop, so
         // acknowledgements go out while the broker thinks.
-        let mut asking: Option<tokio::task::JoinHandle<Option<hpn_common::topology::QueueCounts>>> = None;
+        let mut asking: Option<(
+            Instant,
+            tokio::task::JoinHandle<Option<hpn_common::topology::QueueCounts>>,
+        )> = None;
 
         while stream_open || !tracker.is_empty() {
             tokio::select! {
@@ -244,15 +247,15 @@ impl ConsumerTask {
                 // Nothing delivered for `idle` and nothing in hand: ask.
                 _ = tokio::time::sleep_until(next_ask), if subscribed && asking.is_none() && tracker.is_empty() && checker.is_some() => {
                     let (checker, queue) = (checker.clone().expect("guarded"), queue.clone());
-                    asking = Some(tokio::spawn(async move {
+                    asking = Some((Instant::now(), tokio::spawn(async move {
                         tokio::time::timeout(drain::ASK_TIMEOUT, queue_counts(&checker, &queue)).await.ok()?.ok()
-                    }));
+                    })));
                 }
-                answer = async { asking.as_mut().expect("guarded").await }, if asking.is_some() => {
-                    asking = None;
+                answer = async { (&mut asking.as_mut().expect("guarded").1).await }, if asking.is_some() => {
+                    let asked = asking.take().expect("guarded").0;
                     let answer = answer.ok().flatten();
                     let drain = drain.as_mut().expect("asking only while draining");
-                    match drain.answer(answer, Instant::now()) {
+                    match drain.answer(answer, asked, Instant::now()) {
                         Step::AskAgainIn(wait) => {
                             if answer.is_none_or(|counts| counts.consumers == 0) {
                                 tracing::debug!(queue = %queue, "the broker did not say how many messages are ready; asking again");
@@ -270,7 +273,7 @@ impl ConsumerTask {
                 }
             }
         }
-        if let Some(question) = asking {
+        if let Some((_, question)) = asking {
             question.abort();
         }
         let _ = self.channel.close(200, "done".into()).await;

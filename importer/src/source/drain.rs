@@ -87,9 +87,12 @@ impl Drain {
         self.quiet_since = now;
     }
 
-    /// The broker's answer to a subscribed consumer (`None`: no answer in
-    /// time, or an error on the asking channel).
-    pub fn answer(&mut self, answer: Option<QueueCounts>, now: Instant) -> Step {
+    /// The broker's answer to a question a subscribed consumer asked at
+    /// `asked` (`None`: no answer in time, or an error on the asking
+    /// channel). An answer to a question asked before the last delivery
+    /// says nothing of the queue since: it counts as no answer.
+    pub fn answer(&mut self, answer: Option<QueueCounts>, asked: Instant, now: Instant) -> Step {
+        let answer = answer.filter(|_| asked >= self.quiet_since);
         let step = match answer {
             // Counts us, so it is the queue's own state.
             Some(QueueCounts { ready: 0, consumers }) if consumers > 0 => {
@@ -210,20 +213,31 @@ mod tests {
         let t = Instant::now();
         let mut drain = Drain::new(IDLE, PATIENCE, t);
         assert_eq!(
-            drain.answer(Some(counts(0, 1)), t),
+            drain.answer(Some(counts(0, 1)), t, t),
             Step::AskAgainIn(IDLE),
             "one is not enough"
         );
-        assert_eq!(drain.answer(Some(counts(0, 2)), t), Step::Stop);
+        assert_eq!(drain.answer(Some(counts(0, 2)), t, t), Step::Stop);
         let mut drain = Drain::new(IDLE, PATIENCE, t);
-        assert_eq!(drain.answer(Some(counts(0, 1)), t), Step::AskAgainIn(IDLE));
+        assert_eq!(drain.answer(Some(counts(0, 1)), t, t), Step::AskAgainIn(IDLE));
         drain.delivered(t);
         assert_eq!(
-            drain.answer(Some(counts(0, 1)), t),
+            drain.answer(Some(counts(0, 1)), t, t),
             Step::AskAgainIn(IDLE),
             "a delivery in between voids the first"
         );
-        assert_eq!(drain.answer(Some(counts(0, 1)), t), Step::Stop);
+        assert_eq!(drain.answer(Some(counts(0, 1)), t, t), Step::Stop);
+        // A question asked before a delivery, answered after it, is no answer.
+        let mut drain = Drain::new(IDLE, PATIENCE, t);
+        let later = t + Duration::from_millis(5);
+        assert_eq!(drain.answer(Some(counts(0, 1)), t, t), Step::AskAgainIn(IDLE));
+        drain.delivered(later);
+        assert_eq!(
+            drain.answer(Some(counts(0, 1)), t, later),
+            Step::AskAgainIn(UNSURE_RETRY)
+        );
+        assert_eq!(drain.answer(Some(counts(0, 1)), later, later), Step::AskAgainIn(IDLE));
+        assert_eq!(drain.answer(Some(counts(0, 1)), later, later), Step::Stop);
     }
 
     #[test]
@@ -233,11 +247,14 @@ mod tests {
         // A leader paused for longer than any earlier rule waited (2 s).
         for ms in (0..29_000).step_by(100) {
             let now = t + Duration::from_millis(ms);
-            assert_eq!(drain.answer(Some(counts(0, 0)), now), Step::AskAgainIn(UNSURE_RETRY));
-            assert_eq!(drain.answer(None, now), Step::AskAgainIn(UNSURE_RETRY));
+            assert_eq!(
+                drain.answer(Some(counts(0, 0)), now, now),
+                Step::AskAgainIn(UNSURE_RETRY)
+            );
+            assert_eq!(drain.answer(None, now, now), Step::AskAgainIn(UNSURE_RETRY));
         }
         assert_eq!(
-            drain.answer(Some(counts(7, 1)), t),
+            drain.answer(Some(counts(7, 1)), t, t),
             Step::AskAgainIn(UNSURE_RETRY),
             "messages ready"
         );
@@ -247,10 +264,16 @@ mod tests {
     fn a_consumer_gives_up_only_after_its_patience_and_deliveries_renew_it() {
         let t = Instant::now();
         let mut drain = Drain::new(IDLE, PATIENCE, t);
-        assert_eq!(drain.answer(None, t + PATIENCE), Step::GiveUp);
+        assert_eq!(drain.answer(None, t + PATIENCE, t + PATIENCE), Step::GiveUp);
         let mut drain = Drain::new(IDLE, PATIENCE, t);
         drain.delivered(t + Duration::from_secs(20));
-        assert_eq!(drain.answer(None, t + PATIENCE), Step::AskAgainIn(UNSURE_RETRY));
-        assert_eq!(drain.answer(Some(counts(3, 1)), t + PATIENCE * 2), Step::GiveUp);
+        assert_eq!(
+            drain.answer(None, t + PATIENCE, t + PATIENCE),
+            Step::AskAgainIn(UNSURE_RETRY)
+        );
+        assert_eq!(
+            drain.answer(Some(counts(3, 1)), t + PATIENCE * 2, t + PATIENCE * 2),
+            Step::GiveUp
+        );
     }
 }
