@@ -57,7 +57,10 @@ async fn the_pipeline_runs_end_to_end_on_containers() {
 
 #[tokio::test]
 async fn an_importer_container_rides_out_its_broker_container_killed_and_started() {
-    const RECORDS: usize = 40_000;
+    // The importer consumes while the file is published, so the file must
+    // be big enough to be still importing when publishing is done (40,000
+    // one-record messages were all in before the kill on RabbitMQ 4.0).
+    const RECORDS: usize = 200_000;
     let names = TestEnv::new("containers_restart");
     let stack = Stack::builder()
         .with_importer()
@@ -70,7 +73,7 @@ async fn an_importer_container_rides_out_its_broker_container_killed_and_started
     env.settings.amqp_url = stack.amqp_url().to_string();
     env.settings.mongodb_uri = stack.mongodb_uri().to_string();
     let file = customers_file(&env, RECORDS);
-    publish(&env, &file, 1).await;
+    publish(&env, &file, 100).await;
     eventually(Duration::from_secs(60), "the importer under way", || async {
         count(&env).await >= 1000
     })
