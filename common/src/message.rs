@@ -31,6 +31,27 @@ pub const PERSISTENT: u8 = 2;
 /// The largest body the importer takes by default; larger is poison.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 
+/// The most records one message may hold. A longer array is refused whole
+/// (one dead letter) before any of its records is looked at: within the
+/// 4 MiB limit a body like `[0,0,0,…]` holds two million items, and one dead
+/// letter each took minutes and flooded the log while the good records
+/// queued behind it waited.
+pub const MAX_RECORDS_PER_MESSAGE: usize = 10_000;
+
+/// The most invalid records of one array set aside one by one. Beyond
+/// this, or when more than [`FEW_INVALID`] records and over half of the
+/// array are invalid, the message is set aside whole, once, with the counts
+/// and the first reasons in its headers: it is a broken publisher's, not a
+/// good array with a few bad records.
+pub const MAX_INVALID_DEAD_LETTERS: usize = 100;
+
+/// Invalid records an array may hold, whatever its share, before the share
+/// counts (see [`MAX_INVALID_DEAD_LETTERS`]).
+pub const FEW_INVALID: usize = 10;
+
+/// The invalid records whose reasons a whole-message dead letter names.
+const FIRST_REASONS: usize = 3;
+
 /// Header names of the contract.
 pub mod header {
     /// Path of the CSV file the records came from (string).
@@ -49,6 +70,10 @@ pub mod header {
     pub const ORIGINAL_QUEUE: &str = "x-hpn-original-queue";
     /// On dead-lettered records split out of an array: the record's index.
     pub const RECORD_INDEX: &str = "x-hpn-record-index";
+    /// On a message set aside whole for its records: how many were invalid
+    /// (0 when it held too many to look at), and how many it held.
+    pub const INVALID_RECORDS: &str = "x-hpn-invalid-records";
+    pub const RECORDS: &str = "x-hpn-records";
     /// Set by the importer when it puts a redelivered message back on its
     /// queue: how many deliveries of it ended without it being written
     /// (integer). Publishers leave it out.
@@ -122,6 +147,26 @@ pub enum Poison {
     WrongShape(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    #[error("array of {items} records is over the limit of {limit} records per message")]
+    TooManyRecords { items: usize, limit: usize },
+    #[error("{invalid} of {records} records are invalid, so the message is set aside whole; the first: {first}")]
+    MostlyInvalid {
+        invalid: usize,
+        records: usize,
+        first: String,
+    },
+}
+
+impl Poison {
+    /// (invalid records, records) for a message set aside for its records,
+    /// which a dead letter carries in its headers.
+    pub fn counts(&self) -> Option<(usize, usize)> {
+        match self {
+            Poison::MostlyInvalid { invalid, records, .. } => Some((*invalid, *records)),
+            Poison::TooManyRecords { items, .. } => Some((0, *items)),
+            _ => None,
+        }
+    }
 }
 
 /// A record inside an array message that failed to parse or validate.
@@ -213,6 +258,13 @@ fn decode_body(queue_kind: RecordKind, text: &str) -> Result<Decoded, Poison> {
                 });
             }
             let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| Poison::NotJson(e.to_string()))?;
+            if items.len() > MAX_RECORDS_PER_MESSAGE {
+                return Err(Poison::TooManyRecords {
+                    items: items.len(),
+                    limit: MAX_RECORDS_PER_MESSAGE,
+                });
+            }
+            let records = items.len();
             let mut decoded = Decoded {
                 records: Vec::with_capacity(items.len()),
                 invalid: Vec::new(),
@@ -226,6 +278,18 @@ fn decode_body(queue_kind: RecordKind, text: &str) -> Result<Decoded, Poison> {
                         reason,
                     }),
                 }
+            }
+            let invalid = decoded.invalid.len();
+            if invalid > MAX_INVALID_DEAD_LETTERS || (invalid > FEW_INVALID && 2 * invalid > records) {
+                let first: Vec<String> = decoded.invalid[..FIRST_REASONS.min(invalid)]
+                    .iter()
+                    .map(|i| format!("record {}: {}", i.index, i.reason))
+                    .collect();
+                return Err(Poison::MostlyInvalid {
+                    invalid,
+                    records,
+                    first: first.join("; "),
+                });
             }
             Ok(decoded)
         }
@@ -285,8 +349,13 @@ pub fn dead_letter_properties(
     queue: &str,
     reason: &str,
     record_index: Option<usize>,
+    counts: Option<(usize, usize)>,
 ) -> BasicProperties {
     let mut headers = original.headers().clone().unwrap_or_default();
+    if let Some((invalid, records)) = counts {
+        headers.insert(header::INVALID_RECORDS.into(), AMQPValue::LongLongInt(invalid as i64));
+        headers.insert(header::RECORDS.into(), AMQPValue::LongLongInt(records as i64));
+    }
     headers.insert(header::ERROR.into(), AMQPValue::LongString(LongString::from(reason)));
     headers.insert(
         header::ORIGINAL_QUEUE.into(),
@@ -455,6 +524,64 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_or_mostly_invalid_array_is_set_aside_whole_once() {
+        let k = RecordKind::Rental;
+        let good = r#"{"product_id":"P1","user_id":"C1"}"#;
+        let array = |items: &[&str]| format!("[{}]", items.join(",")).into_bytes();
+        let zeros = array(&vec!["0"; MAX_RECORDS_PER_MESSAGE + 1]);
+        assert_eq!(
+            decode(k, &json_props("rental"), &zeros, 1 << 20),
+            Err(Poison::TooManyRecords {
+                items: MAX_RECORDS_PER_MESSAGE + 1,
+                limit: MAX_RECORDS_PER_MESSAGE
+            })
+        );
+        // Eleven bad of twenty: over half, and more than a few.
+        let mut items = vec![good; 9];
+        items.extend(vec!["0"; FEW_INVALID + 1]);
+        match decode(k, &json_props("rental"), &array(&items), 1 << 20) {
+            Err(poison @ Poison::MostlyInvalid { .. }) => {
+                assert_eq!(poison.counts(), Some((11, 20)));
+                let text = poison.to_string();
+                assert!(text.starts_with("11 of 20 records are invalid"), "{text}");
+                assert!(text.contains("record 9:") && text.contains("record 11:"), "{text}");
+                assert!(!text.contains("record 12:"), "the first three only: {text}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Ten bad of twenty, or eleven bad of a hundred: set aside one by one.
+        let mut items = vec![good; 10];
+        items.extend(vec!["0"; FEW_INVALID]);
+        assert_eq!(
+            decode(k, &json_props("rental"), &array(&items), 1 << 20)
+                .unwrap()
+                .invalid
+                .len(),
+            10
+        );
+        let mut items = vec![good; 89];
+        items.extend(vec!["0"; FEW_INVALID + 1]);
+        assert_eq!(
+            decode(k, &json_props("rental"), &array(&items), 1 << 20)
+                .unwrap()
+                .invalid
+                .len(),
+            11
+        );
+        // More than the most set aside one by one, whatever the share.
+        let mut items = vec![good; 1000];
+        items.extend(vec!["0"; MAX_INVALID_DEAD_LETTERS + 1]);
+        assert!(matches!(
+            decode(k, &json_props("rental"), &array(&items), 1 << 20),
+            Err(Poison::MostlyInvalid {
+                invalid: 101,
+                records: 1101,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn a_well_formed_but_invalid_record_is_set_aside_with_its_own_text() {
         // Every item parses, so only validation can catch the bad one.
         let body = br#"[{"product_id":"P1","user_id":"C1"},{"product_id":"P 2","user_id":"C2"}]"#;
@@ -468,7 +595,15 @@ mod tests {
     #[test]
     fn dead_letter_properties_keep_the_original_and_add_the_reason() {
         let original = properties(RecordKind::Customer, None);
-        let dead = dead_letter_properties(&original, "hp_norton.customers", "body is not JSON", Some(3));
+        let dead = dead_letter_properties(
+            &original,
+            "hp_norton.customers",
+            "body is not JSON",
+            Some(3),
+            Some((2, 9)),
+        );
+        assert_eq!(header_i64(&dead, header::INVALID_RECORDS), Some(2));
+        assert_eq!(header_i64(&dead, header::RECORDS), Some(9));
         assert_eq!(header_str(&dead, header::ERROR).as_deref(), Some("body is not JSON"));
         assert_eq!(
             header_str(&dead, header::ORIGINAL_QUEUE).as_deref(),

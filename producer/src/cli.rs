@@ -45,8 +45,11 @@ enum Command {
         paths: Vec<PathBuf>,
         #[command(flatten)]
         broker: BrokerSettings,
-        /// Records packed into one message (1 sends one JSON object per message).
-        #[arg(long, env = env::ROWS_PER_MESSAGE, default_value_t = crate::publish::DEFAULT_ROWS_PER_MESSAGE)]
+        /// Records packed into one message (1 sends one JSON object per
+        /// message), at most the importer's limit of 10,000.
+        #[arg(long, env = env::ROWS_PER_MESSAGE, default_value_t = crate::publish::DEFAULT_ROWS_PER_MESSAGE,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+                  .range(1..=hpn_common::message::MAX_RECORDS_PER_MESSAGE as u64))]
         rows_per_message: usize,
         /// Publishes awaiting a broker confirm at most, per file.
         #[arg(long, env = env::CONFIRM_WINDOW, default_value_t = crate::publish::DEFAULT_CONFIRM_WINDOW)]

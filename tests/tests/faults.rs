@@ -551,6 +551,71 @@ async fn racing_importers_killed_mid_stream_end_with_the_newest_version_of_every
     env.cleanup().await;
 }
 
+/// A publisher's garbage is set aside once per message, not once per item,
+/// and the good records queued behind it flow: an array of 500,000 items
+/// `[0,0,…]` (over the 10,000 records a message may hold) and an array of
+/// 5,000 invalid customers, then 1,000 good customers one per message. Each
+/// array is one dead letter carrying its counts; the log says a few lines,
+/// not one per item (before: 500,000 dead letters and as many log lines for
+/// the first array, over four minutes, the good records waiting).
+#[tokio::test]
+async fn garbage_arrays_are_dead_lettered_once_whole_and_the_good_records_behind_them_flow() {
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_amplification");
+    let log = env.path("serve.log");
+    let (_connection, channel) = env.channel().await;
+    let topology = env.settings.topology();
+    let zeros = format!("[{}]", vec!["0"; 500_000].join(","));
+    let props = || message::properties(RecordKind::Customer, None);
+    publish_raw(&channel, &topology, RecordKind::Customer, zeros.as_bytes(), props()).await;
+    let invalid: Vec<String> = (0..5_000).map(|i| format!(r#"{{"user_id":"X{i}"}}"#)).collect();
+    let invalid = format!("[{}]", invalid.join(","));
+    publish_raw(&channel, &topology, RecordKind::Customer, invalid.as_bytes(), props()).await;
+    let file = customers_file(&env, 1_000);
+    publish(&env, &file, 1).await;
+
+    let mut importer = Importer::start_logged(&env, &[], &log);
+    let _dump = DumpOnPanic(log.clone());
+    eventually(Duration::from_secs(60), "the good records stored", || async {
+        count(&env).await == 1_000
+    })
+    .await;
+    let dead = topology.dead_letter_queue(RecordKind::Customer);
+    eventually(Duration::from_secs(10), "two dead letters", || async {
+        env.ready(&dead).await == 2
+    })
+    .await;
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+
+    let (reason, zeros) = next_dead_letter(&channel, &dead).await.expect("the first dead letter");
+    assert!(
+        reason.starts_with("array of 500000 records is over the limit of 10000"),
+        "{reason}"
+    );
+    assert_eq!(
+        message::header_i64(&zeros.properties, message::header::RECORDS),
+        Some(500_000)
+    );
+    let (reason, whole) = next_dead_letter(&channel, &dead).await.expect("the second dead letter");
+    assert!(reason.starts_with("5000 of 5000 records are invalid"), "{reason}");
+    assert!(
+        reason.contains("record 0:") && !reason.contains("record 3:"),
+        "{reason}"
+    );
+    assert_eq!(
+        message::header_i64(&whole.properties, message::header::INVALID_RECORDS),
+        Some(5_000)
+    );
+    assert_eq!(whole.data, invalid.as_bytes(), "set aside whole and unchanged");
+    assert_eq!(env.ready(&dead).await, 0, "one dead letter per array, nothing per item");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines = text.lines().filter(|l| l.contains("dead-lettered")).count();
+    assert!((1..=4).contains(&lines), "{lines} dead-letter log lines:\n{text}");
+    assert_exact(&env, &file).await;
+    env.cleanup().await;
+}
+
 /// A store that answers but refuses the writes is a store problem, not a
 /// broker one. Here `customers` is a view, which MongoDB cannot write: the
 /// writers hold their batch, `/healthz` says MongoDB refuses writes (with

@@ -356,23 +356,39 @@ impl ConsumerTask {
         match decoded {
             Err(poison) => {
                 self.dead_letters
-                    .send(self.kind, &properties, &data, &poison.to_string(), None)
+                    .send_poison(self.kind, &properties, &data, &poison)
                     .await?;
                 self.counters.add_rejected(1);
                 let _ = done.send(delivery_tag);
                 Ok(1)
             }
             Ok(decoded) => {
+                // A few bad records of a good array (the decoder sets larger
+                // shares aside whole): one dead letter each, one log line.
                 for invalid in &decoded.invalid {
                     self.dead_letters
-                        .send(
+                        .send_quietly(
                             self.kind,
                             &properties,
                             invalid.json.as_bytes(),
                             &invalid.reason,
                             Some(invalid.index),
+                            None,
                         )
                         .await?;
+                }
+                if let Some(first) = decoded.invalid.first() {
+                    self.dead_letters.log(
+                        self.kind,
+                        &properties,
+                        format_args!(
+                            "dead-lettered {} of {} records of a message, one by one; the first, record {}: {}",
+                            decoded.invalid.len(),
+                            decoded.invalid.len() + decoded.records.len(),
+                            first.index,
+                            first.reason
+                        ),
+                    );
                 }
                 self.counters.add_rejected(decoded.invalid.len() as u64);
                 if self.counters.has_metrics() {
