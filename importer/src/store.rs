@@ -59,11 +59,12 @@ const TRANSIENT_CODES: [i32; 16] = [
 ];
 
 /// Per-record write error codes that mean "this record is unfit": it is
-/// refused on its merits and goes to the dead-letter queue. Any other
-/// per-record error is the store refusing the write as such (a view, no
-/// permission, a full disk): the batch fails whole and nothing is
-/// dead-lettered for it. The list is short on purpose; an unknown code holds
-/// the batch rather than throwing records away.
+/// refused on its merits and goes to the dead-letter queue. A per-record
+/// error with another code may be the record's (a geo index that cannot
+/// read its field, say) or the store's (a view, no permission, a full disk):
+/// [`Store::whose_refusal`] finds out, so that one odd record can never hold
+/// a collection, and a store that refuses writes never loses records to the
+/// dead-letter queue.
 const RECORD_REFUSALS: [i32; 9] = [
     DUPLICATE_KEY, // on a unique index other than the `_id` (the business key)
     121,           // DocumentValidationFailure
@@ -365,23 +366,26 @@ impl Store {
                 }
                 let errors = failure.write_errors.as_deref().unwrap_or_default();
                 outcome.inserted += (batch.latest.len() - errors.len()) as u64;
+                let mut unknown = Vec::new();
                 for error in errors {
                     let index = batch.latest[error.index];
+                    let failed = FailedWrite {
+                        index,
+                        code: error.code,
+                        message: error.message.clone(),
+                    };
                     if error.code == DUPLICATE_KEY && on_key_index(&error.message, None) {
                         conflicts.push(index);
                     } else if !RECORD_REFUSALS.contains(&error.code) {
-                        return Err(StoreError::Refused {
-                            code: error.code,
-                            message: error.message.clone(),
-                        });
+                        unknown.push(failed);
                     } else {
-                        outcome.failed.push(FailedWrite {
-                            index,
-                            code: error.code,
-                            message: error.message.clone(),
-                        });
+                        outcome.failed.push(failed);
                     }
                 }
+                let all_refused = unknown.len() == batch.latest.len();
+                outcome
+                    .failed
+                    .extend(self.whose_refusal(kind, unknown, all_refused).await?);
             }
         }
         if !conflicts.is_empty() {
@@ -453,6 +457,7 @@ impl Store {
             outcome.inserted += upserted;
             outcome.updated += matched.saturating_sub(upserted);
             let mut retry = Vec::new();
+            let mut unknown = Vec::new();
             if let Ok(errors) = reply.get_array("writeErrors") {
                 for error in errors {
                     let Bson::Document(error) = error else { continue };
@@ -467,25 +472,64 @@ impl Store {
                         outcome.stale += 1;
                     } else if key_conflict && attempt < DUPLICATE_KEY_RETRIES {
                         retry.push(record_index);
-                    } else if !RECORD_REFUSALS.contains(&code) {
-                        return Err(StoreError::Refused {
-                            code,
-                            message: message.to_string(),
-                        });
                     } else {
-                        outcome.failed.push(FailedWrite {
+                        let failed = FailedWrite {
                             index: record_index,
                             code,
-                            message: error.get_str("errmsg").unwrap_or("").to_string(),
-                        });
+                            message: message.to_string(),
+                        };
+                        if RECORD_REFUSALS.contains(&code) {
+                            outcome.failed.push(failed);
+                        } else {
+                            unknown.push(failed);
+                        }
                     }
                 }
             }
+            let all_refused = unknown.len() == pending.len();
+            outcome
+                .failed
+                .extend(self.whose_refusal(kind, unknown, all_refused).await?);
             retry.sort_unstable();
             outcome.retried += retry.len() as u64;
             pending = retry;
         }
         Ok(outcome)
+    }
+
+    /// Whose fault the `refused` records are, refused with codes not known
+    /// to be a record's ([`RECORD_REFUSALS`]): returned as the records' (to
+    /// be dead-lettered with the server's code and words) when the store
+    /// took or judged other records of the same write, or, when it refused
+    /// every one (`all_refused`), when it still takes a write that changes
+    /// nothing; otherwise the store refuses writes as such, and the batch
+    /// fails whole with its first refusal, to be held and tried again.
+    async fn whose_refusal(
+        &self,
+        kind: RecordKind,
+        refused: Vec<FailedWrite>,
+        all_refused: bool,
+    ) -> Result<Vec<FailedWrite>, StoreError> {
+        if refused.is_empty() || !all_refused || self.takes_writes(kind).await? {
+            return Ok(refused);
+        }
+        let first = refused.into_iter().next().expect("not empty");
+        Err(StoreError::Refused {
+            code: first.code,
+            message: first.message,
+        })
+    }
+
+    /// Whether the collection takes a write at all: an update that matches
+    /// nothing and inserts nothing, refused by the same causes as any
+    /// write (a view, no permission, a read-only or full server).
+    async fn takes_writes(&self, kind: RecordKind) -> Result<bool, StoreError> {
+        let nothing = doc! {"q": {"_id": {"$in": []}}, "u": {"$set": {VERSION_FIELD: 0}}, "upsert": false};
+        match self.run_update(kind.collection(), vec![nothing]).await {
+            Ok(reply) => Ok(reply.get_array("writeErrors").is_err()),
+            Err(StoreError::Mongo(e)) if matches!(e.kind.as_ref(), ErrorKind::Command(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Take one unit of stock for a rental, exactly once per rental, never

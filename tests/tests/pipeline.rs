@@ -2,12 +2,14 @@
 //! in linear and parallel mode.
 
 use hpn_common::message::header;
-use hpn_common::{QueueType, RecordKind};
+use hpn_common::{QueueType, Record, RecordKind};
 use hpn_importer::ImportStats;
 use hpn_importer::{run_linear, run_parallel};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};
-use hpn_tests::{customer_ids, documents, expected_documents, read_csv, TestEnv};
+use hpn_tests::{
+    customer, customer_ids, documents, expected_documents, next_dead_letter, publish_raw, read_csv, TestEnv,
+};
 use lapin::options::BasicGetOptions;
 use std::path::PathBuf;
 
@@ -437,5 +439,70 @@ async fn a_record_mongodb_refuses_is_dead_lettered_with_the_reason() {
         !stored.contains(&refused.to_string()),
         "{refused} refused yet stored: {stored:?}"
     );
+    env.cleanup().await;
+}
+
+/// No record can hold a collection: a record the store refuses with a code
+/// the importer does not know as a record's (here 16755, a `2dsphere` index
+/// that cannot read the record's `extra.location`) is dead-lettered with the
+/// server's code and words, both in a batch with good records (the store
+/// took the others, so the refusal is the record's) and alone in its batch
+/// (the store still takes a write that changes nothing, so it is the
+/// record's too); the rest of the collection flows. A store refusing writes
+/// as such is still held (`faults.rs`, the view).
+#[tokio::test]
+async fn a_record_only_the_store_refuses_is_dead_lettered_and_never_holds_the_collection() {
+    let env = TestEnv::new("e2e_unknown_refusal");
+    let store = env.store().await;
+    let geo = mongodb::IndexModel::builder()
+        .keys(mongodb::bson::doc! {"extra.location": "2dsphere"})
+        .build();
+    store.collection(RecordKind::Customer).create_index(geo).await.unwrap();
+    let (_connection, channel) = env.channel().await;
+    let topology = env.settings.topology();
+    let nowhere = |id: &str| {
+        format!(
+            r#"{{"user_id":"{id}","name":"N","address":"1 Main St","phone_number":"555","email":"{id}@example.com","extra":{{"location":"nowhere"}}}}"#
+        )
+    };
+    let props = || hpn_common::message::properties(RecordKind::Customer, None);
+    let mut batch: Vec<Record> = (0..200).map(|i| customer(&format!("G{i:03}"), "Good")).collect();
+    let good = String::from_utf8(hpn_common::message::encode(&batch.split_off(100))).unwrap();
+    let first = String::from_utf8(hpn_common::message::encode(&batch)).unwrap();
+    // Good records, the odd one, more good records: one batch for the writer.
+    publish_raw(&channel, &topology, RecordKind::Customer, first.as_bytes(), props()).await;
+    publish_raw(
+        &channel,
+        &topology,
+        RecordKind::Customer,
+        nowhere("B1").as_bytes(),
+        props(),
+    )
+    .await;
+    publish_raw(&channel, &topology, RecordKind::Customer, good.as_bytes(), props()).await;
+    let stats = run_parallel(&env.config()).await.expect("not held");
+    assert_eq!((stats[0].inserted, stats[0].rejected), (200, 1), "{:?}", stats[0]);
+    // The odd one alone.
+    publish_raw(
+        &channel,
+        &topology,
+        RecordKind::Customer,
+        nowhere("B2").as_bytes(),
+        props(),
+    )
+    .await;
+    let stats = run_parallel(&env.config()).await.expect("not held when alone either");
+    assert_eq!((stats[0].inserted, stats[0].rejected), (0, 1), "{:?}", stats[0]);
+
+    let dead = topology.dead_letter_queue(RecordKind::Customer);
+    for id in ["B1", "B2"] {
+        let (reason, message) = next_dead_letter(&channel, &dead).await.expect("the refused record");
+        assert!(
+            reason.starts_with("MongoDB refused the record (code 16755)"),
+            "{reason}"
+        );
+        assert!(String::from_utf8_lossy(&message.data).contains(id));
+    }
+    assert_eq!(customer_ids(&store).await.len(), 200);
     env.cleanup().await;
 }
