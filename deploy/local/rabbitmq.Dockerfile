@@ -11,7 +11,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && rabbitmq-plugins enable --offline rabbitmq_management \
  && mkdir -p /etc/rabbitmq/conf.d \
- && printf 'loopback_users.guest = false\nlisteners.tcp.default = 5672\n' > /etc/rabbitmq/conf.d/10-defaults.conf
+ && printf 'loopback_users.guest = false\nlisteners.tcp.default = 5672\nmax_message_size = 4194304\n' > /etc/rabbitmq/conf.d/10-defaults.conf
 COPY rabbitmq-entrypoint.sh /usr/local/bin/rabbitmq-entrypoint.sh
 ENV RABBITMQ_LOGS=- RABBITMQ_CONFIG_FILES=/etc/rabbitmq/conf.d
 EXPOSE 5672 15672

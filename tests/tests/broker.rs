@@ -63,3 +63,49 @@ async fn a_cancelled_consumer_still_yields_what_it_was_sent_then_ends() {
     assert_eq!(env.ready(&queue).await, 70, "the rest stayed queued");
     env.cleanup().await;
 }
+
+/// The broker refuses a body over the message contract's limit at publish
+/// (`max_message_size`, set by `scripts/services` and in the configs under
+/// `deploy/`), so an oversized message never reaches a queue or an
+/// importer's memory; one at the limit goes in.
+#[tokio::test]
+async fn the_broker_refuses_a_body_over_the_contracts_limit_at_publish() {
+    let env = TestEnv::new("broker_max_size");
+    let (connection, _) = env.channel().await;
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let topology = env.settings.topology();
+    let publish = |size: usize| {
+        let channel = channel.clone();
+        let exchange = topology.exchange();
+        async move {
+            let sent = channel
+                .basic_publish(
+                    exchange.as_str().into(),
+                    "customer".into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    &vec![b' '; size],
+                    message::properties(RecordKind::Customer, None),
+                )
+                .await;
+            match sent {
+                Ok(confirm) => confirm.await.map(|_| ()),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    publish(message::DEFAULT_MAX_MESSAGE_BYTES)
+        .await
+        .expect("a body at the limit is taken");
+    let refused = publish(message::DEFAULT_MAX_MESSAGE_BYTES + 1)
+        .await
+        .expect_err("a body over the limit is refused");
+    assert!(
+        refused.to_string().contains("larger than configured max size"),
+        "{refused}"
+    );
+    env.cleanup().await;
+}
