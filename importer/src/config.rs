@@ -112,6 +112,12 @@ pub struct Tuning {
     /// takes the silence for "empty".
     #[arg(long, env = env::DRAIN_PATIENCE_MS, default_value_t = Tuning::DEFAULT.drain_patience_ms)]
     pub drain_patience_ms: u64,
+    /// The importer's memory budget in MiB: half of it for message bodies on
+    /// their way or in hand, shared by the consumers of the process, each
+    /// consumer's prefetch kept so that its bodies fit its share (see
+    /// `source::prefetch`).
+    #[arg(long, env = env::MEMORY_BUDGET_MIB, default_value_t = Tuning::DEFAULT.memory_budget_mib)]
+    pub memory_budget_mib: usize,
     /// Messages larger than this go to the dead-letter queue.
     #[arg(long, env = env::MAX_MESSAGE_BYTES, default_value_t = Tuning::DEFAULT.max_message_bytes)]
     pub max_message_bytes: usize,
@@ -145,6 +151,7 @@ impl Tuning {
         writers: 1,
         idle_ms: 10,
         drain_patience_ms: 30_000,
+        memory_budget_mib: 256,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         // A message may fail five deliveries (see `source::attempts`).
         max_attempts: 5,
@@ -156,6 +163,16 @@ impl Tuning {
 
     pub fn idle(&self) -> Duration {
         Duration::from_millis(self.idle_ms.max(1))
+    }
+
+    /// Consumers a process runs per `--consumers`: one set per queue, for
+    /// the three queues (`serve` and a parallel run; a linear run has fewer).
+    pub const CONSUMERS_IN_PROCESS: usize = 3;
+
+    /// The bytes of bodies each of `consumers` consumers of one process may
+    /// hold or have on their way: half the memory budget, shared.
+    pub fn body_share(&self, consumers: usize) -> usize {
+        (self.memory_budget_mib << 20) / 2 / consumers.max(1)
     }
 
     pub fn drain_patience(&self) -> Duration {
@@ -198,6 +215,7 @@ mod tests {
             ("writers", d.writers.to_string()),
             ("idle_ms", d.idle_ms.to_string()),
             ("drain_patience_ms", d.drain_patience_ms.to_string()),
+            ("memory_budget_mib", d.memory_budget_mib.to_string()),
             ("max_message_bytes", d.max_message_bytes.to_string()),
             ("max_attempts", d.max_attempts.to_string()),
         ];

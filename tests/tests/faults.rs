@@ -349,7 +349,10 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_
     let topology = env.settings.topology();
     let good = |i: usize| hpn_tests::customer(&format!("G{i}"), &format!("Good {i}"));
     let json = message::properties(RecordKind::Customer, None);
-    let big = vec![b' '; hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES + 1];
+    // Over the importer's limit (set lower here), under the broker's, which
+    // refuses bodies over the contract's 4 MiB at publish (tests/broker.rs).
+    const LIMIT: usize = 1 << 20;
+    let big = vec![b' '; LIMIT + 1];
     let batch_with_bad = format!(
         "[{},{{\"user_id\":\"B1\"}},{}]",
         String::from_utf8(message::encode(&[good(2)])).unwrap(),
@@ -391,7 +394,7 @@ async fn every_kind_of_poison_is_dead_lettered_with_its_reason_and_good_records_
     for (body, properties, _) in &messages {
         publish_raw(&channel, &topology, RecordKind::Customer, body, properties.clone()).await;
     }
-    let mut importer = Importer::start(&env, &[]);
+    let mut importer = Importer::start(&env, &["--max-message-bytes", &LIMIT.to_string()]);
     let dead = topology.dead_letter_queue(RecordKind::Customer);
     eventually(Duration::from_secs(30), "poison dead-lettered", || async {
         env.ready(&dead).await == 9
@@ -548,6 +551,64 @@ async fn racing_importers_killed_mid_stream_end_with_the_newest_version_of_every
         documents(&env.store().await, RecordKind::Customer).await == after_first,
         "publishing the same file again leaves the data unchanged"
     );
+    env.cleanup().await;
+}
+
+/// Memory is bounded in bytes, not only in records: a flood of one-record
+/// messages of nearly 4 MiB each (valid JSON, a `name` far over the 1,024
+/// characters allowed, so each is dead-lettered) keeps the importer's peak
+/// resident memory under its budget. Before the byte budget, the prefetch
+/// aimed at 4,000 records, so such a flood (one record each) filled it with
+/// up to 2,000 bodies per consumer: 510 MiB were seen with 150 of them.
+#[tokio::test]
+async fn a_flood_of_maximum_size_messages_stays_within_the_memory_budget() {
+    const MESSAGES: usize = 120;
+    const BUDGET_MIB: u64 = 256;
+    let _serial = SERIAL.lock().await;
+    let env = TestEnv::new("fault_flood");
+    let (_connection, channel) = env.channel().await;
+    let topology = env.settings.topology();
+    let name = "n".repeat(message::DEFAULT_MAX_MESSAGE_BYTES - 200);
+    let body = format!(
+        r#"{{"user_id":"F1","name":"{name}","address":"1 Main St","phone_number":"555","email":"f@example.com"}}"#
+    );
+    assert!(body.len() <= message::DEFAULT_MAX_MESSAGE_BYTES);
+    for _ in 0..MESSAGES {
+        let props = message::properties(RecordKind::Customer, None);
+        publish_raw(&channel, &topology, RecordKind::Customer, body.as_bytes(), props).await;
+    }
+    let good = customers_file(&env, 1_000);
+    publish(&env, &good, 100).await;
+    let mut importer = Importer::start(&env, &["--memory-budget-mib", &BUDGET_MIB.to_string()]);
+    let dead = topology.dead_letter_queue(RecordKind::Customer);
+    eventually(Duration::from_secs(120), "the flood dead-lettered", || async {
+        env.ready(&dead).await as usize == MESSAGES
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the good records stored", || async {
+        count(&env).await == 1_000
+    })
+    .await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", importer.child.id())).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    importer.signal("TERM");
+    assert!(importer.wait(Duration::from_secs(10)).await.success());
+    eprintln!(
+        "flood of {MESSAGES} messages of {} bytes: importer peak RSS {:.1} MiB (budget {BUDGET_MIB} MiB)",
+        body.len(),
+        peak_kib as f64 / 1024.0
+    );
+    assert!(
+        peak_kib < BUDGET_MIB * 1024,
+        "peak RSS {peak_kib} KiB is over the budget of {BUDGET_MIB} MiB"
+    );
+    let (reason, _) = next_dead_letter(&channel, &dead).await.expect("a dead letter");
+    assert!(reason.contains("name"), "{reason}");
+    assert_exact(&env, &good).await;
     env.cleanup().await;
 }
 

@@ -123,9 +123,11 @@ pub struct ConsumerTask {
     pub router: Router,
     pub dead_letters: DeadLetters,
     pub counters: Arc<Counters>,
-    /// The most messages in hand, and the records to aim for (see [`Prefetch`]).
+    /// The most messages in hand, the records to aim for, and the bytes of
+    /// bodies this consumer may have in hand or on the way (see [`Prefetch`]).
     pub prefetch: u16,
     pub prefetch_records: usize,
+    pub body_share: usize,
     pub prefetch_scope: PrefetchScope,
     pub max_message_bytes: usize,
     /// Failed deliveries of one message allowed (see [`crate::source::attempts`]).
@@ -161,6 +163,7 @@ impl ConsumerTask {
             counters,
             prefetch: tuning.prefetch,
             prefetch_records: tuning.prefetch_records,
+            body_share: tuning.body_share(Tuning::CONSUMERS_IN_PROCESS * tuning.consumers),
             prefetch_scope: tuning.prefetch_scope,
             max_message_bytes: tuning.max_message_bytes,
             max_attempts: tuning.max_attempts,
@@ -172,7 +175,12 @@ impl ConsumerTask {
 
     pub async fn run(self) -> Result<()> {
         let queue = self.topology.queue(self.kind);
-        let mut prefetch = Prefetch::new(self.prefetch, self.prefetch_records);
+        let mut prefetch = Prefetch::new(
+            self.prefetch,
+            self.prefetch_records,
+            self.body_share,
+            self.max_message_bytes,
+        );
         let mut subscriptions = Subscriptions::default();
         let mut consumer_tag = self.subscribe(&queue, prefetch.current, &mut subscriptions).await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -231,8 +239,9 @@ impl ConsumerTask {
                         }
                         self.counters.message_consumed();
                         tracker.delivered(delivery.delivery_tag);
+                        let body_bytes = delivery.data.len();
                         let records = self.handle(delivery, &done_tx).await?;
-                        if let Some(change) = prefetch.observe(records) {
+                        if let Some(change) = prefetch.observe(records, body_bytes) {
                             if subscribed {
                                 tracing::debug!(queue = %queue, prefetch = change, scope = ?self.prefetch_scope, "prefetch changed");
                                 consumer_tag = self.resize(&queue, change, consumer_tag, &mut subscriptions).await?;

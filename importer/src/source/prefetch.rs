@@ -1,16 +1,26 @@
 //! The consumer's prefetch: RabbitMQ limits a consumer in messages, but
-//! memory and the writers' appetite are in records, and a message may hold
-//! one record or a hundred. [`Prefetch`] turns a target in records into a
-//! message limit as it learns what the messages hold.
+//! memory is in bytes and the writers' appetite in records, and a message
+//! may hold one record or ten thousand, in 100 bytes or 4 MiB. [`Prefetch`]
+//! turns a target in records and a share of the memory budget in bytes
+//! into a message limit as it learns what the messages hold.
 
-/// The consumer's prefetch, in messages, set from a target in records.
+/// Messages seen before the body size the limit assumes may fall to the
+/// largest of them (it rises at once with any larger body).
+const SIZE_WINDOW: u32 = 64;
+
+/// The consumer's prefetch, in messages, from a target in records and a
+/// share of the importer's memory in bytes.
 ///
-/// RabbitMQ limits a consumer by messages, not records or bytes, and a
-/// message may hold one record or a hundred. A fixed message prefetch is
-/// either too small for one-record messages (writers starve) or far too
-/// large for batched ones (hundreds of thousands of records buffered). So
-/// the consumer starts small and, as it learns how many records a message
-/// holds, sets `basic.qos` to hold about `records` records in hand.
+/// A fixed message prefetch is either too small for one-record messages
+/// (writers starve) or far too large for batched or big ones (hundreds of
+/// thousands of records, or gigabytes of bodies, on their way). So the
+/// limit is the smaller of two: about `records` records in hand at the
+/// records per message seen so far; and no more bodies on their way or in
+/// hand than `body_share` bytes, at the body size it assumes. That size
+/// starts as the largest body allowed (nothing is known yet, so a flood of
+/// maximum-size messages from the first delivery on stays within the
+/// share), rises at once to any larger body seen, and falls to the largest
+/// of the last [`SIZE_WINDOW`] messages after each such window.
 #[derive(Debug)]
 pub struct Prefetch {
     pub current: u16,
@@ -18,31 +28,62 @@ pub struct Prefetch {
     records: usize,
     messages_seen: u64,
     records_seen: u64,
+    body_share: usize,
+    /// The body size the byte limit assumes.
+    assumed_body: usize,
+    window_largest: usize,
+    window_seen: u32,
 }
 
 impl Prefetch {
-    /// Messages in hand before anything is known about their size.
+    /// Messages in hand before anything is known about their records.
     const START: u16 = 16;
 
-    pub fn new(max: u16, records: usize) -> Prefetch {
-        Prefetch {
-            current: Self::START.min(max.max(1)),
+    /// At most `max` messages, aiming at `records` records and at most
+    /// `body_share` bytes of bodies of up to `max_body` bytes each.
+    pub fn new(max: u16, records: usize, body_share: usize, max_body: usize) -> Prefetch {
+        let mut prefetch = Prefetch {
+            current: 0,
             max: max.max(1),
             records: records.max(1),
             messages_seen: 0,
             records_seen: 0,
-        }
+            body_share,
+            assumed_body: max_body.max(1),
+            window_largest: 0,
+            window_seen: 0,
+        };
+        prefetch.current = Self::START.min(prefetch.by_bytes()).min(prefetch.max).max(1);
+        prefetch
     }
 
-    /// A message of `records` records arrived; returns a new prefetch when
-    /// the right one has moved by at least half from the current one.
-    pub fn observe(&mut self, records: usize) -> Option<u16> {
+    /// Messages the byte share allows at the assumed body size.
+    fn by_bytes(&self) -> u16 {
+        (self.body_share / self.assumed_body).clamp(1, usize::from(u16::MAX)) as u16
+    }
+
+    /// A message of `records` records in `body_bytes` bytes arrived; returns
+    /// a new prefetch when it must fall (bodies larger than assumed) or the
+    /// right one has moved by at least half from the current one.
+    pub fn observe(&mut self, records: usize, body_bytes: usize) -> Option<u16> {
         self.messages_seen += 1;
         self.records_seen += records.max(1) as u64;
+        self.window_largest = self.window_largest.max(body_bytes);
+        self.window_seen += 1;
+        if body_bytes > self.assumed_body {
+            self.assumed_body = body_bytes;
+        } else if self.window_seen >= SIZE_WINDOW {
+            self.assumed_body = self.window_largest.max(1);
+        }
+        if self.window_seen >= SIZE_WINDOW {
+            (self.window_largest, self.window_seen) = (0, 0);
+        }
         let per_message = self.records_seen as f64 / self.messages_seen as f64;
-        let want = ((self.records as f64 / per_message) as u64).clamp(1, u64::from(self.max)) as u16;
+        let by_records = ((self.records as f64 / per_message) as u64).clamp(1, u64::from(self.max)) as u16;
+        let want = by_records.min(self.by_bytes()).max(1);
         let (low, high) = (self.current / 2, self.current.saturating_add(self.current / 2));
-        if want < low || want > high {
+        let bytes_bound = want == self.by_bytes() && want < self.current;
+        if bytes_bound || want < low || want > high {
             self.current = want;
             Some(want)
         } else {
@@ -55,17 +96,49 @@ impl Prefetch {
 mod tests {
     use super::*;
 
+    const MIB: usize = 1 << 20;
+    /// A share no one-record or batched message of these tests comes near.
+    const PLENTY: usize = 64 * MIB;
+
     #[test]
     fn prefetch_holds_about_the_target_in_records() {
-        let mut p = Prefetch::new(2000, 4000);
+        let mut p = Prefetch::new(2000, 4000, PLENTY, 4096);
         assert_eq!(p.current, 16);
-        assert_eq!(p.observe(1), Some(2000), "one-record messages: as many as allowed");
-        let mut p = Prefetch::new(2000, 4000);
-        assert_eq!(p.observe(100), Some(40), "hundred-record messages: forty");
-        assert_eq!(p.observe(100), None, "no change, no frame");
-        let mut p = Prefetch::new(50, 4000);
-        assert_eq!(p.observe(1), Some(50), "never above the configured maximum");
-        let p = Prefetch::new(8, 4000);
+        assert_eq!(p.observe(1, 200), Some(2000), "one-record messages: as many as allowed");
+        let mut p = Prefetch::new(2000, 4000, PLENTY, 4096);
+        assert_eq!(p.observe(100, 20_000), Some(40), "hundred-record messages: forty");
+        assert_eq!(p.observe(100, 20_000), None, "no change, no frame");
+        let mut p = Prefetch::new(50, 4000, PLENTY, 4096);
+        assert_eq!(p.observe(1, 200), Some(50), "never above the configured maximum");
+        let p = Prefetch::new(8, 4000, PLENTY, 4096);
         assert_eq!(p.current, 8, "never starts above the maximum either");
+    }
+
+    #[test]
+    fn bodies_in_flight_stay_within_the_share_from_the_first_message_on() {
+        // 21 MiB for a consumer, 4 MiB bodies allowed: five at first.
+        let share = 21 * MIB;
+        let mut p = Prefetch::new(2000, 4000, share, 4 * MIB);
+        assert_eq!(p.current, 5, "nothing seen yet: the largest body allowed is assumed");
+        for _ in 0..200 {
+            if let Some(limit) = p.observe(1, 4 * MIB) {
+                assert!(usize::from(limit) * 4 * MIB <= share, "{limit}");
+            }
+            assert!(usize::from(p.current) * 4 * MIB <= share);
+        }
+        // Small one-record messages: the byte limit lets the record target rule.
+        let mut p = Prefetch::new(2000, 4000, share, 4 * MIB);
+        assert_eq!(
+            p.observe(1, 300),
+            None,
+            "within the window the largest allowed is still assumed"
+        );
+        for _ in 1..SIZE_WINDOW - 1 {
+            p.observe(1, 300);
+        }
+        assert_eq!(p.observe(1, 300), Some(2000), "after a window of small bodies");
+        // Then one big body: the limit falls at once.
+        assert_eq!(p.observe(1, 2 * MIB), Some(10));
+        assert!(usize::from(p.current) * 2 * MIB <= share);
     }
 }
