@@ -223,7 +223,7 @@ async fn import_collection(
             services.topology.queue_type(),
             tuning.drain_patience(),
         )
-        .await;
+        .await?;
         let count_after = services.store.count(kind).await?;
         Ok(counters.stats(kind, count_before, count_after, elapsed, left))
     }

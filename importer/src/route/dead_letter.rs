@@ -104,10 +104,8 @@ impl DeadLetters {
         reason: &str,
         record_index: Option<usize>,
     ) -> Result<()> {
-        self.send_quietly(kind, original, body, reason, record_index, None)
-            .await?;
-        self.log(kind, original, format_args!("dead-lettered: {reason}"));
-        Ok(())
+        self.send_and_log(kind, original, body, reason, record_index, None)
+            .await
     }
 
     /// [`DeadLetters::send`] for a whole message that cannot be used, with
@@ -119,8 +117,20 @@ impl DeadLetters {
         body: &[u8],
         poison: &message::Poison,
     ) -> Result<()> {
-        let reason = poison.to_string();
-        self.send_quietly(kind, original, body, &reason, None, poison.counts())
+        self.send_and_log(kind, original, body, &poison.to_string(), None, poison.counts())
+            .await
+    }
+
+    async fn send_and_log(
+        &self,
+        kind: RecordKind,
+        original: &BasicProperties,
+        body: &[u8],
+        reason: &str,
+        record_index: Option<usize>,
+        counts: Option<(usize, usize)>,
+    ) -> Result<()> {
+        self.send_quietly(kind, original, body, reason, record_index, counts)
             .await?;
         self.log(kind, original, format_args!("dead-lettered: {reason}"));
         Ok(())

@@ -118,7 +118,8 @@ impl Drain {
 
 /// The messages ready in `queue` now that this run's consumers of it have
 /// stopped, asked until the broker gives a sure answer that holds; `None`
-/// when none did within `patience`.
+/// when none did within `patience`. A connection that cannot open a channel
+/// any more is the broker's error, not an unknown count.
 ///
 /// A count is believed only when the same count comes again [`SETTLE`]
 /// later: messages a closed channel held (delivered after its consumer's
@@ -138,15 +139,15 @@ pub async fn left_in_queue(
     queue: &str,
     queue_type: QueueType,
     patience: Duration,
-) -> Option<u64> {
+) -> lapin::Result<Option<u64>> {
     let deadline = Instant::now() + patience;
     let mut held: Option<(u64, Instant)> = None;
     loop {
-        if let Some(count) = ask_once(connection, queue, queue_type).await {
+        if let Some(count) = ask_once(connection, queue, queue_type).await? {
             match held {
                 Some((before, since)) if before == count => {
                     if since.elapsed() >= SETTLE {
-                        return Some(count);
+                        return Ok(Some(count));
                     }
                 }
                 _ => held = Some((count, Instant::now())),
@@ -157,7 +158,7 @@ pub async fn left_in_queue(
                 queue,
                 "the broker gave no steady, sure count of ready messages within {patience:?}"
             );
-            return None;
+            return Ok(None);
         }
         tokio::time::sleep(UNSURE_RETRY).await;
     }
@@ -168,15 +169,14 @@ pub const SETTLE: Duration = Duration::from_millis(250);
 
 /// One try of [`left_in_queue`] on a channel of its own (a failed
 /// `basic.get` closes its channel): `None` when the answer was not sure.
-async fn ask_once(connection: &Connection, queue: &str, queue_type: QueueType) -> Option<u64> {
-    let channel = tokio::time::timeout(ASK_TIMEOUT, connection.create_channel())
-        .await
-        .ok()?
-        .ok()?;
-    let counts = tokio::time::timeout(ASK_TIMEOUT, queue_counts(&channel, queue))
-        .await
-        .ok()?
-        .ok()?;
+async fn ask_once(connection: &Connection, queue: &str, queue_type: QueueType) -> lapin::Result<Option<u64>> {
+    let Ok(channel) = tokio::time::timeout(ASK_TIMEOUT, connection.create_channel()).await else {
+        return Ok(None);
+    };
+    let channel = channel?;
+    let Ok(Ok(counts)) = tokio::time::timeout(ASK_TIMEOUT, queue_counts(&channel, queue)).await else {
+        return Ok(None);
+    };
     let sure = counts.ready > 0 || counts.consumers > 0 || queue_type == QueueType::Classic;
     let left = if sure {
         Some(u64::from(counts.ready))
@@ -194,7 +194,7 @@ async fn ask_once(connection: &Connection, queue: &str, queue_type: QueueType) -
     };
     // Closing returns a message taken by basic.get to the queue.
     let _ = channel.close(200, "counted".into()).await;
-    left
+    Ok(left)
 }
 
 #[cfg(test)]
