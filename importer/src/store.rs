@@ -527,7 +527,11 @@ impl Store {
         let nothing = doc! {"q": {"_id": {"$in": []}}, "u": {"$set": {VERSION_FIELD: 0}}, "upsert": false};
         match self.run_update(kind.collection(), vec![nothing]).await {
             Ok(reply) => Ok(reply.get_array("writeErrors").is_err()),
-            Err(StoreError::Mongo(e)) if matches!(e.kind.as_ref(), ErrorKind::Command(_)) => Ok(false),
+            // A refusal of the write as such; a time-out or an election is
+            // an outage, retried as one, never taken for a refusal.
+            Err(StoreError::Mongo(e)) if matches!(e.kind.as_ref(), ErrorKind::Command(_)) && !is_transient(&e) => {
+                Ok(false)
+            }
             Err(e) => Err(e),
         }
     }
