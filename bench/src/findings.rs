@@ -311,6 +311,25 @@ pub fn render(results: &Results, results_file: &str) -> String {
         md,
         "\nBoth stream: memory is set by prefetch, batch size and confirm window, not by file size or queue depth.\n"
     );
+    if let Some(b) = &results.budget {
+        let _ = writeln!(
+            md,
+            "Under a flood of {} one-record messages of {:.1} MiB each (valid JSON, each an invalid record, so dead-lettered) with {} good records behind them, a one-shot parallel import peaked at {} with the memory budget of {} MiB and at {} without a budget ({:.1} s with the budget; the good records were all stored both times). The budget's cost where it could slow the import, one record per message on {} queues ({} records, medians of {} alternating runs): {}/s with it, {}/s without, {:.2}×.\n",
+            b.flood_messages,
+            b.flood_body_bytes as f64 / (1024.0 * 1024.0),
+            b.flood_good_records,
+            mib(b.flood_peak_rss_bytes),
+            b.budget_mib,
+            mib(b.flood_unbounded_peak_rss_bytes),
+            b.flood_seconds,
+            b.one_record_queue_type,
+            thousands(b.one_record_records as f64),
+            results.settings.repeats,
+            thousands(b.one_record_import_per_s),
+            thousands(b.one_record_unbounded_import_per_s),
+            b.one_record_import_per_s / b.one_record_unbounded_import_per_s
+        );
+    }
 
     if !results.queues.is_empty() {
         let _ = writeln!(md, "## Queue types and prefetch\n");

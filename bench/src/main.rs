@@ -12,6 +12,7 @@
 //!   printed and nothing recorded: the quick A/B check behind a change.
 //! - `hpn-bench findings`: regenerate `findings.md` from the newest results file.
 
+mod budget;
 mod chart;
 mod cpu;
 mod findings;
@@ -88,6 +89,19 @@ enum Command {
         #[command(flatten)]
         tuning: Tuning,
     },
+    /// Only the memory budget: the importer's peak under a flood of 4 MiB
+    /// messages and the one-record import with and without the budget
+    /// (printed, not recorded).
+    Budget {
+        /// Records per file for the one-record imports.
+        #[arg(long, default_value_t = 10_000)]
+        size: usize,
+        /// Alternating pairs of one-record imports.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[command(flatten)]
+        workload: Workload,
+    },
     /// A few modes at one size, run in turn, medians printed (nothing recorded).
     Compare {
         /// Modes, by short name, comma-separated; the ratios are to the first.
@@ -152,6 +166,18 @@ async fn main() -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let mut bench = Bench::new(connection, workload.tuning, workload.rows_per_message)?;
             compare(&mut bench, &modes, size, repeats.max(1), &workload.data).await?;
+        }
+        Command::Budget {
+            size,
+            repeats,
+            workload,
+        } => {
+            let dir = workload.data.join(size.to_string());
+            let files = hpn_producer::generate::generate(&dir, size, hpn_producer::generate::DEFAULT_SEED)?;
+            let files: Vec<PathBuf> = files.paths().iter().map(|p| p.to_path_buf()).collect();
+            let mut bench = Bench::new(connection, workload.tuning, workload.rows_per_message)?;
+            let budget = budget::measure(&mut bench, &files, repeats.max(1)).await?;
+            println!("{}", serde_json::to_string_pretty(&budget)?);
         }
         Command::Latency { seconds, tuning } => {
             let mut bench = Bench::new(connection, tuning, hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)?;
@@ -334,6 +360,16 @@ async fn run(
         .max_by_key(|(s, _)| *s)
         .context("a size up to 100,000")?;
     let queues = compare_queues(&mut bench, &connection, &limits, queue_files, repeats).await?;
+    // The budget's cost is in how fast its prefetch opens at the start of a
+    // queue: a size of 10,000 per file shows it as well as a bigger one,
+    // in a fraction of the time (one-record messages publish slowly).
+    let budget_files = &files_by_size
+        .iter()
+        .filter(|(s, _)| sizes.contains(s))
+        .min_by_key(|(s, _)| s.abs_diff(10_000))
+        .context("a size")?
+        .1;
+    let budget = budget::measure(&mut bench, budget_files, repeats).await?;
 
     if million {
         let files = &files_by_size.last().expect("the million").1;
@@ -417,6 +453,7 @@ async fn run(
         profiles,
         memory,
         queues,
+        budget: Some(budget),
         targets: Vec::new(),
         contention,
         latency: Some(latency),
@@ -622,6 +659,30 @@ fn targets(results: &Results) -> Vec<Target> {
             ),
             cell.map(|q| q.ratio),
             0.8,
+        ));
+    }
+    if let Some(b) = &results.budget {
+        let measured = b.flood_peak_rss_bytes.map(|bytes| bytes as f64 / (1024.0 * 1024.0));
+        targets.push(Target {
+            name: "importer_memory_under_flood".into(),
+            description: format!(
+                "importer peak RSS under a flood of {} one-record messages of {:.1} MiB, against its memory budget (MiB)",
+                b.flood_messages,
+                b.flood_body_bytes as f64 / (1024.0 * 1024.0)
+            ),
+            measured,
+            bar: format!("≤ {} MiB", b.budget_mib),
+            met: measured.map(|m| m <= b.budget_mib as f64),
+        });
+        targets.push(ratio_target(
+            "memory_budget_cost",
+            &format!(
+                "parallel import from one-record messages, {} queues, with the memory budget / without one \
+                 (the noise between alternating runs is a few per cent)",
+                b.one_record_queue_type
+            ),
+            Some(b.one_record_import_per_s / b.one_record_unbounded_import_per_s),
+            0.95,
         ));
     }
     for (name, description, bar, pick) in [

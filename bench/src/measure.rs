@@ -329,6 +329,7 @@ impl Bench {
             ("--consumers", t.consumers.to_string()),
             ("--writers", t.writers.to_string()),
             ("--idle-ms", t.idle_ms.to_string()),
+            ("--memory-budget-mib", t.memory_budget_mib.to_string()),
         ] {
             command.arg(flag).arg(value);
         }
@@ -386,7 +387,7 @@ fn with_uri_options(uri: &str, options: &str) -> String {
     }
 }
 
-async fn json_output(mut command: Command) -> Result<Value> {
+pub async fn json_output(mut command: Command) -> Result<Value> {
     let output = command.output().await.context("starting a pipeline binary")?;
     if !output.status.success() {
         bail!(

@@ -26,6 +26,10 @@ pub struct Results {
     /// message (absent from results recorded before queue types existed).
     #[serde(default)]
     pub queues: Vec<QueueResult>,
+    /// The memory budget under a flood of maximum-size messages and its
+    /// cost at one record per message (absent in older files).
+    #[serde(default)]
+    pub budget: Option<BudgetResult>,
     pub targets: Vec<Target>,
     pub contention: Vec<ScenarioRow>,
     /// `hpn-importer serve` at steady publish rates (absent in older files).
@@ -154,6 +158,27 @@ pub struct QueueResult {
     pub raw_consume_records_per_s: f64,
     /// Import / min(raw consume, raw insert_many).
     pub ratio: f64,
+}
+
+/// The memory budget's hold and cost (see `crate::budget`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BudgetResult {
+    pub budget_mib: usize,
+    /// One-record messages of `flood_body_bytes`, each an invalid record,
+    /// then `flood_good_records` good ones, imported by a one-shot parallel run.
+    pub flood_messages: usize,
+    pub flood_body_bytes: usize,
+    pub flood_good_records: usize,
+    pub flood_peak_rss_bytes: Option<u64>,
+    /// The same flood without a budget (the importer before the budget).
+    pub flood_unbounded_peak_rss_bytes: Option<u64>,
+    pub flood_seconds: f64,
+    /// One-record messages, parallel import, records/s, medians of
+    /// alternating runs with the budget and without.
+    pub one_record_queue_type: String,
+    pub one_record_records: u64,
+    pub one_record_import_per_s: f64,
+    pub one_record_unbounded_import_per_s: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
