@@ -130,7 +130,7 @@ enum Command {
 async fn main() -> Result<()> {
     hpn_common::telemetry::init();
     let cli = Cli::parse();
-    let connection = ConnectionSettings::new(cli.broker, cli.store);
+    let connection = ConnectionSettings::new(cli.broker.resolve()?, cli.store.resolve()?);
     match cli.command {
         Command::Run {
             sizes,

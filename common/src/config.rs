@@ -15,9 +15,13 @@ pub const DEFAULT_QUEUE_PREFIX: &str = "hp_norton";
 /// Every environment variable the binaries and scripts read, in one place.
 pub mod env {
     pub const AMQP_URL: &str = "HPN_AMQP_URL";
+    /// A file holding the AMQP URL (a Docker or Kubernetes secret).
+    pub const AMQP_URL_FILE: &str = "HPN_AMQP_URL_FILE";
     pub const QUEUE_PREFIX: &str = "HPN_QUEUE_PREFIX";
     pub const QUEUE_TYPE: &str = "HPN_QUEUE_TYPE";
     pub const MONGODB_URI: &str = "HPN_MONGODB_URI";
+    /// A file holding the MongoDB connection string.
+    pub const MONGODB_URI_FILE: &str = "HPN_MONGODB_URI_FILE";
     pub const DATABASE: &str = "HPN_DATABASE";
     pub const ROWS_PER_MESSAGE: &str = "HPN_ROWS_PER_MESSAGE";
     pub const CONFIRM_WINDOW: &str = "HPN_CONFIRM_WINDOW";
@@ -47,9 +51,15 @@ pub mod env {
 pub struct BrokerSettings {
     /// RabbitMQ address (AMQP 0-9-1 URL), or several separated by commas
     /// (the nodes of a cluster): the first that answers is used, and the
-    /// next ones when it is lost.
-    #[arg(long, env = env::AMQP_URL, default_value = DEFAULT_AMQP_URL)]
+    /// next ones when it is lost. TLS: `amqps://` with `cacertfile`,
+    /// `certfile` and `keyfile` in the query (docs/security.md). The value
+    /// of the variable is never shown here: it may hold a password.
+    #[arg(long, env = env::AMQP_URL, default_value = DEFAULT_AMQP_URL, hide_env_values = true)]
     pub amqp_url: String,
+    /// A file whose content is the RabbitMQ address (a Docker or Kubernetes
+    /// secret); when given, it is used instead of --amqp-url.
+    #[arg(long, env = env::AMQP_URL_FILE, value_name = "PATH")]
+    pub amqp_url_file: Option<std::path::PathBuf>,
     /// Prefix of every exchange and queue name.
     #[arg(long, env = env::QUEUE_PREFIX, default_value = DEFAULT_QUEUE_PREFIX)]
     pub queue_prefix: String,
@@ -63,9 +73,14 @@ pub struct BrokerSettings {
 /// Where MongoDB is, and the database to use on it.
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct StoreSettings {
-    /// MongoDB connection string.
-    #[arg(long, env = env::MONGODB_URI, default_value = DEFAULT_MONGODB_URI)]
+    /// MongoDB connection string (TLS: `tls=true&tlsCAFile=…`, see
+    /// docs/security.md). The value of the variable is never shown here.
+    #[arg(long, env = env::MONGODB_URI, default_value = DEFAULT_MONGODB_URI, hide_env_values = true)]
     pub mongodb_uri: String,
+    /// A file whose content is the MongoDB connection string; when given,
+    /// it is used instead of --mongodb-uri.
+    #[arg(long, env = env::MONGODB_URI_FILE, value_name = "PATH")]
+    pub mongodb_uri_file: Option<std::path::PathBuf>,
     /// MongoDB database name.
     #[arg(long, env = env::DATABASE, default_value = DEFAULT_DATABASE)]
     pub database: String,
@@ -75,6 +90,39 @@ impl BrokerSettings {
     pub fn topology(&self) -> Topology {
         Topology::new(&self.queue_prefix, self.queue_type)
     }
+
+    /// Take the address from `--amqp-url-file` when one is given.
+    pub fn resolve(mut self) -> std::io::Result<Self> {
+        if let Some(path) = self.amqp_url_file.take() {
+            self.amqp_url = read_secret(&path, "RabbitMQ address")?;
+        }
+        Ok(self)
+    }
+}
+
+impl StoreSettings {
+    /// Take the connection string from `--mongodb-uri-file` when one is given.
+    pub fn resolve(mut self) -> std::io::Result<Self> {
+        if let Some(path) = self.mongodb_uri_file.take() {
+            self.mongodb_uri = read_secret(&path, "MongoDB connection string")?;
+        }
+        Ok(self)
+    }
+}
+
+/// The content of a secret file, without the line end an editor leaves;
+/// an error names the file and what it should hold, never the content.
+fn read_secret(path: &std::path::Path, what: &str) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("reading the {what} from {}: {e}", path.display())))?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is empty: it should hold the {what}", path.display()),
+        ));
+    }
+    Ok(value.to_string())
 }
 
 /// Both servers, for what uses both (the importer, the tests, the bench).
@@ -100,6 +148,8 @@ impl Default for ConnectionSettings {
 }
 
 impl ConnectionSettings {
+    /// From parsed settings; call [`BrokerSettings::resolve`] and
+    /// [`StoreSettings::resolve`] first where the `_FILE` variants may be set.
     pub fn new(broker: BrokerSettings, store: StoreSettings) -> Self {
         ConnectionSettings {
             amqp_url: broker.amqp_url,
@@ -141,6 +191,7 @@ impl ConnectionSettings {
     pub fn broker(&self) -> BrokerSettings {
         BrokerSettings {
             amqp_url: self.amqp_url.clone(),
+            amqp_url_file: None,
             queue_prefix: self.queue_prefix.clone(),
             queue_type: self.queue_type,
         }
@@ -149,6 +200,7 @@ impl ConnectionSettings {
     pub fn store(&self) -> StoreSettings {
         StoreSettings {
             mongodb_uri: self.mongodb_uri.clone(),
+            mongodb_uri_file: None,
             database: self.database.clone(),
         }
     }

@@ -60,6 +60,13 @@ pub enum Origin {
 }
 
 impl Error {
+    /// A broker refusal that trying again cannot mend (see
+    /// [`crate::broker::refused_for_good`]): a certificate not trusted, a
+    /// login or a permission refused.
+    pub fn refused_for_good(&self) -> bool {
+        matches!(self, Error::Broker(e) if crate::broker::refused_for_good(e))
+    }
+
     pub fn origin(&self) -> Origin {
         match self {
             Error::Broker(_) | Error::NotConfirmed(_) | Error::Unroutable(_) | Error::SubscriptionEnded(_) => {
@@ -73,9 +80,39 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its causes on one line, each cause said once: most of our
+/// errors already carry their cause's words (`RabbitMQ: {cause}`), and
+/// printing the chain as well would say the same thing three times.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+    }
+    line
+}
+
+/// What a binary's `main` does with the error that ends it: prints it once
+/// to stderr, on one line, and exits 1.
+pub fn exit_with(error: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("Error: {}", one_line(error));
+    std::process::ExitCode::FAILURE
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_said_again() {
+        let io = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let wrapped = anyhow::Error::from(Error::Io(io));
+        assert_eq!(one_line(&wrapped), "invalid peer certificate: UnknownIssuer");
+        let context = anyhow::anyhow!("disk full").context("writing the rejects file");
+        assert_eq!(one_line(&context), "writing the rejects file: disk full");
+    }
 
     #[test]
     fn every_error_names_where_it_came_from() {

@@ -33,8 +33,17 @@ struct Servers {
 }
 
 impl Servers {
-    fn settings(self) -> ConnectionSettings {
-        ConnectionSettings::new(self.broker, self.store)
+    /// The settings, with the addresses read from their `_FILE` secrets.
+    fn settings(self) -> crate::Result<ConnectionSettings> {
+        let broker = self
+            .broker
+            .resolve()
+            .map_err(|e| crate::Error::Settings(e.to_string()))?;
+        let store = self
+            .store
+            .resolve()
+            .map_err(|e| crate::Error::Settings(e.to_string()))?;
+        Ok(ConnectionSettings::new(broker, store))
     }
 }
 
@@ -141,7 +150,13 @@ pub const EXIT_NOT_DRAINED: u8 = 5;
 /// run is done.
 pub async fn main() -> Result<ExitCode> {
     hpn_common::telemetry::init();
-    let cli = Cli::parse();
+    match run(Cli::parse()).await {
+        Ok(code) => Ok(code),
+        Err(e) => Ok(hpn_common::error::exit_with(&e)),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run {
             mode,
@@ -153,7 +168,7 @@ pub async fn main() -> Result<ExitCode> {
         } => {
             let profiler = cpu_profile::start(profile_cpu.as_deref())?;
             let config = Config {
-                connection: servers.settings(),
+                connection: servers.settings()?,
                 tuning,
                 rentals_take_stock,
             };
@@ -180,7 +195,7 @@ pub async fn main() -> Result<ExitCode> {
             listen,
         } => {
             let config = Config {
-                connection: servers.settings(),
+                connection: servers.settings()?,
                 tuning,
                 rentals_take_stock,
             };
@@ -232,7 +247,7 @@ pub async fn main() -> Result<ExitCode> {
             }
         }
         Command::Contention { servers, options, json } => {
-            let rows = crate::tools::contention::run(&servers.settings(), &options).await?;
+            let rows = crate::tools::contention::run(&servers.settings()?, &options).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -253,7 +268,7 @@ pub async fn main() -> Result<ExitCode> {
             }
         }
         Command::Reset { servers, yes } => {
-            let settings = servers.settings();
+            let settings = servers.settings()?;
             anyhow::ensure!(
                 yes,
                 "reset drops the {} collections and empties the {} queues: add --yes",

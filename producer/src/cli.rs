@@ -102,7 +102,13 @@ impl Outcome {
 /// Parse the command line and run it; the exit code says how a publish ended.
 pub async fn main() -> Result<ExitCode> {
     hpn_common::telemetry::init();
-    let cli = Cli::parse();
+    match run(Cli::parse()).await {
+        Ok(code) => Ok(code),
+        Err(e) => Ok(hpn_common::error::exit_with(&e)),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Generate { records, out, seed } => {
             let files = generate(&out, records, seed).with_context(|| format!("writing to {}", out.display()))?;
@@ -121,6 +127,7 @@ pub async fn main() -> Result<ExitCode> {
             version_clock,
             without_versions,
         } => {
+            let broker = broker.resolve()?;
             let mapping = match mapping {
                 Some(path) => Mapping::load(&path)?,
                 None => Mapping::brief(),
