@@ -30,10 +30,8 @@ pub const UNBOUNDED_MIB: usize = 1 << 20;
 /// one invalid record, dead-lettered).
 fn flood_body() -> Vec<u8> {
     let name = "n".repeat(message::DEFAULT_MAX_MESSAGE_BYTES - 200);
-    format!(
-        r#"{{"user_id":"F1","name":"{name}","address":"1 Main St","phone_number":"555","email":"f@example.com"}}"#
-    )
-    .into_bytes()
+    format!(r#"{{"user_id":"F1","name":"{name}","address":"1 Main St","phone_number":"555","email":"f@example.com"}}"#)
+        .into_bytes()
 }
 
 /// The flood, then good records, imported by a one-shot parallel run with a
@@ -61,7 +59,9 @@ async fn import_flood(bench: &Bench, settings: &ConnectionSettings, customers: &
         .find(|c| c.collection == RecordKind::Customer.collection());
     match customers {
         Some(c) if c.rejected == FLOOD_MESSAGES as u64 && c.inserted == GOOD_RECORDS as u64 => {}
-        other => bail!("the flood's import should reject {FLOOD_MESSAGES} and insert {GOOD_RECORDS} customers: {other:?}"),
+        other => {
+            bail!("the flood's import should reject {FLOOD_MESSAGES} and insert {GOOD_RECORDS} customers: {other:?}")
+        }
     }
     Ok((report.peak_rss_bytes, seconds))
 }
@@ -93,7 +93,9 @@ async fn publish_flood(settings: &ConnectionSettings, customers: &Path) -> Resul
 /// budget, without), on the bench's queue type with per-consumer prefetch.
 pub async fn measure(bench: &mut Bench, files: &[PathBuf], repeats: usize) -> Result<BudgetResult> {
     let budget_mib = bench.tuning.memory_budget_mib;
-    crate::say(format!("memory budget: a flood of {FLOOD_MESSAGES} messages of 4 MiB, budget {budget_mib} MiB"));
+    crate::say(format!(
+        "memory budget: a flood of {FLOOD_MESSAGES} messages of 4 MiB, budget {budget_mib} MiB"
+    ));
     let (peak, seconds) = flood(bench, &files[0], budget_mib).await?;
     crate::say("memory budget: the same flood without a budget");
     let (unbounded_peak, _) = flood(bench, &files[0], UNBOUNDED_MIB).await?;
@@ -107,7 +109,11 @@ pub async fn measure(bench: &mut Bench, files: &[PathBuf], repeats: usize) -> Re
             crate::say(format!(
                 "memory budget, run {}/{repeats}: one record per message, budget {}",
                 repeat + 1,
-                if budget == UNBOUNDED_MIB { "none".into() } else { format!("{budget} MiB") }
+                if budget == UNBOUNDED_MIB {
+                    "none".into()
+                } else {
+                    format!("{budget} MiB")
+                }
             ));
             bench.tuning.memory_budget_mib = budget;
             let run = bench
