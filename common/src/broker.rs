@@ -9,11 +9,23 @@
 //! caller's reconnect (the importer's service loop) lands on the next one
 //! that is up. Which node a client is connected to does not matter for
 //! quorum queues: any node serves any queue, forwarding to its leader.
+//!
+//! TLS is asked for as RabbitMQ's own URI convention has it: `amqps://`,
+//! and the files in the query (`cacertfile`, `certfile`, `keyfile`, the
+//! names RabbitMQ's Erlang client and `rabbitmqadmin` read), so one setting,
+//! or one secret file, carries everything a connection needs, as the
+//! MongoDB connection string does with `tlsCAFile`. The CA file is trusted
+//! beside the system's roots (set `SSL_CERT_FILE` to the same file to trust
+//! it alone); a client certificate and key make the connection mutual TLS.
 
 use lapin::options::BasicConsumeOptions;
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use std::time::Duration;
+
+/// The query parameters that name TLS files, as RabbitMQ's URI spec names them.
+const TLS_FILES: [&str; 3] = ["cacertfile", "certfile", "keyfile"];
 
 /// How long one address may take to accept a connection before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +47,86 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// One address: the URL lapin is given (the TLS files taken out of its
+/// query) and the TLS settings read from them.
+fn tls_settings(url: &str) -> lapin::Result<(String, OwnedTLSConfig)> {
+    let invalid = |message: String| io_error(std::io::ErrorKind::InvalidInput, message);
+    let mut parsed =
+        url::Url::parse(url).map_err(|e| invalid(format!("RabbitMQ address {} is not a URL: {e}", redacted(url))))?;
+    let (files, rest): (Vec<_>, Vec<_>) = parsed
+        .query_pairs()
+        .into_owned()
+        .partition(|(key, _)| TLS_FILES.contains(&key.as_str()));
+    if files.is_empty() {
+        return Ok((url.to_string(), OwnedTLSConfig::default()));
+    }
+    if parsed.scheme() != "amqps" {
+        return Err(invalid(format!(
+            "RabbitMQ address {}: TLS files are given but the scheme is {}://, not amqps://",
+            redacted(url),
+            parsed.scheme()
+        )));
+    }
+    let read = |key: &str| -> lapin::Result<Option<Vec<u8>>> {
+        files
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, path)| {
+                std::fs::read(path)
+                    .map_err(|e| io_error(e.kind(), format!("RabbitMQ TLS: cannot read {key} {path}: {e}")))
+            })
+            .transpose()
+    };
+    let cert_chain = read("cacertfile")?
+        .map(|pem| String::from_utf8(pem).map_err(|_| invalid("RabbitMQ TLS: cacertfile is not PEM text".into())))
+        .transpose()?;
+    let identity = match (read("certfile")?, read("keyfile")?) {
+        (Some(pem), Some(key)) => Some(OwnedIdentity::PKCS8 { pem, key }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "RabbitMQ TLS: certfile and keyfile go together (a client certificate and its key)".into(),
+            ))
+        }
+    };
+    if rest.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    Ok((parsed.to_string(), OwnedTLSConfig { identity, cert_chain }))
+}
+
+/// Whether a failed connect is one that trying again cannot mend: the
+/// broker's certificate not trusted or not for this host, our certificate
+/// refused, the login refused, the TLS settings unreadable. The importer's
+/// service stops on these rather than retrying for ever.
+pub fn refused_for_good(error: &lapin::Error) -> bool {
+    if access_refused(error) {
+        return true;
+    }
+    let text = error.to_string();
+    [
+        "certificate",
+        "CertificateRequired",
+        "HandshakeFailure",
+        "ACCESS_REFUSED",
+        "Login was refused",
+        "RabbitMQ TLS:",
+        "TLS files are given",
+        "not a URL",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
+/// Whether the broker refused an operation for want of permission (AMQP
+/// 403, `ACCESS_REFUSED`): the user's configure, write or read patterns
+/// do not cover the resource.
+pub fn access_refused(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 403)
+}
+
 /// Open a named connection to the first address of `urls` (one AMQP URL,
 /// or several separated by commas) that answers.
 pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
@@ -42,7 +134,11 @@ pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
     let mut last_error = None;
     for (i, url) in addresses.iter().enumerate() {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await;
+        let (address, tls) = tls_settings(url)?;
+        let connecting = async {
+            Connection::connect_with_config(&address, properties, tls, lapin::runtime::default_runtime()?).await
+        };
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await;
         let error = match attempt {
             Ok(Ok(connection)) => {
                 // News only when an earlier address did not answer.
@@ -53,6 +149,14 @@ pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
                 }
                 return Ok(connection);
             }
+            Ok(Err(e)) if address.starts_with("amqps://") && cut_short(&e).is_some() => io_error(
+                std::io::ErrorKind::ConnectionReset,
+                format!(
+                    "{} (the TLS handshake or the login was cut short: a broker that requires client \
+                     certificates does this to a client without one; give certfile and keyfile)",
+                    cut_short(&e).expect("guarded")
+                ),
+            ),
             Ok(Err(e)) => e,
             Err(_) => io_error(
                 std::io::ErrorKind::TimedOut,
@@ -85,6 +189,16 @@ pub async fn subscribe(channel: &Channel, queue: &str) -> lapin::Result<Consumer
         .await
 }
 
+/// The I/O error of a connection the peer closed under us (reset, or
+/// ended mid-frame).
+fn cut_short(error: &lapin::Error) -> Option<&std::io::Error> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    match error.kind() {
+        lapin::ErrorKind::IOError(e) if matches!(e.kind(), ConnectionReset | UnexpectedEof | BrokenPipe) => Some(e),
+        _ => None,
+    }
+}
+
 fn io_error(kind: std::io::ErrorKind, message: String) -> lapin::Error {
     lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::new(kind, message))).into()
 }
@@ -104,6 +218,50 @@ mod tests {
             "amqp://guest:***@host:5672/%2f"
         );
         assert_eq!(redacted("amqp://host:5672"), "amqp://host:5672");
+    }
+
+    #[test]
+    fn tls_files_come_out_of_the_query_and_into_the_tls_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let (ca, cert, key) = (file("ca.pem", "CA"), file("c.pem", "CERT"), file("k.pem", "KEY"));
+        let url = format!("amqps://u:p@h:5671/%2f?heartbeat=5&cacertfile={ca}&certfile={cert}&keyfile={key}");
+        let (address, tls) = tls_settings(&url).unwrap();
+        assert_eq!(
+            address, "amqps://u:p@h:5671/%2f?heartbeat=5",
+            "lapin gets the rest of the query"
+        );
+        assert_eq!(tls.cert_chain.as_deref(), Some("CA"));
+        assert_eq!(
+            tls.identity,
+            Some(OwnedIdentity::PKCS8 {
+                pem: b"CERT".to_vec(),
+                key: b"KEY".to_vec()
+            })
+        );
+        let (address, tls) = tls_settings(&format!("amqps://h/%2f?cacertfile={ca}")).unwrap();
+        assert_eq!(address, "amqps://h/%2f");
+        assert!(tls.identity.is_none());
+        let (plain, tls) = tls_settings("amqp://u:p@h:5672/%2f").unwrap();
+        assert_eq!(plain, "amqp://u:p@h:5672/%2f", "a URL without TLS files is left alone");
+        assert!(tls.cert_chain.is_none() && tls.identity.is_none());
+
+        let refused = |url: String, says: &str| {
+            let error = tls_settings(&url).unwrap_err();
+            assert!(error.to_string().contains(says), "{url}: {error}");
+            assert!(refused_for_good(&error), "{error}");
+            assert!(!error.to_string().contains(":p@"), "no password in {error}");
+        };
+        refused(format!("amqp://u:p@h/%2f?cacertfile={ca}"), "not amqps://");
+        refused(format!("amqps://u:p@h/%2f?certfile={cert}"), "go together");
+        refused(
+            "amqps://u:p@h/%2f?cacertfile=/no/such/ca.pem".into(),
+            "cannot read cacertfile /no/such/ca.pem",
+        );
     }
 
     #[tokio::test]

@@ -127,6 +127,27 @@ impl Topology {
         format!("{}.{}.dead-letter", self.prefix, kind.collection())
     }
 
+    /// [`Topology::declare`], for a user that may only publish (the
+    /// producer's least privilege: write on the records exchange, nothing
+    /// to configure or read): when the broker refuses the declarations for
+    /// want of permission, the topology is left to whoever may declare it
+    /// (the importer, an operator). Nothing is lost by that: every publish
+    /// is mandatory, so a message no queue takes comes back as an error.
+    /// Returns whether the topology was declared.
+    pub async fn declare_if_allowed(&self, connection: &Connection) -> crate::Result<bool> {
+        match self.declare(connection).await {
+            Ok(()) => Ok(true),
+            Err(crate::Error::Broker(e)) if crate::broker::access_refused(&e) => {
+                tracing::info!(
+                    prefix = %self.prefix,
+                    "not allowed to declare the exchanges and queues ({e}); publishing to them as they are"
+                );
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Declare exchanges, queues and bindings; safe to call any number of
     /// times. Uses channels of its own on `connection`, since a refused
     /// declaration closes its channel.

@@ -41,6 +41,12 @@ impl From<hpn_common::csv_source::SourceError> for Error {
 }
 
 impl Error {
+    /// The broker refused us in a way no retry mends (see
+    /// `hpn_common::broker::refused_for_good`).
+    pub fn broker_refused_for_good(&self) -> bool {
+        matches!(self, Error::Common(e) if e.refused_for_good())
+    }
+
     pub fn origin(&self) -> Origin {
         match self {
             Error::Common(e) => e.origin(),

@@ -80,8 +80,10 @@ const RECORD_REFUSALS: [i32; 9] = [
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The driver's error, in [`describe`]'s words (not also as the
+    /// error's source: its own text repeats what they say, at length).
     #[error("MongoDB: {}", describe(.0))]
-    Mongo(#[from] MongoError),
+    Mongo(MongoError),
     #[error("MongoDB replied to {command} without {field}: {reply}")]
     Reply {
         command: &'static str,
@@ -105,7 +107,37 @@ pub enum StoreError {
     OldShape { collection: &'static str, why: String },
 }
 
+impl From<MongoError> for StoreError {
+    fn from(error: MongoError) -> Self {
+        StoreError::Mongo(error)
+    }
+}
+
 impl StoreError {
+    /// Whether the server refused us in a way no retry mends: its
+    /// certificate not trusted or not for this host, ours refused, the
+    /// login or the user's rights refused. (`is_transient` may still say
+    /// yes to these: the driver reports a failed handshake as a server it
+    /// could not select.)
+    pub fn refused_for_good(&self) -> bool {
+        match self {
+            StoreError::Mongo(e) => {
+                matches!(e.kind.as_ref(), ErrorKind::Authentication { .. })
+                    || matches!(e.kind.as_ref(), ErrorKind::Command(c) if [13, 18].contains(&c.code))
+                    || [
+                        "certificate",
+                        "CertificateRequired",
+                        "HandshakeFailure",
+                        "tls handshake",
+                    ]
+                    .iter()
+                    .any(|needle| e.to_string().contains(needle))
+            }
+            StoreError::Refused { code, .. } => [13, 18].contains(code),
+            _ => false,
+        }
+    }
+
     /// Whether trying again later may succeed: the server was unreachable,
     /// stepping down or too busy, not that the request was wrong.
     pub fn is_transient(&self) -> bool {
@@ -126,8 +158,42 @@ fn describe(error: &MongoError) -> String {
         ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
             format!("code {}: {}", w.code, w.message)
         }
+        ErrorKind::ServerSelection { message, .. } => match server_errors(message) {
+            Some(servers) => format!("no server could be used ({servers})"),
+            None => message.clone(),
+        },
         other => other.to_string(),
     }
+}
+
+/// Each server's own error out of the driver's server-selection text
+/// (`… Servers: [ { Address: h:p, Type: Unknown, Error: Kind: <why>, labels: … } ] }`):
+/// what the operator needs, without the topology dump around it.
+fn server_errors(message: &str) -> Option<String> {
+    let servers: Vec<String> = message
+        .split("{ Address: ")
+        .skip(1)
+        .filter_map(|server| {
+            let address = server.split(',').next()?;
+            let why = server.split_once("Error: Kind: ")?.1;
+            let why = why.split(", labels:").next()?;
+            Some(format!("{address}: {why}"))
+        })
+        .collect();
+    (!servers.is_empty()).then(|| servers.join("; "))
+}
+
+#[cfg(test)]
+#[test]
+fn a_server_selection_failure_says_each_servers_own_error() {
+    let driver = "Server selection timeout: No available servers. Topology: { Type: Single, Servers: [ { Address: \
+                  localhost:27018, Type: Unknown, Error: Kind: I/O error: invalid peer certificate: UnknownIssuer, \
+                  labels: {\"RetryableError\"}, source: None, server response: None } ] }";
+    assert_eq!(
+        server_errors(driver).as_deref(),
+        Some("localhost:27018: I/O error: invalid peer certificate: UnknownIssuer")
+    );
+    assert_eq!(server_errors("Server selection timeout: No available servers."), None);
 }
 
 /// Whether a driver error is worth retrying.

@@ -270,7 +270,11 @@ async fn publish_pass(
     let connection = broker::connect(&settings.amqp_url, "hpn-producer")
         .await
         .map_err(|e| (e.into(), failing_over))?;
-    settings.topology().declare(&connection).await.map_err(|e| (e, false))?;
+    settings
+        .topology()
+        .declare_if_allowed(&connection)
+        .await
+        .map_err(|e| (e, false))?;
     let tasks = files
         .iter()
         .zip(confirmed.iter_mut())

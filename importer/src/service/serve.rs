@@ -62,7 +62,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     config.check().map_err(Error::Settings)?;
-    let Some(store) = connect_store(config, &health, &shutdown).await else {
+    let Some(store) = connect_store(config, &health, &shutdown).await? else {
         return Ok(());
     };
     let monitor = tokio::spawn(monitor_store(store.clone(), health.clone(), shutdown.clone()));
@@ -76,6 +76,15 @@ pub async fn serve(
             Ok(()) => break,
             Err(e) if e.origin() != Origin::Broker => {
                 tracing::error!(origin = ?e.origin(), "stopping: {e}");
+                monitor.abort();
+                store.shutdown().await;
+                return Err(e);
+            }
+            // Refused for good: a certificate not trusted, a login or a
+            // permission refused. Said once, and the service stops:
+            // retrying would only repeat it, silently, for ever.
+            Err(e) if e.broker_refused_for_good() => {
+                tracing::error!(origin = ?e.origin(), "stopping: {e} (retrying cannot mend this: fix the settings)");
                 monitor.abort();
                 store.shutdown().await;
                 return Err(e);
@@ -107,8 +116,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Connect to MongoDB, retrying until it answers or shutdown is asked for.
-async fn connect_store(config: &Config, health: &Health, shutdown: &CancellationToken) -> Option<Store> {
+/// Connect to MongoDB, retrying until it answers or shutdown is asked for;
+/// a refusal no retry mends (a certificate, a login) is returned at once.
+async fn connect_store(config: &Config, health: &Health, shutdown: &CancellationToken) -> Result<Option<Store>> {
     let settings = &config.connection;
     let mut attempt = 0;
     loop {
@@ -120,7 +130,11 @@ async fn connect_store(config: &Config, health: &Health, shutdown: &Cancellation
         match connected.await {
             Ok(store) => {
                 health.store.store(true, Ordering::Relaxed);
-                return Some(store);
+                return Ok(Some(store));
+            }
+            Err(e) if e.refused_for_good() => {
+                tracing::error!(origin = ?Origin::Store, "stopping: {e} (retrying cannot mend this: fix the settings)");
+                return Err(e.into());
             }
             Err(e) => {
                 let wait = RetryPolicy::RECONNECT.backoff(attempt);
@@ -132,7 +146,7 @@ async fn connect_store(config: &Config, health: &Health, shutdown: &Cancellation
                 attempt += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.cancelled() => return None,
+                    _ = shutdown.cancelled() => return Ok(None),
                 }
             }
         }
