@@ -8,6 +8,7 @@
 //! [`TestEnv::cleanup`], or when the `TestEnv` is dropped during a panic.
 
 pub mod process;
+pub mod secure;
 
 use hpn_common::config::env;
 use hpn_common::{broker, ConnectionSettings, QueueType, Record, RecordKind};

@@ -4,7 +4,7 @@
 //! in the middle of one.
 
 use crate::{documents, expected_documents, read_csv, TestEnv};
-use hpn_common::RecordKind;
+use hpn_common::{ConnectionSettings, RecordKind};
 use hpn_producer::{publish_files, PublishOptions};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -51,10 +51,15 @@ impl Ran {
 
 /// Run `program` with `args` against the test's servers, to the end.
 pub fn run(env: &TestEnv, program: &Path, args: &[&str]) -> Ran {
+    run_with(&env.settings, program, args, &[("RUST_LOG", "warn")])
+}
+
+/// Run `program` with `args` against `settings`, with `vars` set too, to the end.
+pub fn run_with(settings: &ConnectionSettings, program: &Path, args: &[&str], vars: &[(&str, &str)]) -> Ran {
     let output = Command::new(program)
         .args(args)
-        .envs(env.settings.env_vars())
-        .env("RUST_LOG", "warn")
+        .envs(settings.env_vars())
+        .envs(vars.iter().copied())
         .output()
         .expect("run the program");
     Ran {
