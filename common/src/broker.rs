@@ -51,8 +51,10 @@ pub fn redacted(url: &str) -> String {
 /// query) and the TLS settings read from them.
 fn tls_settings(url: &str) -> lapin::Result<(String, OwnedTLSConfig)> {
     let invalid = |message: String| io_error(std::io::ErrorKind::InvalidInput, message);
-    let mut parsed =
-        url::Url::parse(url).map_err(|e| invalid(format!("RabbitMQ address {} is not a URL: {e}", redacted(url))))?;
+    // What is no URL to us is lapin's to refuse, in its words.
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return Ok((url.to_string(), OwnedTLSConfig::default()));
+    };
     let (files, rest): (Vec<_>, Vec<_>) = parsed
         .query_pairs()
         .into_owned()
@@ -114,7 +116,6 @@ pub fn refused_for_good(error: &lapin::Error) -> bool {
         "Login was refused",
         "RabbitMQ TLS:",
         "TLS files are given",
-        "not a URL",
     ]
     .iter()
     .any(|needle| text.contains(needle))
