@@ -74,6 +74,14 @@ pub mod header {
     /// (0 when it held too many to look at), and how many it held.
     pub const INVALID_RECORDS: &str = "x-hpn-invalid-records";
     pub const RECORDS: &str = "x-hpn-records";
+    /// On dead-lettered messages: when the importer set it aside
+    /// (milliseconds since the Unix epoch).
+    pub const DEAD_LETTERED_MS: &str = "x-hpn-dead-lettered-ms";
+    /// On replayed messages (`hpn-importer dead-letters replay`): the reason
+    /// it was dead-lettered for last time, and how many times it was
+    /// replayed.
+    pub const LAST_ERROR: &str = "x-hpn-last-error";
+    pub const REPLAYS: &str = "x-hpn-replays";
     /// Set by the importer when it puts a redelivered message back on its
     /// queue: how many deliveries of it ended without it being written
     /// (integer). Publishers leave it out.
@@ -357,6 +365,7 @@ pub fn dead_letter_properties(
         headers.insert(header::RECORDS.into(), AMQPValue::LongLongInt(records as i64));
     }
     headers.insert(header::ERROR.into(), AMQPValue::LongString(LongString::from(reason)));
+    headers.insert(header::DEAD_LETTERED_MS.into(), AMQPValue::LongLongInt(now_ms()));
     headers.insert(
         header::ORIGINAL_QUEUE.into(),
         AMQPValue::LongString(LongString::from(queue)),

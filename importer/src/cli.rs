@@ -122,6 +122,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The dead-letter queues: why messages were set aside (list, show),
+    /// put them back once the cause is fixed (replay), or drop them (purge).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+        #[command(flatten)]
+        broker: BrokerSettings,
+        /// Only this collection's dead letters (repeat for several; default all three).
+        #[arg(long = "collection", value_enum, global = true)]
+        collections: Vec<CollectionName>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Drop the three collections and delete the queues, then declare them
     /// again, empty and of the configured type (asks for --yes).
     Reset {
@@ -130,6 +144,61 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Dead letters per collection, grouped by reason (numbers and quoted
+    /// values folded), with counts and when the first and last arrived.
+    List,
+    /// A few whole dead letters, headers and body.
+    Show {
+        /// Only those whose reason contains this text (any case).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+    },
+    /// Put dead letters back on their queue (the records exchange, their
+    /// routing key, their properties and version; the reason kept as
+    /// x-hpn-last-error). Each is removed only once its copy is confirmed.
+    Replay {
+        /// Only those whose reason contains this text (any case).
+        #[arg(long)]
+        reason: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Only count what would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Drop dead letters (asks for --yes).
+    Purge {
+        /// Only those whose reason contains this text (any case).
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// A collection, by its name.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CollectionName {
+    Customers,
+    Products,
+    Rentals,
+}
+
+impl From<CollectionName> for hpn_common::RecordKind {
+    fn from(name: CollectionName) -> Self {
+        match name {
+            CollectionName::Customers => hpn_common::RecordKind::Customer,
+            CollectionName::Products => hpn_common::RecordKind::Product,
+            CollectionName::Rentals => hpn_common::RecordKind::Rental,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -265,6 +334,65 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&done)?);
             } else {
                 println!("{}", query::migrated_table(&done));
+            }
+        }
+        Command::DeadLetters {
+            action,
+            broker,
+            collections,
+            json,
+        } => {
+            use crate::tools::dead_letters;
+            let broker = broker.resolve()?;
+            let kinds: Vec<hpn_common::RecordKind> = collections.into_iter().map(Into::into).collect();
+            let print = |value: serde_json::Value, table: String| {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
+                } else {
+                    println!("{table}");
+                }
+            };
+            match action {
+                DeadLetterAction::List => {
+                    let groups = dead_letters::list(&broker, &kinds).await?;
+                    print(serde_json::to_value(&groups)?, dead_letters::groups_table(&groups));
+                }
+                DeadLetterAction::Show { reason, limit } => {
+                    let shown = dead_letters::show(&broker, &kinds, reason.as_deref(), limit).await?;
+                    let text = shown
+                        .iter()
+                        .map(|s| serde_json::to_string_pretty(s).expect("JSON"))
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    print(
+                        serde_json::to_value(&shown)?,
+                        if shown.is_empty() {
+                            "no dead letters".into()
+                        } else {
+                            text
+                        },
+                    );
+                }
+                DeadLetterAction::Replay { reason, limit, dry_run } => {
+                    let moved = dead_letters::replay(&broker, &kinds, reason.as_deref(), limit, dry_run).await?;
+                    print(
+                        serde_json::to_value(&moved)?,
+                        dead_letters::moved_table(&moved, dry_run),
+                    );
+                }
+                DeadLetterAction::Purge { reason, yes } => {
+                    anyhow::ensure!(
+                        yes,
+                        "purge drops the {} dead letters{}: add --yes",
+                        broker.queue_prefix,
+                        reason
+                            .as_deref()
+                            .map(|r| format!(" whose reason contains {r:?}"))
+                            .unwrap_or_default()
+                    );
+                    let moved = dead_letters::purge(&broker, &kinds, reason.as_deref()).await?;
+                    print(serde_json::to_value(&moved)?, dead_letters::moved_table(&moved, false));
+                }
             }
         }
         Command::Reset { servers, yes } => {
