@@ -1,0 +1,15 @@
+#!/bin/sh
+# The local MongoDB-compatible server. As the official mongo image does,
+# authentication is on when MONGO_INITDB_ROOT_USERNAME is set: then the
+# users the environment names are made at start (secantusd-users.py).
+# The container lives and dies with the server.
+set -e
+auth=
+if [ -n "${MONGO_INITDB_ROOT_USERNAME:-}" ]; then auth=--auth; fi
+secantusd-rs --standalone $auth --host 0.0.0.0 --port 27017 --storage-path /data/db --cache-size 512M &
+server=$!
+trap 'kill -TERM $server; wait $server' TERM INT
+rm -f /tmp/hpn-users-made
+if [ -n "$auth" ]; then python3 /usr/local/bin/secantusd-users.py; fi
+touch /tmp/hpn-users-made  # the healthcheck's sign that clients may log in
+wait $server
