@@ -77,6 +77,10 @@ pub struct Metrics {
     pub batch_write_seconds: Family<CollectionLabels, Histogram, fn() -> Histogram>,
     pub end_to_end_seconds: Family<CollectionLabels, Histogram, fn() -> Histogram>,
     pub queue_depth: Family<QueueLabels, Gauge>,
+    /// 1 while connected to the server, 0 while not (as `/healthz` says).
+    pub connected: Family<ServerLabels, Gauge>,
+    /// 1 while MongoDB answers but refuses a batch a writer holds.
+    pub store_refusing_writes: Gauge,
 }
 
 impl Default for Metrics {
@@ -126,6 +130,18 @@ impl Default for Metrics {
             end_to_end_seconds.clone(),
         );
         registry.register("queue_depth", "Messages ready in each queue", queue_depth.clone());
+        let connected = Family::<ServerLabels, Gauge>::default();
+        registry.register(
+            "connected",
+            "1 while connected to the server (rabbitmq, mongodb), 0 while not",
+            connected.clone(),
+        );
+        let store_refusing_writes = Gauge::default();
+        registry.register(
+            "store_refusing_writes",
+            "1 while MongoDB answers but refuses a batch a writer holds (see /healthz for why)",
+            store_refusing_writes.clone(),
+        );
         Metrics {
             registry,
             messages_consumed,
@@ -137,6 +153,8 @@ impl Default for Metrics {
             batch_write_seconds,
             end_to_end_seconds,
             queue_depth,
+            connected,
+            store_refusing_writes,
         }
     }
 }
@@ -182,6 +200,17 @@ impl Metrics {
         ServerLabels { server: name.into() }
     }
 
+    /// Copy what `/healthz` says into the gauges, before a scrape.
+    pub fn observe_health(&self, health: &crate::observe::health::Health) {
+        use std::sync::atomic::Ordering;
+        for (server, up) in [("rabbitmq", &health.broker), ("mongodb", &health.store)] {
+            self.connected
+                .get_or_create(&Self::server(server))
+                .set(i64::from(up.load(Ordering::Relaxed)));
+        }
+        self.store_refusing_writes.set(i64::from(health.refusal().is_some()));
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -215,6 +244,59 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// The alert rules the project ships name only metrics the importer
+    /// exports: a renamed metric would silence an alert without a word.
+    #[test]
+    fn every_metric_the_alert_rules_use_is_exported() {
+        let rules = include_str!("../../../deploy/prometheus/alerts.yml");
+        let m = Metrics::default();
+        m.record(RecordKind::Customer, "dead_lettered", 1);
+        m.unversioned(RecordKind::Customer, None, 1);
+        m.end_to_end_seconds
+            .get_or_create(&Metrics::collection(RecordKind::Customer))
+            .observe(0.01);
+        m.queue_depth.get_or_create(&QueueLabels { queue: "q".into() }).set(1);
+        m.batch_write_seconds
+            .get_or_create(&Metrics::collection(RecordKind::Customer))
+            .observe(0.01);
+        m.observe_health(&crate::observe::health::Health::default());
+        let text = m.render();
+        let mut used: Vec<&str> = rules
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("hpn_importer_"))
+            .collect();
+        used.sort();
+        used.dedup();
+        assert!(used.len() >= 6, "{used:?}");
+        for name in used {
+            // A series (`name{…} value`) or a family (`# TYPE name …`).
+            let series = text
+                .lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']));
+            let family = text.contains(&format!("# TYPE {name} "));
+            assert!(series || family, "{name} is in alerts.yml but not exported:\n{text}");
+        }
+    }
+
+    #[test]
+    fn the_health_gauges_follow_what_healthz_says() {
+        let m = Metrics::default();
+        let health = crate::observe::health::Health::default();
+        health.broker.store(true, std::sync::atomic::Ordering::Relaxed);
+        health.store_refuses("customers writer", "not authorized".into());
+        m.observe_health(&health);
+        let text = m.render();
+        assert!(
+            text.contains(r#"hpn_importer_connected{server="rabbitmq"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"hpn_importer_connected{server="mongodb"} 0"#), "{text}");
+        assert!(text.contains("hpn_importer_store_refusing_writes 1"), "{text}");
+        health.store_writes("customers writer");
+        m.observe_health(&health);
+        assert!(m.render().contains("hpn_importer_store_refusing_writes 0"));
     }
 
     #[test]

@@ -31,6 +31,7 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.observe_health(&state.health);
     (
         [(
             header::CONTENT_TYPE,
