@@ -18,8 +18,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 pub const DEFAULT_FILTER: &str = "warn,lapin=off,hpn_common=info,hpn_producer=info,hpn_importer=info";
 
 pub fn init() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // Colours only for a person at a terminal, not in log files or journals.
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
