@@ -260,6 +260,14 @@ fn decode_body(queue_kind: RecordKind, text: &str) -> Result<Decoded, Poison> {
     match text.trim_start().as_bytes().first() {
         Some(b'[') => {
             if let Some(records) = all_valid(queue_kind, text) {
+                // The limit holds for valid records too (the conformance
+                // test found this path let 10,001 through).
+                if records.len() > MAX_RECORDS_PER_MESSAGE {
+                    return Err(Poison::TooManyRecords {
+                        items: records.len(),
+                        limit: MAX_RECORDS_PER_MESSAGE,
+                    });
+                }
                 return Ok(Decoded {
                     records,
                     invalid: Vec::new(),
@@ -544,6 +552,20 @@ mod tests {
                 items: MAX_RECORDS_PER_MESSAGE + 1,
                 limit: MAX_RECORDS_PER_MESSAGE
             })
+        );
+        // As many valid records: the same, whatever path decodes them.
+        let valid = array(&vec![good; MAX_RECORDS_PER_MESSAGE + 1]);
+        assert_eq!(
+            decode(k, &json_props("rental"), &valid, 1 << 20),
+            Err(Poison::TooManyRecords {
+                items: MAX_RECORDS_PER_MESSAGE + 1,
+                limit: MAX_RECORDS_PER_MESSAGE
+            })
+        );
+        let most = array(&vec![good; MAX_RECORDS_PER_MESSAGE]);
+        assert_eq!(
+            decode(k, &json_props("rental"), &most, 1 << 20).map(|d| d.records.len()),
+            Ok(MAX_RECORDS_PER_MESSAGE)
         );
         // Eleven bad of twenty: over half, and more than a few.
         let mut items = vec![good; 9];
