@@ -189,6 +189,26 @@ pub async fn publish_raw(
         .expect("confirm");
 }
 
+/// Make the store refuse customers our validation takes: a 2dsphere index
+/// on `extra.location`, which refuses a location that is no geometry
+/// (MongoDB's code 16755). Its name, for dropping it: [`GEO_INDEX`].
+pub async fn refuse_customers_from_nowhere(store: &Store) {
+    let geo = mongodb::IndexModel::builder()
+        .keys(doc! {"extra.location": "2dsphere"})
+        .build();
+    store.collection(RecordKind::Customer).create_index(geo).await.unwrap();
+}
+
+pub const GEO_INDEX: &str = "extra.location_2dsphere";
+
+/// A customer `id`, valid to us, located "nowhere" (see
+/// [`refuse_customers_from_nowhere`]), as a message body.
+pub fn customer_from_nowhere(id: &str) -> String {
+    format!(
+        r#"{{"user_id":"{id}","name":"N","address":"1 Main St","phone_number":"555","email":"{id}@example.com","extra":{{"location":"nowhere"}}}}"#
+    )
+}
+
 /// Take the oldest message of a dead-letter queue: the reason the importer
 /// wrote on it (`x-hpn-error`), and the message.
 pub async fn next_dead_letter(channel: &Channel, queue: &str) -> Option<(String, lapin::message::Delivery)> {

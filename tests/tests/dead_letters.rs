@@ -43,10 +43,7 @@ fn count_of(groups: &[(String, u64)], words: &str) -> u64 {
 async fn dead_letters_are_listed_by_reason_and_replayed_by_reason_through_a_sigkill() {
     let env = TestEnv::new("dead_letters");
     let store = env.store().await;
-    let geo = mongodb::IndexModel::builder()
-        .keys(mongodb::bson::doc! {"extra.location": "2dsphere"})
-        .build();
-    store.collection(RecordKind::Customer).create_index(geo).await.unwrap();
+    hpn_tests::refuse_customers_from_nowhere(&store).await;
     let (_connection, channel) = env.channel().await;
     let topology = env.settings.topology();
     let props = || message::properties(RecordKind::Customer, None);
@@ -55,10 +52,7 @@ async fn dead_letters_are_listed_by_reason_and_replayed_by_reason_through_a_sigk
         async move { publish_raw(channel, topology, RecordKind::Customer, body.as_bytes(), props()).await }
     };
     for i in 0..REFUSED {
-        publish(format!(
-            r#"{{"user_id":"R{i:05}","name":"N","address":"1 Main St","phone_number":"555","email":"r{i}@example.com","extra":{{"location":"nowhere"}}}}"#
-        ))
-        .await;
+        publish(hpn_tests::customer_from_nowhere(&format!("R{i:05}"))).await;
     }
     for i in 0..NOT_JSON {
         publish(format!("not JSON {i} {{")).await;
@@ -106,7 +100,7 @@ async fn dead_letters_are_listed_by_reason_and_replayed_by_reason_through_a_sigk
     // The cause fixed; a dry run counts without moving anything.
     store
         .collection(RecordKind::Customer)
-        .drop_index("extra.location_2dsphere")
+        .drop_index(hpn_tests::GEO_INDEX)
         .await
         .unwrap();
     let dry = dead_letters(&env, &["replay", "--json", "--reason", "16755", "--dry-run"]).json();

@@ -454,17 +454,10 @@ async fn a_record_mongodb_refuses_is_dead_lettered_with_the_reason() {
 async fn a_record_only_the_store_refuses_is_dead_lettered_and_never_holds_the_collection() {
     let env = TestEnv::new("e2e_unknown_refusal");
     let store = env.store().await;
-    let geo = mongodb::IndexModel::builder()
-        .keys(mongodb::bson::doc! {"extra.location": "2dsphere"})
-        .build();
-    store.collection(RecordKind::Customer).create_index(geo).await.unwrap();
+    hpn_tests::refuse_customers_from_nowhere(&store).await;
     let (_connection, channel) = env.channel().await;
     let topology = env.settings.topology();
-    let nowhere = |id: &str| {
-        format!(
-            r#"{{"user_id":"{id}","name":"N","address":"1 Main St","phone_number":"555","email":"{id}@example.com","extra":{{"location":"nowhere"}}}}"#
-        )
-    };
+    let nowhere = hpn_tests::customer_from_nowhere;
     let props = || hpn_common::message::properties(RecordKind::Customer, None);
     let mut batch: Vec<Record> = (0..200).map(|i| customer(&format!("G{i:03}"), "Good")).collect();
     let good = String::from_utf8(hpn_common::message::encode(&batch.split_off(100))).unwrap();
