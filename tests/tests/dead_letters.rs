@@ -98,11 +98,25 @@ async fn dead_letters_are_listed_by_reason_and_replayed_by_reason_through_a_sigk
     assert!(shown[0]["headers"]["x-hpn-original-queue"].is_string(), "{shown}");
 
     // The cause fixed; a dry run counts without moving anything.
-    store
+    // Right after thousands of refusals the server can be slow enough for
+    // the driver to clear its pool once: a retryable error, retried; and
+    // when the lost answer was a success, the retry finds no index.
+    let mut attempts = 0;
+    while let Err(e) = store
         .collection(RecordKind::Customer)
         .drop_index(hpn_tests::GEO_INDEX)
         .await
-        .unwrap();
+    {
+        let gone = matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 27);
+        if attempts > 0 && gone {
+            break;
+        }
+        attempts += 1;
+        assert!(
+            attempts < 3 && hpn_importer::store::is_transient(&e),
+            "dropping the index: {e}"
+        );
+    }
     let dry = dead_letters(&env, &["replay", "--json", "--reason", "16755", "--dry-run"]).json();
     assert_eq!(dry[0]["replayed"], REFUSED as u64, "{dry}");
     assert_eq!(
