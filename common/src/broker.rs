@@ -1,7 +1,7 @@
 //! Connecting to RabbitMQ.
 //!
 //! One place that names our connections (they show up by name in the
-//! management UI and `rabbitmqctl list_connections`), sets the heartbeat so
+//! management UI and `rabbitmqctl list_connections`), sets a 10 s heartbeat so
 //! a dead peer is noticed in seconds rather than at the TCP timeout, and
 //! walks a list of addresses: the nodes of a cluster, given as one
 //! comma-separated `HPN_AMQP_URL`. Each connect tries them in order and
@@ -26,6 +26,10 @@ use std::time::Duration;
 
 /// The query parameters that name TLS files, as RabbitMQ's URI spec names them.
 const TLS_FILES: [&str; 3] = ["cacertfile", "certfile", "keyfile"];
+
+/// The heartbeat asked for unless the URL names one (`heartbeat=`): a
+/// connection whose peer is silent for twice this long is taken as lost.
+const HEARTBEAT_SECONDS: u16 = 10;
 
 /// How long one address may take to accept a connection before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,15 +56,24 @@ pub fn redacted(url: &str) -> String {
 fn tls_settings(url: &str) -> lapin::Result<(String, OwnedTLSConfig)> {
     let invalid = |message: String| io_error(std::io::ErrorKind::InvalidInput, message);
     // What is no URL to us is lapin's to refuse, in its words.
-    let Ok(mut parsed) = url::Url::parse(url) else {
+    let Ok(parsed) = url::Url::parse(url) else {
         return Ok((url.to_string(), OwnedTLSConfig::default()));
     };
-    let (files, rest): (Vec<_>, Vec<_>) = parsed
+    let (files, mut rest): (Vec<_>, Vec<_>) = parsed
         .query_pairs()
         .into_owned()
         .partition(|(key, _)| TLS_FILES.contains(&key.as_str()));
+    // A dead peer noticed in seconds, not at the TCP time-out: a broker
+    // killed with its network (a container, a node) sends no FIN.
+    if !rest.iter().any(|(key, _)| key == "heartbeat") {
+        rest.push(("heartbeat".into(), HEARTBEAT_SECONDS.to_string()));
+    }
+    let with_rest = |mut url: url::Url, rest: Vec<(String, String)>| {
+        url.query_pairs_mut().clear().extend_pairs(rest);
+        url.to_string()
+    };
     if files.is_empty() {
-        return Ok((url.to_string(), OwnedTLSConfig::default()));
+        return Ok((with_rest(parsed, rest), OwnedTLSConfig::default()));
     }
     if parsed.scheme() != "amqps" {
         return Err(invalid(format!(
@@ -91,12 +104,7 @@ fn tls_settings(url: &str) -> lapin::Result<(String, OwnedTLSConfig)> {
             ))
         }
     };
-    if rest.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(rest);
-    }
-    Ok((parsed.to_string(), OwnedTLSConfig { identity, cert_chain }))
+    Ok((with_rest(parsed, rest), OwnedTLSConfig { identity, cert_chain }))
 }
 
 /// Whether a failed connect is one that trying again cannot mend: the
@@ -245,10 +253,10 @@ mod tests {
             })
         );
         let (address, tls) = tls_settings(&format!("amqps://h/%2f?cacertfile={ca}")).unwrap();
-        assert_eq!(address, "amqps://h/%2f");
+        assert_eq!(address, "amqps://h/%2f?heartbeat=10", "a heartbeat unless one is named");
         assert!(tls.identity.is_none());
         let (plain, tls) = tls_settings("amqp://u:p@h:5672/%2f").unwrap();
-        assert_eq!(plain, "amqp://u:p@h:5672/%2f", "a URL without TLS files is left alone");
+        assert_eq!(plain, "amqp://u:p@h:5672/%2f?heartbeat=10", "a URL without TLS files gets the heartbeat only");
         assert!(tls.cert_chain.is_none() && tls.identity.is_none());
 
         let refused = |url: String, says: &str| {
