@@ -256,7 +256,10 @@ mod tests {
         assert_eq!(address, "amqps://h/%2f?heartbeat=10", "a heartbeat unless one is named");
         assert!(tls.identity.is_none());
         let (plain, tls) = tls_settings("amqp://u:p@h:5672/%2f").unwrap();
-        assert_eq!(plain, "amqp://u:p@h:5672/%2f?heartbeat=10", "a URL without TLS files gets the heartbeat only");
+        assert_eq!(
+            plain, "amqp://u:p@h:5672/%2f?heartbeat=10",
+            "a URL without TLS files gets the heartbeat only"
+        );
         assert!(tls.cert_chain.is_none() && tls.identity.is_none());
 
         let refused = |url: String, says: &str| {
