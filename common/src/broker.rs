@@ -52,8 +52,9 @@ pub fn redacted(url: &str) -> String {
 }
 
 /// One address: the URL lapin is given (the TLS files taken out of its
-/// query) and the TLS settings read from them.
-fn tls_settings(url: &str) -> lapin::Result<(String, OwnedTLSConfig)> {
+/// query, the heartbeat added when it names none) and the TLS settings read
+/// from those files.
+fn address_and_tls(url: &str) -> lapin::Result<(String, OwnedTLSConfig)> {
     let invalid = |message: String| io_error(std::io::ErrorKind::InvalidInput, message);
     // What is no URL to us is lapin's to refuse, in its words.
     let Ok(parsed) = url::Url::parse(url) else {
@@ -143,7 +144,7 @@ pub async fn connect(urls: &str, name: &str) -> lapin::Result<Connection> {
     let mut last_error = None;
     for (i, url) in addresses.iter().enumerate() {
         let properties = ConnectionProperties::default().with_connection_name(name.into());
-        let (address, tls) = tls_settings(url)?;
+        let (address, tls) = address_and_tls(url)?;
         let connecting = async {
             Connection::connect_with_config(&address, properties, tls, lapin::runtime::default_runtime()?).await
         };
@@ -239,7 +240,7 @@ mod tests {
         };
         let (ca, cert, key) = (file("ca.pem", "CA"), file("c.pem", "CERT"), file("k.pem", "KEY"));
         let url = format!("amqps://u:p@h:5671/%2f?heartbeat=5&cacertfile={ca}&certfile={cert}&keyfile={key}");
-        let (address, tls) = tls_settings(&url).unwrap();
+        let (address, tls) = address_and_tls(&url).unwrap();
         assert_eq!(
             address, "amqps://u:p@h:5671/%2f?heartbeat=5",
             "lapin gets the rest of the query"
@@ -252,10 +253,10 @@ mod tests {
                 key: b"KEY".to_vec()
             })
         );
-        let (address, tls) = tls_settings(&format!("amqps://h/%2f?cacertfile={ca}")).unwrap();
+        let (address, tls) = address_and_tls(&format!("amqps://h/%2f?cacertfile={ca}")).unwrap();
         assert_eq!(address, "amqps://h/%2f?heartbeat=10", "a heartbeat unless one is named");
         assert!(tls.identity.is_none());
-        let (plain, tls) = tls_settings("amqp://u:p@h:5672/%2f").unwrap();
+        let (plain, tls) = address_and_tls("amqp://u:p@h:5672/%2f").unwrap();
         assert_eq!(
             plain, "amqp://u:p@h:5672/%2f?heartbeat=10",
             "a URL without TLS files gets the heartbeat only"
@@ -263,7 +264,7 @@ mod tests {
         assert!(tls.cert_chain.is_none() && tls.identity.is_none());
 
         let refused = |url: String, says: &str| {
-            let error = tls_settings(&url).unwrap_err();
+            let error = address_and_tls(&url).unwrap_err();
             assert!(error.to_string().contains(says), "{url}: {error}");
             assert!(refused_for_good(&error), "{error}");
             assert!(!error.to_string().contains(":p@"), "no password in {error}");
