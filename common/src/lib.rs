@@ -44,5 +44,5 @@ pub mod topology;
 pub use config::{BrokerSettings, ConnectionSettings, StoreSettings};
 pub use error::{Error, Origin, Result};
 pub use mapping::Mapping;
-pub use record::{Customer, Extra, Product, Record, RecordKind, Rental};
+pub use record::{Customer, Deletion, Extra, Product, Record, RecordKind, Rental};
 pub use topology::{QueueType, Topology};

@@ -12,6 +12,8 @@
 //! store keeps the highest version of each key, whatever order messages are
 //! delivered in. A record may also carry the columns a mapping kept, in
 //! one `extra` object (see `record.rs`); a customer may lack `zip_code`.
+//! A record may also be a delete: its key, `"_deleted": true` and a version
+//! (`record::Deletion`), ordered against the key's records by that version.
 //!
 //! Decoding is strict about what it cannot store and lenient about what it
 //! can: a message the importer cannot use at all is [`Poison`] and goes whole

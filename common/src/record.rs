@@ -14,6 +14,12 @@
 //! redeliveries end with the newest version of every key whatever order
 //! they write in. A record without a version is applied on arrival.
 //!
+//! A record may also be a delete ([`Deletion`]: its key, `"_deleted": true`
+//! and a version). It is ordered by the same rule as any record: the store
+//! keeps a tombstone of the key at the delete's version, so an older record
+//! of the key that arrives later changes nothing, and a newer one brings
+//! the key back (`docs/message-format.md`, *Deletes*).
+//!
 //! Files from other systems carry columns the brief does not name (a
 //! customer's status, a rental's date). A record keeps those it was told to
 //! keep (see `crate::mapping`) as [`Extra`]: text under the names given, in
@@ -201,7 +207,129 @@ pub enum Record {
     Customer(Customer),
     Product(Product),
     Rental(Rental),
+    /// The delete of a key of any kind.
+    Deleted(Deletion),
 }
+
+/// The field that marks a record as a delete, on the wire.
+pub const DELETED_FIELD: &str = "_deleted";
+
+/// A delete: the key of a record of `kind` and the version it was deleted
+/// at. On the wire, the key's fields, `"_deleted": true` and `_version`
+/// (`{"user_id": "C1", "_deleted": true, "_version": 7}`); the record's
+/// other fields may be sent too, and are not looked at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    pub kind: RecordKind,
+    /// The key's first field (`user_id`, `product_id`, or a rental's
+    /// `product_id`) and its second (a rental's `user_id`; empty otherwise).
+    pub key: (String, String),
+    pub version: Option<i64>,
+}
+
+impl Deletion {
+    /// The delete of a customer's or a product's key (`id`), or of a rental's
+    /// (`"P1 C1"`: `product_id`, a space, `user_id`).
+    pub fn of(kind: RecordKind, id: &str) -> Result<Deletion, Invalid> {
+        let key = match kind {
+            RecordKind::Rental => match id.split_once(' ') {
+                Some((product_id, user_id)) => (product_id.to_string(), user_id.to_string()),
+                None => {
+                    return Err(Invalid::new(
+                        "product_id",
+                        format!("{id:?} is not a rental's key (product_id, a space, user_id)"),
+                    ))
+                }
+            },
+            _ => (id.to_string(), String::new()),
+        };
+        let deletion = Deletion {
+            kind,
+            key,
+            version: None,
+        };
+        deletion.validate()?;
+        Ok(deletion)
+    }
+
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let fields = self.kind.key_fields();
+        check_id(fields[0], &self.key.0)?;
+        match fields.get(1) {
+            Some(second) => check_id(second, &self.key.1),
+            None if self.key.1.is_empty() => Ok(()),
+            None => Err(Invalid::new(fields[0], "a one-field key has no second part")),
+        }
+    }
+
+    /// Parse one JSON object that says `"_deleted"`: `None` when it does
+    /// not (it is then no delete at all), a record when it says `false`
+    /// (an ordinary record), a delete when it says `true`. A delete holds
+    /// the key's fields, optionally `_version`, and nothing but the kind's
+    /// other fields (whose values are not looked at).
+    fn from_json(kind: RecordKind, json: &str) -> Option<Result<Record, String>> {
+        let mut object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json).ok()?;
+        let marker = object.remove(DELETED_FIELD)?;
+        Some(match marker {
+            serde_json::Value::Bool(false) => Record::from_json(kind, &serde_json::Value::Object(object).to_string()),
+            serde_json::Value::Bool(true) => Deletion::from_object(kind, object),
+            other => Err(format!(
+                "not a valid {kind} record: {DELETED_FIELD} is {other}, not true or false"
+            )),
+        })
+    }
+
+    fn from_object(kind: RecordKind, mut object: serde_json::Map<String, serde_json::Value>) -> Result<Record, String> {
+        let refused = |problem: String| format!("not a valid {kind} delete: {problem}");
+        let mut key = Vec::with_capacity(2);
+        for field in kind.key_fields() {
+            match object.remove(*field) {
+                Some(serde_json::Value::String(id)) => key.push(id),
+                Some(other) => return Err(refused(format!("{field} is {other}, not a string"))),
+                None => return Err(refused(format!("missing field `{field}`"))),
+            }
+        }
+        let version = match object.remove("_version") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+            Some(other) => return Err(refused(format!("_version is {other}, expected i64"))),
+        };
+        if let Some(unknown) = object
+            .keys()
+            .find(|name| !kind.columns().contains(&name.as_str()) && name.as_str() != "extra")
+        {
+            return Err(refused(format!("unknown field `{unknown}`")));
+        }
+        let mut key = key.into_iter();
+        let deletion = Deletion {
+            kind,
+            key: (key.next().unwrap_or_default(), key.next().unwrap_or_default()),
+            version,
+        };
+        deletion.validate().map_err(|e| e.to_string())?;
+        Ok(Record::Deleted(deletion))
+    }
+}
+
+impl Serialize for Deletion {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let fields = self.kind.key_fields();
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(fields[0], &self.key.0)?;
+        if let Some(second) = fields.get(1) {
+            map.serialize_entry(second, &self.key.1)?;
+        }
+        map.serialize_entry(DELETED_FIELD, &true)?;
+        if let Some(version) = self.version {
+            map.serialize_entry("_version", &version)?;
+        }
+        map.end()
+    }
+}
+
+/// What a delete keeps of the columns: none.
+static NO_EXTRA: Extra = Extra::new();
 
 /// Whether a record of version `incoming` replaces what the store holds at
 /// version `stored` (`None`: no document, or one written without a version).
@@ -379,6 +507,7 @@ impl Record {
             Record::Customer(_) => RecordKind::Customer,
             Record::Product(_) => RecordKind::Product,
             Record::Rental(_) => RecordKind::Rental,
+            Record::Deleted(d) => d.kind,
         }
     }
 
@@ -388,6 +517,7 @@ impl Record {
             Record::Customer(c) => c.version,
             Record::Product(p) => p.version,
             Record::Rental(r) => r.version,
+            Record::Deleted(d) => d.version,
         }
     }
 
@@ -397,6 +527,7 @@ impl Record {
             Record::Customer(c) => c.version = version,
             Record::Product(p) => p.version = version,
             Record::Rental(r) => r.version = version,
+            Record::Deleted(d) => d.version = version,
         }
     }
 
@@ -413,6 +544,8 @@ impl Record {
             Record::Customer(c) => c.user_id.clone(),
             Record::Product(p) => p.product_id.clone(),
             Record::Rental(r) => format!("{}/{}", r.product_id, r.user_id),
+            Record::Deleted(d) if d.kind == RecordKind::Rental => format!("{}/{}", d.key.0, d.key.1),
+            Record::Deleted(d) => d.key.0.clone(),
         }
     }
 
@@ -432,6 +565,7 @@ impl Record {
             Record::Customer(c) => (&c.user_id, ""),
             Record::Product(p) => (&p.product_id, ""),
             Record::Rental(r) => (&r.product_id, &r.user_id),
+            Record::Deleted(d) => (&d.key.0, &d.key.1),
         }
     }
 
@@ -445,6 +579,13 @@ impl Record {
                 r.product_id.hash(state);
                 r.user_id.hash(state);
             }
+            // Hashed as the record of its key would be, so a delete goes
+            // to the same writer as the upserts of its key.
+            Record::Deleted(d) if d.kind == RecordKind::Rental => {
+                d.key.0.hash(state);
+                d.key.1.hash(state);
+            }
+            Record::Deleted(d) => d.key.0.hash(state),
         }
     }
 
@@ -453,17 +594,32 @@ impl Record {
             Record::Customer(c) => c.validate(),
             Record::Product(p) => p.validate(),
             Record::Rental(r) => r.validate(),
+            Record::Deleted(d) => d.validate(),
         }
     }
 
-    /// Parse one JSON object as a record of `kind`, then validate it.
+    /// Whether this record is a delete.
+    pub fn is_deletion(&self) -> bool {
+        matches!(self, Record::Deleted(_))
+    }
+
+    /// Parse one JSON object as a record of `kind` (or the delete of one),
+    /// then validate it.
     pub fn from_json(kind: RecordKind, json: &str) -> Result<Record, String> {
         let record = match kind {
             RecordKind::Customer => serde_json::from_str(json).map(Record::Customer),
             RecordKind::Product => serde_json::from_str(json).map(Record::Product),
             RecordKind::Rental => serde_json::from_str(json).map(Record::Rental),
-        }
-        .map_err(|e| format!("not a valid {kind} record: {e}"))?;
+        };
+        let record = match record {
+            Ok(record) => record,
+            // Only an object the record's own fields refuse can be a delete
+            // (they know no `_deleted`): the common case pays nothing.
+            Err(e) => {
+                return Deletion::from_json(kind, json)
+                    .unwrap_or_else(|| Err(format!("not a valid {kind} record: {e}")));
+            }
+        };
         record.validate().map_err(|e| e.to_string())?;
         Ok(record)
     }
@@ -524,6 +680,7 @@ impl Record {
             Record::Customer(c) => &c.extra,
             Record::Product(p) => &p.extra,
             Record::Rental(r) => &r.extra,
+            Record::Deleted(_) => &NO_EXTRA,
         }
     }
 
@@ -546,6 +703,17 @@ impl Record {
                 p.quantity_available.to_string(),
             ],
             Record::Rental(r) => vec![r.product_id.clone(), r.user_id.clone()],
+            // The key's fields where the kind has them, the rest empty.
+            Record::Deleted(d) => d
+                .kind
+                .columns()
+                .iter()
+                .map(|column| match d.kind.key_fields().iter().position(|k| k == column) {
+                    Some(0) => d.key.0.clone(),
+                    Some(_) => d.key.1.clone(),
+                    None => String::new(),
+                })
+                .collect(),
         }
     }
 }
@@ -719,6 +887,58 @@ mod tests {
                 .field,
             "user_id"
         );
+    }
+
+    #[test]
+    fn a_delete_is_its_key_the_marker_and_a_version() {
+        let delete = Record::from_json(RecordKind::Customer, r#"{"user_id":"C1","_deleted":true,"_version":7}"#);
+        let expected = Record::Deleted(Deletion {
+            kind: RecordKind::Customer,
+            key: ("C1".into(), String::new()),
+            version: Some(7),
+        });
+        assert_eq!(delete, Ok(expected.clone()));
+        assert_eq!(
+            serde_json::to_string(&expected).unwrap(),
+            r#"{"user_id":"C1","_deleted":true,"_version":7}"#
+        );
+        // The record's other fields may come along; they are not looked at.
+        let full = r#"{"user_id":"C1","name":"","email":3,"_deleted":true,"_version":7}"#;
+        assert_eq!(Record::from_json(RecordKind::Customer, full), Ok(expected));
+        let rental = Record::from_json(
+            RecordKind::Rental,
+            r#"{"_deleted":true,"user_id":"C1","product_id":"P1"}"#,
+        )
+        .unwrap();
+        assert_eq!(rental.key_parts(), ("P1", "C1"));
+        assert_eq!(rental.version(), None);
+        assert_eq!(rental.kind(), RecordKind::Rental);
+        assert_eq!(
+            Deletion::of(RecordKind::Rental, "P1 C1").map(Record::Deleted),
+            Ok(rental)
+        );
+        // `false` is an ordinary record.
+        let kept = Record::from_json(
+            RecordKind::Rental,
+            r#"{"product_id":"P1","user_id":"C1","_deleted":false}"#,
+        );
+        assert_eq!(kept, Ok(Record::Rental(Rental::new("P1", "C1"))));
+        for (bad, says) in [
+            (r#"{"user_id":"C1","_deleted":"yes"}"#, "not true or false"),
+            (r#"{"_deleted":true}"#, "missing field `user_id`"),
+            (r#"{"user_id":"C 1","_deleted":true}"#, "user_id"),
+            (r#"{"user_id":7,"_deleted":true}"#, "not a string"),
+            (r#"{"user_id":"C1","_deleted":true,"_version":"7"}"#, "expected i64"),
+            (
+                r#"{"user_id":"C1","_deleted":true,"colour":"red"}"#,
+                "unknown field `colour`",
+            ),
+            (r#"{"user_id":"C1","name":"Ann","_deleted":false}"#, "missing field"),
+        ] {
+            let err = Record::from_json(RecordKind::Customer, bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        assert!(Deletion::of(RecordKind::Rental, "P1").is_err());
     }
 
     #[test]
