@@ -136,6 +136,22 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Remove the tombstones deletes left, once they are older than any
+    /// message may still be waiting: after that, a record older than the
+    /// delete brings its key back (docs/message-format.md, "Deletes").
+    Compact {
+        #[command(flatten)]
+        store: StoreSettings,
+        /// Tombstones written longer ago than this ("30days", "12h", "90s").
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+        /// Only this collection (repeat for several; default all three).
+        #[arg(long = "collection", value_enum)]
+        collections: Vec<CollectionName>,
+        /// Print what was removed as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Drop the three collections and delete the queues, then declare them
     /// again, empty and of the configured type (asks for --yes).
     Reset {
@@ -207,7 +223,7 @@ enum Query {
     AvailableProducts,
     /// Every customer who rented a product.
     Rentals { product_id: String },
-    /// Rentals whose customer or product is not in the store.
+    /// Rentals whose customer or product is not in the store, or deleted.
     Orphans,
 }
 
@@ -279,6 +295,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             None => anyhow::bail!("nothing answers on http://{listen}/healthz"),
         },
         Command::Query { query, store, json } => {
+            let store = store.resolve()?;
             let store = Store::connect(&store.mongodb_uri, &store.database).await?;
             match query {
                 Query::AvailableProducts => {
@@ -324,6 +341,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Migrate { store, json } => {
+            let store = store.resolve()?;
             let store = Store::connect(&store.mongodb_uri, &store.database).await?;
             let mut done = Vec::new();
             for kind in hpn_common::RecordKind::ALL {
@@ -394,6 +412,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     print(serde_json::to_value(&moved)?, dead_letters::moved_table(&moved, false));
                 }
             }
+        }
+        Command::Compact {
+            store,
+            older_than,
+            collections,
+            json,
+        } => {
+            let store = store.resolve()?;
+            let store = Store::connect(&store.mongodb_uri, &store.database).await?;
+            let kinds: Vec<hpn_common::RecordKind> = match collections.is_empty() {
+                true => hpn_common::RecordKind::ALL.to_vec(),
+                false => collections.into_iter().map(Into::into).collect(),
+            };
+            let mut removed = serde_json::Map::new();
+            for kind in kinds {
+                let n = store.compact(kind, older_than).await?;
+                removed.insert(kind.collection().into(), n.into());
+                if !json {
+                    println!(
+                        "{}: removed {n} tombstones older than {}",
+                        kind.collection(),
+                        humantime::format_duration(older_than)
+                    );
+                }
+            }
+            if json {
+                println!("{}", serde_json::Value::Object(removed));
+            }
+            store.shutdown().await;
         }
         Command::Reset { servers, yes } => {
             let settings = servers.settings()?;

@@ -1,8 +1,13 @@
 //! The figures HP Norton asked for, per collection and per run: records
 //! processed, count before, count after and seconds taken, plus how many
-//! records were inserted, updated, stale (an equal or newer version was
-//! already stored, so nothing changed) or rejected. Printed as a table for people
-//! and as JSON for scripts.
+//! records were inserted, updated, deleted, stale (an equal or newer
+//! version was already stored, so nothing changed) or rejected. Printed as
+//! a table for people and as JSON for scripts.
+//!
+//! The counts before and after are of live documents: a deleted key's
+//! tombstone is not counted (see `store::live`), so a delete lowers the
+//! count and a record that brings a deleted key back raises it, though it
+//! counts as updated (its key had a document, the tombstone).
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, CellAlignment, Table};
 use serde::{Deserialize, Serialize};
@@ -12,7 +17,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImportStats {
     pub collection: String,
-    /// Records taken from the queue and handled (inserted + updated + stale + rejected).
+    /// Records taken from the queue and handled (inserted + updated +
+    /// deleted + stale + rejected).
     pub processed: u64,
     pub count_before: u64,
     pub count_after: u64,
@@ -21,6 +27,9 @@ pub struct ImportStats {
     pub elapsed: Duration,
     pub inserted: u64,
     pub updated: u64,
+    /// Deletes applied (the key's document is now a tombstone).
+    #[serde(default)]
+    pub deleted: u64,
     /// Records that changed nothing: the store held an equal or newer version.
     #[serde(default)]
     pub stale: u64,
@@ -126,6 +135,7 @@ impl ImportReport {
             "seconds",
             "inserted",
             "updated",
+            "deleted",
             "stale",
             "rejected",
             "records/s",
@@ -136,7 +146,7 @@ impl ImportReport {
                    before: String,
                    after: String,
                    elapsed: Duration,
-                   [ins, upd, stale, rej]: [u64; 4],
+                   [ins, upd, del, stale, rej]: [u64; 5],
                    left: String| {
             vec![
                 name.to_string(),
@@ -146,6 +156,7 @@ impl ImportReport {
                 format!("{:.3}", elapsed.as_secs_f64()),
                 format!("{ins}"),
                 format!("{upd}"),
+                format!("{del}"),
                 format!("{stale}"),
                 format!("{rej}"),
                 format!("{:.0}", rate(processed, elapsed)),
@@ -160,7 +171,7 @@ impl ImportReport {
                 s.count_before.to_string(),
                 s.count_after.to_string(),
                 s.elapsed,
-                [s.inserted, s.updated, s.stale, s.rejected],
+                [s.inserted, s.updated, s.deleted, s.stale, s.rejected],
                 left(s.messages_left),
             ));
         }
@@ -174,6 +185,7 @@ impl ImportReport {
             [
                 sum(|s| s.inserted),
                 sum(|s| s.updated),
+                sum(|s| s.deleted),
                 sum(|s| s.stale),
                 sum(|s| s.rejected),
             ],
@@ -183,7 +195,7 @@ impl ImportReport {
                 "not drained".into()
             },
         ));
-        for column in 1..11 {
+        for column in 1..12 {
             if let Some(c) = table.column_mut(column) {
                 c.set_cell_alignment(CellAlignment::Right);
             }
@@ -215,18 +227,20 @@ mod tests {
                     elapsed: Duration::from_millis(500),
                     inserted: 998,
                     updated: 0,
+                    deleted: 0,
                     stale: 0,
                     rejected: 2,
                     messages_left: Some(0),
                 },
                 ImportStats {
                     collection: "products".into(),
-                    processed: 10,
+                    processed: 12,
                     count_before: 10,
-                    count_after: 10,
+                    count_after: 8,
                     elapsed: Duration::from_millis(20),
                     inserted: 0,
                     updated: 7,
+                    deleted: 2,
                     stale: 3,
                     rejected: 0,
                     messages_left: Some(0),
@@ -295,7 +309,8 @@ mod tests {
             "total (wall time)",
             "count before",
             "stale",
-            "1010",
+            "deleted",
+            "1012",
             "0.510",
             "2000",
         ] {

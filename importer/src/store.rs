@@ -21,6 +21,12 @@
 //! checked and applied by the server in one atomic step per document; no
 //! read ever precedes a write.
 //!
+//! A delete (see [`document`]) is written by the same guarded statement as
+//! any record, and leaves a tombstone at its version: invisible to the
+//! queries and counts here (their filter is [`live`]), in the way of any
+//! older record of its key, and replaced by a newer one. [`Store::compact`]
+//! removes old tombstones.
+//!
 //! Batches go to the server as one `update` command holding one upsert
 //! statement per record, unordered: one round trip per batch instead of one
 //! per row, and a bad record cannot stop the rest of its batch. The `update`
@@ -33,8 +39,8 @@ mod durability;
 mod migrate;
 
 pub use document::{
-    fields_raw, key_filter, key_id, key_of, stored_document, stored_raw, to_document, EXTRA_FIELD, KEY_INDEX,
-    VERSION_FIELD,
+    fields_raw, key_filter, key_id, key_of, live, stored_document, stored_raw, to_document, DELETED_AT_FIELD,
+    DELETED_FIELD, EXTRA_FIELD, KEY_INDEX, VERSION_FIELD,
 };
 pub use migrate::{Migrated, OLD_KEY_INDEXES};
 
@@ -222,8 +228,12 @@ pub struct FailedWrite {
 pub struct WriteOutcome {
     /// Records that created a new document.
     pub inserted: u64,
-    /// Records whose key already had a document (changed or not).
+    /// Records whose key already had a document (changed or not; a
+    /// tombstone too, which the record then brings back).
     pub updated: u64,
+    /// Deletes applied: the key's document is now a tombstone at the
+    /// delete's version (it had none, an older one, or was a tombstone).
+    pub deleted: u64,
     /// Records that changed nothing: the store, or an earlier record of the
     /// same batch, held an equal or newer version of their key.
     pub stale: u64,
@@ -301,6 +311,7 @@ impl WriteOutcome {
     fn add(&mut self, other: WriteOutcome) {
         self.inserted += other.inserted;
         self.updated += other.updated;
+        self.deleted += other.deleted;
         self.stale += other.stale;
         self.retried += other.retried;
         self.failed.extend(other.failed);
@@ -384,9 +395,23 @@ impl Store {
         self.db.collection(kind.collection())
     }
 
-    /// Exact number of documents in a kind's collection.
+    /// Exact number of live documents (tombstones not counted) in a kind's
+    /// collection: what the reports' counts before and after say.
     pub async fn count(&self, kind: RecordKind) -> Result<u64, StoreError> {
-        Ok(self.collection(kind).count_documents(doc! {}).await?)
+        Ok(self.collection(kind).count_documents(live()).await?)
+    }
+
+    /// Remove the tombstones of `kind` written more than `older_than` ago
+    /// (by the importer's clock); returns how many. Once a key's tombstone
+    /// is gone, a record of the key older than the delete that arrives
+    /// after this brings the key back: the horizon must be longer than any
+    /// message may wait (docs/message-format.md, *Deletes*).
+    pub async fn compact(&self, kind: RecordKind, older_than: Duration) -> Result<u64, StoreError> {
+        let before = mongodb::bson::DateTime::from_millis(
+            hpn_common::message::now_ms().saturating_sub(older_than.as_millis().min(i64::MAX as u128) as i64),
+        );
+        let filter = doc! {DELETED_FIELD: true, DELETED_AT_FIELD: {"$lt": before}};
+        Ok(self.collection(kind).delete_many(filter).await?.deleted_count)
     }
 
     /// Drop the three collections (tests, demonstrations and `reset`).
@@ -411,18 +436,25 @@ impl Store {
     /// Within one batch only the winner of each key is sent (see
     /// [`latest_per_key`]), so the result does not depend on the order the
     /// server applies an unordered batch in.
+    ///
+    /// Deletes skip the insert: each is one guarded statement (see
+    /// [`Store::upsert`]), which leaves a tombstone where the key had no
+    /// document or an older one.
     pub async fn write(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
         let batch = latest_per_key(records);
-        let mut outcome = WriteOutcome {
-            updated: batch.superseded,
-            stale: batch.stale,
-            ..WriteOutcome::default()
-        };
-        let documents: Vec<RawDocumentBuf> = batch.latest.iter().map(|&i| stored_raw(&records[i])).collect();
+        let mut outcome = batch.folded();
+        let (deletes, latest): (Vec<usize>, Vec<usize>) = batch.latest.iter().partition(|&&i| records[i].is_deletion());
+        if !deletes.is_empty() {
+            outcome.add(self.delete(kind, records, deletes).await?);
+        }
+        if latest.is_empty() {
+            return Ok(outcome);
+        }
+        let documents: Vec<RawDocumentBuf> = latest.iter().map(|&i| stored_raw(&records[i])).collect();
         let mut conflicts = Vec::new();
         let collection = self.db.collection::<RawDocumentBuf>(kind.collection());
         match collection.insert_many(documents).ordered(false).await {
-            Ok(_) => outcome.inserted += batch.latest.len() as u64,
+            Ok(_) => outcome.inserted += latest.len() as u64,
             Err(e) => {
                 let ErrorKind::InsertMany(failure) = e.kind.as_ref() else {
                     return Err(e.into());
@@ -431,10 +463,10 @@ impl Store {
                     return Err(StoreError::WriteConcern(wce.message.clone()));
                 }
                 let errors = failure.write_errors.as_deref().unwrap_or_default();
-                outcome.inserted += (batch.latest.len() - errors.len()) as u64;
+                outcome.inserted += (latest.len() - errors.len()) as u64;
                 let mut unknown = Vec::new();
                 for error in errors {
-                    let index = batch.latest[error.index];
+                    let index = latest[error.index];
                     let failed = FailedWrite {
                         index,
                         code: error.code,
@@ -448,7 +480,7 @@ impl Store {
                         outcome.failed.push(failed);
                     }
                 }
-                let all_refused = unknown.len() == batch.latest.len();
+                let all_refused = unknown.len() == latest.len();
                 outcome
                     .failed
                     .extend(self.whose_refusal(kind, unknown, all_refused).await?);
@@ -458,8 +490,9 @@ impl Store {
             conflicts.sort_unstable();
             // The insert said these keys exist, so a versioned statement that
             // hits the key index again found a version at least its own.
-            // (Only a document deleted in between, which nothing but `reset`
-            // does, would make that wrong: the record would count as stale.)
+            // (Only a document removed in between, which nothing but `reset`
+            // and `compact` do, would make that wrong: the record would
+            // count as stale.)
             let guarded = self.apply(kind, records, conflicts, KeysExist::Yes).await?;
             outcome.add(guarded);
         }
@@ -483,15 +516,37 @@ impl Store {
     /// one win and gives the other E11000 too. So a statement's first E11000
     /// is sent again: the document now exists, and the retry either updates
     /// it (the record was newer) or gets E11000 again (stale).
+    ///
+    /// A delete is the same statement with the tombstone's fields (see
+    /// [`document`]): applied only over an older version, it unsets the
+    /// record's other fields; a newer record's statement unsets the
+    /// tombstone's marks.
     pub async fn upsert(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
         let batch = latest_per_key(records);
-        let mut outcome = WriteOutcome {
-            updated: batch.superseded,
-            stale: batch.stale,
-            ..WriteOutcome::default()
-        };
-        outcome.add(self.apply(kind, records, batch.latest, KeysExist::Unknown).await?);
+        let mut outcome = batch.folded();
+        let (deletes, latest): (Vec<usize>, Vec<usize>) = batch.latest.iter().partition(|&&i| records[i].is_deletion());
+        if !deletes.is_empty() {
+            outcome.add(self.delete(kind, records, deletes).await?);
+        }
+        outcome.add(self.apply(kind, records, latest, KeysExist::Unknown).await?);
         Ok(outcome)
+    }
+
+    /// Apply the deletes `records[i]`, `i` in `pending` (one per key), as
+    /// guarded statements: what they changed counts as deleted.
+    async fn delete(
+        &self,
+        kind: RecordKind,
+        records: &[Record],
+        pending: Vec<usize>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let applied = self.apply(kind, records, pending, KeysExist::Unknown).await?;
+        Ok(WriteOutcome {
+            inserted: 0,
+            updated: 0,
+            deleted: applied.inserted + applied.updated,
+            ..applied
+        })
     }
 
     /// Send guarded upserts for `records[i]`, `i` in `pending` (one per key).
@@ -620,6 +675,8 @@ impl Store {
     ///
     /// The reads after a refused update only explain the refusal for the
     /// report; they decide nothing.
+    ///
+    /// A deleted product (a tombstone) has no stock and counts as unknown.
     pub async fn take_stock(&self, product_id: &str, user_id: &str) -> Result<StockOutcome, StoreError> {
         let products = self.collection(RecordKind::Product);
         let result = products
@@ -638,7 +695,9 @@ impl Store {
         {
             return Ok(StockOutcome::AlreadyTaken);
         }
-        if products.find_one(doc! {"_id": product_id}).await?.is_some() {
+        let mut exists = live();
+        exists.insert("_id", product_id);
+        if products.find_one(exists).await?.is_some() {
             Ok(StockOutcome::OutOfStock)
         } else {
             Ok(StockOutcome::UnknownProduct)
@@ -651,7 +710,7 @@ impl Store {
         let cursor = self
             .db
             .collection::<Product>(RecordKind::Product.collection())
-            .find(doc! {"quantity_available": {"$gt": 0}})
+            .find(doc! {"quantity_available": {"$gt": 0}, DELETED_FIELD: {"$ne": true}})
             .projection(projection)
             .sort(doc! {"_id": 1})
             .await?;
@@ -661,10 +720,25 @@ impl Store {
     /// The brief's second query: every customer who rented `product_id`.
     /// Both lookups ride the `_id` index: the product's rentals are one
     /// range of it, their customers one `$in`.
+    ///
+    /// Deleted rentals and deleted customers are left out, and a deleted
+    /// product has no renters: its rentals stay in the store as history
+    /// (the orphans query lists them), and come back with the product.
     pub async fn customers_renting(&self, product_id: &str) -> Result<Vec<Customer>, StoreError> {
+        let tombstone = doc! {"_id": product_id, DELETED_FIELD: true};
+        if self
+            .collection(RecordKind::Product)
+            .find_one(tombstone)
+            .await?
+            .is_some()
+        {
+            return Ok(Vec::new());
+        }
+        let mut of_product = rentals_of_product(product_id);
+        of_product.insert(DELETED_FIELD, doc! {"$ne": true});
         let rentals = self
             .collection(RecordKind::Rental)
-            .find(rentals_of_product(product_id))
+            .find(of_product)
             .projection(doc! {"_id": 0, "user_id": 1})
             .await?;
         let user_ids: Vec<String> = rentals
@@ -681,7 +755,7 @@ impl Store {
         let cursor = self
             .db
             .collection::<Customer>(RecordKind::Customer.collection())
-            .find(doc! {"_id": {"$in": user_ids}})
+            .find(doc! {"_id": {"$in": user_ids}, DELETED_FIELD: {"$ne": true}})
             .projection(projection)
             .sort(doc! {"_id": 1})
             .await?;
@@ -690,7 +764,9 @@ impl Store {
 }
 
 impl Store {
-    /// Every rental whose customer or product is not in the store.
+    /// Every rental whose customer or product is not in the store, or
+    /// only as a tombstone: a deleted customer's live rentals are listed
+    /// here, for someone to end them (deleted rentals are not).
     ///
     /// Rentals are read in key order, a thousand at a time, and each batch's
     /// customers and products are looked up with one `$in` query each: the
@@ -700,7 +776,7 @@ impl Store {
     pub async fn orphan_rentals(&self) -> Result<Orphans, StoreError> {
         let mut cursor = self
             .collection(RecordKind::Rental)
-            .find(doc! {})
+            .find(live())
             .projection(doc! {"_id": 0, "product_id": 1, "user_id": 1})
             .sort(doc! {"_id": 1})
             .batch_size(ORPHAN_BATCH as u32)
@@ -744,12 +820,12 @@ impl Store {
         Ok(())
     }
 
-    /// Which of the keys `ids` have a document in `kind`'s collection (a
-    /// customer's or a product's: their `_id` is a string).
+    /// Which of the keys `ids` have a live document in `kind`'s collection
+    /// (a customer's or a product's: their `_id` is a string).
     async fn existing(&self, kind: RecordKind, ids: &[&str]) -> Result<std::collections::HashSet<String>, StoreError> {
         let documents: Vec<Document> = self
             .collection(kind)
-            .find(doc! {"_id": {"$in": ids}})
+            .find(doc! {"_id": {"$in": ids}, DELETED_FIELD: {"$ne": true}})
             .projection(doc! {"_id": 1})
             .await?
             .try_collect()
@@ -767,8 +843,10 @@ pub struct BatchWinners {
     /// Index of each key's winning record, in batch order.
     pub latest: Vec<usize>,
     /// Records replaced by a later record of their key in the batch: they
-    /// would have been applied, then overwritten, so they count as updates.
+    /// would have been applied, then overwritten, so they count as updates
+    /// (as deletes, for a delete).
     pub superseded: u64,
+    pub superseded_deletes: u64,
     /// Records that lost to an earlier record of their key with an equal or
     /// newer version: stored alone, they would have changed nothing.
     pub stale: u64,
@@ -784,7 +862,7 @@ pub fn latest_per_key(records: &[Record]) -> BatchWinners {
     // loop, keyed by data we validated, needing no defence from crafted keys.
     let mut winner: HashMap<(&str, &str), usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(records.len(), Default::default());
-    let (mut superseded, mut stale) = (0, 0);
+    let (mut superseded, mut superseded_deletes, mut stale) = (0, 0, 0);
     for (i, record) in records.iter().enumerate() {
         match winner.entry(record.key_parts()) {
             Entry::Vacant(slot) => {
@@ -792,8 +870,10 @@ pub fn latest_per_key(records: &[Record]) -> BatchWinners {
             }
             Entry::Occupied(mut slot) => {
                 if replaces(record.version(), records[*slot.get()].version()) {
-                    slot.insert(i);
-                    superseded += 1;
+                    match records[slot.insert(i)].is_deletion() {
+                        true => superseded_deletes += 1,
+                        false => superseded += 1,
+                    }
                 } else {
                     stale += 1;
                 }
@@ -805,7 +885,20 @@ pub fn latest_per_key(records: &[Record]) -> BatchWinners {
     BatchWinners {
         latest,
         superseded,
+        superseded_deletes,
         stale,
+    }
+}
+
+impl BatchWinners {
+    /// What the records folded away count as.
+    fn folded(&self) -> WriteOutcome {
+        WriteOutcome {
+            updated: self.superseded,
+            deleted: self.superseded_deletes,
+            stale: self.stale,
+            ..WriteOutcome::default()
+        }
     }
 }
 
@@ -924,7 +1017,10 @@ mod tests {
             guarded_upsert(&r),
             doc! {
                 "q": {"_id": "P1 C1", "_v": {"$not": {"$gte": 42_i64}}},
-                "u": {"$set": {"product_id": "P1", "user_id": "C1", "_v": 42_i64}, "$unset": {"extra": ""}},
+                "u": {
+                    "$set": {"product_id": "P1", "user_id": "C1", "_v": 42_i64},
+                    "$unset": {"extra": "", "_deleted": "", "_deleted_at": ""},
+                },
                 "upsert": true,
             }
         );
@@ -933,10 +1029,70 @@ mod tests {
             guarded_upsert(&r),
             doc! {
                 "q": {"_id": "P1 C1"},
-                "u": {"$set": {"product_id": "P1", "user_id": "C1"}, "$unset": {"extra": "", "_v": ""}},
+                "u": {
+                    "$set": {"product_id": "P1", "user_id": "C1"},
+                    "$unset": {"extra": "", "_deleted": "", "_deleted_at": "", "_v": ""},
+                },
                 "upsert": true,
             }
         );
+    }
+
+    #[test]
+    fn a_delete_is_a_guarded_statement_that_leaves_only_the_key() {
+        let delete = Record::Deleted(hpn_common::Deletion::of(RecordKind::Customer, "C1").unwrap()).with_version(7);
+        let statement = guarded_upsert(&delete);
+        assert_eq!(
+            statement.get_document("q").unwrap(),
+            &doc! {"_id": "C1", "_v": {"$not": {"$gte": 7_i64}}}
+        );
+        let update = statement.get_document("u").unwrap();
+        let set = update.get_document("$set").unwrap();
+        assert_eq!(set.get_str("user_id"), Ok("C1"));
+        assert_eq!(set.get_bool(DELETED_FIELD), Ok(true));
+        assert_eq!(set.get_i64(VERSION_FIELD), Ok(7));
+        assert!(set.get_datetime(DELETED_AT_FIELD).is_ok());
+        let unset: Vec<&str> = update
+            .get_document("$unset")
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(unset, ["name", "address", "zip_code", "phone_number", "email", "extra"]);
+        assert_eq!(
+            statement.get_bool("upsert"),
+            Ok(true),
+            "a key never stored gets a tombstone too"
+        );
+    }
+
+    #[test]
+    fn in_a_batch_a_delete_folds_like_any_record() {
+        let c = |v: i64| customer_record("C1", v);
+        let d = |v: i64| Record::Deleted(hpn_common::Deletion::of(RecordKind::Customer, "C1").unwrap()).with_version(v);
+        let winners = latest_per_key(&[c(1), d(3), c(2)]);
+        assert_eq!(winners.latest, vec![1], "the delete is the newest");
+        assert_eq!(
+            (winners.superseded, winners.superseded_deletes, winners.stale),
+            (1, 0, 1)
+        );
+        let winners = latest_per_key(&[d(1), c(2)]);
+        assert_eq!(winners.latest, vec![1]);
+        assert_eq!((winners.superseded, winners.superseded_deletes), (0, 1));
+        assert_eq!(winners.folded().deleted, 1);
+    }
+
+    fn customer_record(id: &str, version: i64) -> Record {
+        Record::Customer(hpn_common::Customer {
+            user_id: id.into(),
+            name: "Ann".into(),
+            address: String::new(),
+            zip_code: None,
+            phone_number: String::new(),
+            email: "ann@example.com".into(),
+            extra: Default::default(),
+            version: Some(version),
+        })
     }
 
     #[test]

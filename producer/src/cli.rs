@@ -74,6 +74,42 @@ enum Command {
         #[arg(long)]
         without_versions: bool,
     },
+    /// Publish the deletes of keys: each a versioned record that wins over
+    /// what was published of its key before, and loses to what comes after.
+    Delete {
+        /// The kind of record.
+        #[arg(long, value_enum)]
+        kind: KindName,
+        /// Keys to delete: a user_id, a product_id, or a rental's
+        /// "PRODUCT_ID USER_ID" (one argument, a space between).
+        keys: Vec<String>,
+        /// A file of keys, one per line (blank lines and # comments skipped).
+        #[arg(long)]
+        keys_file: Option<PathBuf>,
+        #[command(flatten)]
+        broker: BrokerSettings,
+        /// The version clock's state file (see `publish`).
+        #[arg(long, env = env::VERSION_CLOCK)]
+        version_clock: Option<PathBuf>,
+    },
+}
+
+/// A record kind, by its name.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum KindName {
+    Customer,
+    Product,
+    Rental,
+}
+
+impl From<KindName> for hpn_common::RecordKind {
+    fn from(name: KindName) -> Self {
+        match name {
+            KindName::Customer => hpn_common::RecordKind::Customer,
+            KindName::Product => hpn_common::RecordKind::Product,
+            KindName::Rental => hpn_common::RecordKind::Rental,
+        }
+    }
 }
 
 /// How a publish ended, as its exit code.
@@ -172,6 +208,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             return Ok(ExitCode::from(Outcome::of(&report) as u8));
+        }
+        Command::Delete {
+            kind,
+            keys,
+            keys_file,
+            broker,
+            version_clock,
+        } => {
+            let kind = kind.into();
+            let broker = broker.resolve()?;
+            let deletes = crate::delete::read_keys(kind, &keys, keys_file.as_deref())?;
+            anyhow::ensure!(!deletes.is_empty(), "no keys to delete: give some, or --keys-file");
+            let clock = VersionClock::new(version_clock.unwrap_or_else(VersionClock::default_path));
+            let sent = crate::delete::publish_deletes(&broker, kind, deletes, Some(clock)).await?;
+            println!("{sent} {kind} deletes published");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //!
 //! - [`generate`]: deterministic sample CSVs in the brief's shape;
 //! - [`publish`]: streaming, validating, confirmed publishing of CSV files;
+//! - [`delete`]: the deletes of keys, versioned like the records;
 //! - [`version`]: the version each published record carries, so the store
 //!   keeps the newest whatever order the records are delivered in.
 //!
@@ -9,6 +10,7 @@
 //! integration tests can run the very program; `src/main.rs` only calls it.
 
 mod cli;
+pub mod delete;
 pub mod generate;
 pub mod publish;
 pub mod version;

@@ -5,6 +5,7 @@
 
 use crate::observe::metrics::Metrics;
 use crate::report::ImportStats;
+use crate::store::WriteOutcome;
 use hpn_common::RecordKind;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Duration;
 pub struct Counters {
     pub inserted: AtomicU64,
     pub updated: AtomicU64,
+    pub deleted: AtomicU64,
     pub stale: AtomicU64,
     pub rejected: AtomicU64,
     metrics: Option<(RecordKind, Arc<Metrics>)>,
@@ -24,6 +26,7 @@ impl std::fmt::Debug for Counters {
         f.debug_struct("Counters")
             .field("inserted", &self.inserted)
             .field("updated", &self.updated)
+            .field("deleted", &self.deleted)
             .field("stale", &self.stale)
             .field("rejected", &self.rejected)
             .finish_non_exhaustive()
@@ -39,16 +42,20 @@ impl Counters {
         }
     }
 
-    /// Records written: new documents, updated ones, and stale ones (an
-    /// equal or newer version was stored; nothing changed).
-    pub fn add_written(&self, inserted: u64, updated: u64, stale: u64) {
-        self.inserted.fetch_add(inserted, Relaxed);
-        self.updated.fetch_add(updated, Relaxed);
-        self.stale.fetch_add(stale, Relaxed);
+    /// Records written: new documents, updated ones, deletes, and stale
+    /// ones (an equal or newer version was stored; nothing changed). The
+    /// records the store refused are counted by [`Counters::add_rejected`]
+    /// once they are dead-lettered.
+    pub fn add_written(&self, outcome: &WriteOutcome) {
+        self.inserted.fetch_add(outcome.inserted, Relaxed);
+        self.updated.fetch_add(outcome.updated, Relaxed);
+        self.deleted.fetch_add(outcome.deleted, Relaxed);
+        self.stale.fetch_add(outcome.stale, Relaxed);
         if let Some((kind, m)) = &self.metrics {
-            m.record(*kind, "written", inserted);
-            m.record(*kind, "updated", updated);
-            m.record(*kind, "stale", stale);
+            m.record(*kind, "written", outcome.inserted);
+            m.record(*kind, "updated", outcome.updated);
+            m.record(*kind, "deleted", outcome.deleted);
+            m.record(*kind, "stale", outcome.stale);
         }
     }
 
@@ -106,10 +113,12 @@ impl Counters {
         self.metrics.is_some()
     }
 
-    /// Records handled so far: written (new, updated or stale) or rejected.
+    /// Records handled so far: written (new, updated, deleted or stale) or
+    /// rejected.
     pub fn processed(&self) -> u64 {
         self.inserted.load(Relaxed)
             + self.updated.load(Relaxed)
+            + self.deleted.load(Relaxed)
             + self.stale.load(Relaxed)
             + self.rejected.load(Relaxed)
     }
@@ -122,20 +131,22 @@ impl Counters {
         elapsed: Duration,
         messages_left: Option<u64>,
     ) -> ImportStats {
-        let (inserted, updated, stale, rejected) = (
+        let (inserted, updated, deleted, stale, rejected) = (
             self.inserted.load(Relaxed),
             self.updated.load(Relaxed),
+            self.deleted.load(Relaxed),
             self.stale.load(Relaxed),
             self.rejected.load(Relaxed),
         );
         ImportStats {
             collection: kind.collection().to_string(),
-            processed: inserted + updated + stale + rejected,
+            processed: inserted + updated + deleted + stale + rejected,
             count_before,
             count_after,
             elapsed,
             inserted,
             updated,
+            deleted,
             stale,
             rejected,
             messages_left,
@@ -150,15 +161,21 @@ mod tests {
     #[test]
     fn processed_is_the_sum_of_outcomes() {
         let c = Counters::default();
-        c.add_written(5, 2, 3);
+        c.add_written(&WriteOutcome {
+            inserted: 5,
+            updated: 2,
+            deleted: 4,
+            stale: 3,
+            ..WriteOutcome::default()
+        });
         c.add_rejected(1);
-        let s = c.stats(RecordKind::Product, 10, 15, Duration::from_secs(1), Some(0));
+        let s = c.stats(RecordKind::Product, 10, 11, Duration::from_secs(1), Some(0));
         assert_eq!(
-            (s.processed, s.inserted, s.updated, s.stale, s.rejected),
-            (11, 5, 2, 3, 1)
+            (s.processed, s.inserted, s.updated, s.deleted, s.stale, s.rejected),
+            (15, 5, 2, 4, 3, 1)
         );
         assert_eq!(s.collection, "products");
-        assert_eq!(s.tuple(), (11, 10, 15, 1.0));
-        assert_eq!(c.processed(), 11);
+        assert_eq!(s.tuple(), (15, 10, 11, 1.0));
+        assert_eq!(c.processed(), 15);
     }
 }

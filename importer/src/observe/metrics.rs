@@ -22,7 +22,8 @@ pub struct CollectionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RecordLabels {
     pub collection: String,
-    /// written (new), updated (the key had a document), stale (an equal or newer
+    /// written (new), updated (the key had a document), deleted (a delete
+    /// applied: the key's document is a tombstone), stale (an equal or newer
     /// version was stored: nothing changed), dead_lettered (refused, sent to the
     /// dead-letter queue)
     pub outcome: String,

@@ -171,8 +171,7 @@ impl Writer {
             self.dead_letter(&records[failed.index], &tickets[failed.index], &reason)
                 .await?;
         }
-        self.counters
-            .add_written(outcome.inserted, outcome.updated, outcome.stale);
+        self.counters.add_written(&outcome);
         self.counters.add_rejected(outcome.failed.len() as u64);
         for ticket in tickets.drain(..) {
             ticket.complete_one();
@@ -190,7 +189,12 @@ impl Writer {
         let mut kept_records = Vec::with_capacity(records.len());
         let mut kept_tickets = Vec::with_capacity(tickets.len());
         for (record, ticket) in records.drain(..).zip(tickets.drain(..)) {
-            let Record::Rental(rental) = &record else { continue };
+            // A delete takes no stock and gives none back (docs/message-format.md).
+            let Record::Rental(rental) = &record else {
+                kept_records.push(record);
+                kept_tickets.push(ticket);
+                continue;
+            };
             let outcome = self
                 .retrying(|| self.store.take_stock(&rental.product_id, &rental.user_id))
                 .await?;

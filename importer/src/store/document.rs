@@ -32,10 +32,17 @@
 //! before the change: whoever reads the store (a report, a person in
 //! `mongosh`, the brief's queries) sees the same fields as the CSV's, and
 //! no field has an index but `_id`. They cost a few bytes a document.
+//!
+//! A delete leaves a tombstone: the key's `_id` and fields, `_deleted:
+//! true`, when (`_deleted_at`, the importer's clock) and the delete's
+//! version in `_v`, and none of the record's other fields. It stays so
+//! that an older record of the key, arriving later, finds a newer version
+//! and changes nothing; [`live`] is the filter every reader and count uses
+//! to pass over it, and `hpn-importer compact` removes old ones.
 
 use hpn_common::record::Record;
 use hpn_common::RecordKind;
-use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, DateTime, Document, RawDocumentBuf};
 
 /// The field that holds a document's version (absent: written without one).
 /// Short because MongoDB stores every field name in every document, so a
@@ -48,6 +55,19 @@ pub const VERSION_FIELD: &str = "_v";
 /// sub-document, replaced whole by a newer version.
 pub const EXTRA_FIELD: &str = "extra";
 
+/// The field that marks a tombstone (`true`; absent on a live document).
+pub const DELETED_FIELD: &str = hpn_common::record::DELETED_FIELD;
+
+/// When a tombstone was written (a date, by the importer's clock), which
+/// `hpn-importer compact --older-than` reads.
+pub const DELETED_AT_FIELD: &str = "_deleted_at";
+
+/// The filter of the documents that are not tombstones: what queries,
+/// counts and reports see.
+pub fn live() -> Document {
+    doc! {DELETED_FIELD: {"$ne": true}}
+}
+
 /// The name MongoDB gives the `_id` index, the only unique index: a
 /// duplicate-key error on it means "a document of this key exists".
 pub const KEY_INDEX: &str = "_id_";
@@ -58,6 +78,8 @@ pub fn key_id(record: &Record) -> Bson {
         Record::Customer(c) => Bson::String(c.user_id.clone()),
         Record::Product(p) => Bson::String(p.product_id.clone()),
         Record::Rental(r) => Bson::String(rental_id(&r.product_id, &r.user_id)),
+        Record::Deleted(d) if d.kind == RecordKind::Rental => Bson::String(rental_id(&d.key.0, &d.key.1)),
+        Record::Deleted(d) => Bson::String(d.key.0.clone()),
     }
 }
 
@@ -121,6 +143,8 @@ pub fn stored_raw(record: &Record) -> RawDocumentBuf {
         Record::Customer(c) => raw.append_ref("_id", c.user_id.as_str()),
         Record::Product(p) => raw.append_ref("_id", p.product_id.as_str()),
         Record::Rental(r) => raw.append("_id", rental_id(&r.product_id, &r.user_id)),
+        Record::Deleted(d) if d.kind == RecordKind::Rental => raw.append("_id", rental_id(&d.key.0, &d.key.1)),
+        Record::Deleted(d) => raw.append_ref("_id", d.key.0.as_str()),
     }
     append_fields(&mut raw, record);
     if let Some(version) = record.version() {
@@ -183,6 +207,15 @@ fn append_fields(raw: &mut RawDocumentBuf, record: &Record) {
             raw.append_ref("product_id", r.product_id.as_str());
             raw.append_ref("user_id", r.user_id.as_str());
         }
+        Record::Deleted(d) => {
+            let fields = d.kind.key_fields();
+            raw.append_ref(fields[0], d.key.0.as_str());
+            if let Some(second) = fields.get(1) {
+                raw.append_ref(*second, d.key.1.as_str());
+            }
+            raw.append(DELETED_FIELD, true);
+            raw.append(DELETED_AT_FIELD, DateTime::now());
+        }
     }
     let extra = record.extra();
     if !extra.is_empty() {
@@ -203,11 +236,23 @@ fn document(raw: RawDocumentBuf) -> Document {
     Document::try_from(raw).expect("a document built by RawDocumentBuf::append is valid BSON")
 }
 
-/// The record's optional fields it does not have: an update unsets them.
-pub fn absent_fields(record: &Record) -> impl Iterator<Item = &'static str> {
+/// The fields a record's document must not have, which an update unsets:
+/// a record's optional fields it lacks and the tombstone's marks (an
+/// upsert over a tombstone brings the key back); a delete's, every field
+/// but the key's.
+pub fn absent_fields(record: &Record) -> Vec<&'static str> {
+    if let Record::Deleted(d) = record {
+        let kind = d.kind;
+        let others = kind.columns().iter().filter(|c| !kind.key_fields().contains(*c));
+        return others.copied().chain([EXTRA_FIELD]).collect();
+    }
     let zip_code = matches!(record, Record::Customer(c) if c.zip_code.is_none()).then_some("zip_code");
     let extra = record.extra().is_empty().then_some(EXTRA_FIELD);
-    zip_code.into_iter().chain(extra)
+    zip_code
+        .into_iter()
+        .chain(extra)
+        .chain([DELETED_FIELD, DELETED_AT_FIELD])
+        .collect()
 }
 
 /// Whether a duplicate-key error is about the `_id`, the record's business
@@ -295,8 +340,30 @@ mod tests {
         let stored = stored_document(&c);
         assert_eq!(stored.get_document(EXTRA_FIELD).unwrap(), &doc! {"status": "Active"});
         assert!(!stored.contains_key("zip_code"));
-        assert_eq!(absent_fields(&c).collect::<Vec<_>>(), ["zip_code"]);
-        assert_eq!(absent_fields(&product()).collect::<Vec<_>>(), [EXTRA_FIELD]);
+        assert_eq!(absent_fields(&c), ["zip_code", DELETED_FIELD, DELETED_AT_FIELD]);
+        assert_eq!(
+            absent_fields(&product()),
+            [EXTRA_FIELD, DELETED_FIELD, DELETED_AT_FIELD]
+        );
+    }
+
+    #[test]
+    fn a_tombstone_keeps_the_key_and_the_version_and_nothing_else() {
+        let delete = Record::Deleted(hpn_common::Deletion::of(RecordKind::Rental, "P1 C1").unwrap()).with_version(9);
+        let stored = stored_document(&delete);
+        assert_eq!(stored.get_str("_id"), Ok("P1 C1"));
+        assert_eq!(stored.get_str("product_id"), Ok("P1"));
+        assert_eq!(stored.get_str("user_id"), Ok("C1"));
+        assert_eq!(stored.get_bool(DELETED_FIELD), Ok(true));
+        assert!(stored.get_datetime(DELETED_AT_FIELD).is_ok());
+        assert_eq!(stored.get_i64(VERSION_FIELD), Ok(9));
+        assert_eq!(stored.len(), 6, "{stored}");
+        let customer = Record::Deleted(hpn_common::Deletion::of(RecordKind::Customer, "C1").unwrap());
+        assert_eq!(key_id(&customer), Bson::String("C1".into()));
+        assert_eq!(
+            absent_fields(&customer),
+            ["name", "address", "zip_code", "phone_number", "email", EXTRA_FIELD]
+        );
     }
 
     #[test]

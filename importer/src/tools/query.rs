@@ -91,7 +91,7 @@ pub fn orphans_table(found: &Orphans) -> Table {
     let mut table = Table::new();
     table
         .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(vec!["product_id", "user_id", "not in the store"]);
+        .set_header(vec!["product_id", "user_id", "not in the store (or deleted)"]);
     for o in &found.orphans {
         table.add_row(vec![
             o.product_id.as_str(),
@@ -105,7 +105,7 @@ pub fn orphans_table(found: &Orphans) -> Table {
 /// One line under the table.
 pub fn orphans_summary(found: &Orphans) -> String {
     format!(
-        "{} of {} rentals name a customer or product that is not in the store",
+        "{} of {} rentals name a customer or product that is not in the store, or deleted",
         found.orphans.len(),
         found.rentals
     )
@@ -186,7 +186,7 @@ mod tests {
         assert!(!table.contains("customer and product"), "{table}");
         assert_eq!(
             orphans_summary(&found),
-            "1 of 3 rentals name a customer or product that is not in the store"
+            "1 of 3 rentals name a customer or product that is not in the store, or deleted"
         );
     }
 }
