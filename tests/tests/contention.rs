@@ -83,6 +83,20 @@ async fn naive_strategies_break_every_time_and_safe_ones_stay_clean() {
     assert_eq!(guarded.operations, 60);
     assert!(guarded.notes.starts_with("40 older versions"), "{guarded:?}");
 
+    // 3 consumers: the delete (version 3) is written first, then versions 2 and 1.
+    let removed = row("resurrection by reordering", "naive");
+    assert_eq!(removed.expected, 20);
+    assert_eq!(removed.found, 0, "every deleted customer is back: {removed:?}");
+    assert!(
+        removed.notes.starts_with("20 of 20 deleted customers are back"),
+        "{removed:?}"
+    );
+    assert!(!removed.is_clean());
+    let tombstone = row("resurrection by reordering", "safe");
+    assert!(tombstone.is_clean(), "{tombstone:?}");
+    assert_eq!(tombstone.operations, 60);
+    assert!(tombstone.notes.starts_with("40 older updates"), "{tombstone:?}");
+
     let json = serde_json::to_value(&rows).unwrap();
     assert_eq!(json[1]["errors"]["11000"], 40);
     for field in [

@@ -1,7 +1,7 @@
 //! Contention, on purpose: racing consumers breaking a naive importer, and
 //! the strategies the real importer uses instead.
 //!
-//! `hpn-importer contention` runs three scenarios on a scratch database
+//! `hpn-importer contention` runs four scenarios on a scratch database
 //! (`<database>_contention`) and scratch queues (`<prefix>_contention.*`),
 //! never the real ones, each first with a naive strategy and then with the
 //! safe one, and reports what MongoDB said and what the data ended as.
@@ -29,13 +29,20 @@
 //! wins a plain keyed upsert, so the store ends with old data and nobody is
 //! told.
 //!
-//! The real importer avoids all three by its writes alone, whatever the
+//! **Resurrection by reordering.** Every customer is updated and then
+//! deleted, and the update reaches the store after the delete. A delete that
+//! removes the document takes the key's version with it, so the late update
+//! inserts the customer again, version guard or not.
+//!
+//! The real importer avoids all four by its writes alone, whatever the
 //! number of consumers and importer processes: keyed upserts behind unique
-//! indexes; atomic, idempotent stock updates; and a version guard that lets
-//! a record replace only an older version of its key.
+//! indexes; atomic, idempotent stock updates; a version guard that lets a
+//! record replace only an older version of its key; and deletes that are
+//! versioned records, leaving a tombstone at their version.
 
 mod duplicate_keys;
 mod lost_updates;
+mod resurrections;
 mod scratch;
 mod stale_overwrites;
 
@@ -45,6 +52,7 @@ use duplicate_keys::{duplicate_keys, DuplicateStrategy};
 use hpn_common::{ConnectionSettings, Customer, Record};
 use lost_updates::{lost_updates, StockStrategy};
 use mongodb::error::{Error as MongoError, ErrorKind, WriteFailure};
+use resurrections::{resurrections, DeleteStrategy};
 use scratch::Scratch;
 use serde::{Deserialize, Serialize};
 use stale_overwrites::{stale_overwrites, ReorderStrategy};
@@ -124,6 +132,9 @@ pub async fn run(settings: &ConnectionSettings, options: &ContentionOptions) -> 
     }
     for strategy in [ReorderStrategy::LastArrivalWins, ReorderStrategy::VersionGuard] {
         rows.push(stale_overwrites(&scratch, options, strategy).await?);
+    }
+    for strategy in [DeleteStrategy::RemoveDocument, DeleteStrategy::VersionedTombstone] {
+        rows.push(resurrections(&scratch, options, strategy).await?);
     }
     scratch.close().await;
     Ok(rows)
