@@ -4,7 +4,8 @@
 An upstream system's publisher, written from the contract alone: the records
 exchange and routing keys, persistent messages with publisher confirms and
 `mandatory` (a message no queue takes comes back as an error), JSON bodies
-of one record or an array, and versions from the caller's own change
+of one record or an array, deletes (the key, `"_deleted": true`, a
+version), and versions from the caller's own change
 sequence (in each record's `_version`, or for a whole message in the
 `x-hpn-version` header).
 
@@ -83,11 +84,16 @@ def main():
                  "quantity_available": i} for i in range(10)]
     publisher.publish("product", products, version=5)
     publisher.publish("rental", [{"product_id": "PYP1", "user_id": "PY000", "_version": 1}])
+    # Deletes: the key, the marker and a version newer than the record's.
+    publisher.publish("customer", [{"user_id": "PY002", "_deleted": True, "_version": 12},
+                                   {"user_id": "PY003", "_deleted": True, "_version": 12}])
+    # PY003's version 10 again, published after its delete: it stays deleted.
+    publisher.publish("customer", customers[3])
     # A record the importer refuses (no name): it goes to the dead-letter
     # queue with the reason, the others are stored.
     publisher.publish("customer", {"user_id": "PYBAD", "address": "x", "phone_number": "1", "email": "b@x.com"})
     publisher.close()
-    print(json.dumps({"customers": 100, "products": 10, "rentals": 1, "refused": 1}))
+    print(json.dumps({"customers": 98, "deleted": 2, "products": 10, "rentals": 1, "refused": 1}))
 
 
 if __name__ == "__main__":

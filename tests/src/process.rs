@@ -35,6 +35,7 @@ fn program(name: &str) -> PathBuf {
 }
 
 /// What a finished child process said.
+#[derive(Debug)]
 pub struct Ran {
     pub code: Option<i32>,
     pub stdout: String,
@@ -42,6 +43,11 @@ pub struct Ran {
 }
 
 impl Ran {
+    /// Whether it exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
     /// Its stdout as JSON.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)

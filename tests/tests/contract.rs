@@ -78,10 +78,12 @@ fn doc_examples() -> Vec<Case> {
     for (i, block) in page.split("```json\n").skip(1).enumerate() {
         let body = block.split("```").next().unwrap().trim().to_string();
         let value: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("docs example {i}: {e}"));
-        let has = |k: &str| value.get(k).is_some();
-        let kind = if has("name") {
+        // An array's kind is its first record's; a delete has only its key.
+        let first = value.as_array().and_then(|items| items.first()).unwrap_or(&value);
+        let has = |k: &str| first.get(k).is_some();
+        let kind = if has("name") || (has("user_id") && !has("product_id")) {
             RecordKind::Customer
-        } else if has("description") {
+        } else if has("description") || !has("user_id") {
             RecordKind::Product
         } else {
             RecordKind::Rental
@@ -230,6 +232,76 @@ fn corpus() -> Vec<Case> {
             "a member named twice",
             Rental,
             r#"{"product_id":"P1","user_id":"C1","user_id":"C2"}"#,
+        ),
+        case("a delete", Customer, r#"{"user_id":"C1","_deleted":true,"_version":7}"#),
+        case(
+            "a delete without a version",
+            Customer,
+            r#"{"user_id":"C1","_deleted":true}"#,
+        ),
+        c("a delete with the record's fields", "_deleted", json!(true)),
+        c("a record marked as not deleted", "_deleted", json!(false)),
+        c("a record marked deleted with text", "_deleted", json!("true")),
+        case(
+            "a delete marked with null",
+            Customer,
+            r#"{"user_id":"C1","_deleted":null}"#,
+        ),
+        case(
+            "a delete with another field",
+            Customer,
+            r#"{"user_id":"C1","colour":"red","_deleted":true}"#,
+        ),
+        case(
+            "a delete with a product's field",
+            Customer,
+            r#"{"user_id":"C1","description":"x","_deleted":true}"#,
+        ),
+        case(
+            "a delete whose other fields are of any type",
+            Customer,
+            r#"{"user_id":"C1","name":7,"email":null,"_deleted":true}"#,
+        ),
+        case(
+            "a delete without its key",
+            Customer,
+            r#"{"_deleted":true,"_version":7}"#,
+        ),
+        case("a delete of an empty id", Customer, r#"{"user_id":"","_deleted":true}"#),
+        case(
+            "a delete of an id with a space",
+            Customer,
+            r#"{"user_id":"C 1","_deleted":true}"#,
+        ),
+        case(
+            "a delete whose version is text",
+            Customer,
+            r#"{"user_id":"C1","_deleted":true,"_version":"7"}"#,
+        ),
+        case(
+            "a key marked as not deleted, without the record",
+            Customer,
+            r#"{"user_id":"C1","_deleted":false}"#,
+        ),
+        case(
+            "a product delete",
+            Product,
+            r#"{"product_id":"P1","_deleted":true,"_version":7}"#,
+        ),
+        case(
+            "a rental delete",
+            Rental,
+            r#"{"product_id":"P1","user_id":"C1","_deleted":true,"_version":7}"#,
+        ),
+        case(
+            "a rental delete without its user_id",
+            Rental,
+            r#"{"product_id":"P1","_deleted":true}"#,
+        ),
+        case(
+            "an array of records and deletes",
+            Rental,
+            r#"[{"product_id":"P1","user_id":"C1"},{"product_id":"P2","user_id":"C1","_deleted":true,"_version":7}]"#,
         ),
         case("not JSON", Customer, "not JSON {"),
         case("a number", Customer, "42"),
@@ -394,7 +466,7 @@ async fn the_python_example_publishes_what_its_readme_says_is_stored() {
     let mut importer = Importer::start(&env, &[]);
     let store = env.store().await;
     eventually(Duration::from_secs(60), "every record stored", || async {
-        store.count(RecordKind::Customer).await.unwrap() == 100
+        store.count(RecordKind::Customer).await.unwrap() == 98
             && store.count(RecordKind::Product).await.unwrap() == 10
             && store.count(RecordKind::Rental).await.unwrap() == 1
     })
@@ -408,6 +480,8 @@ async fn the_python_example_publishes_what_its_readme_says_is_stored() {
     .await;
     importer.signal("TERM");
     assert!(importer.wait(Duration::from_secs(15)).await.success());
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    assert_eq!(env.ready(&queue).await, 0, "every message was handled");
     let customers = documents(&store, RecordKind::Customer).await;
     let named = |id: &str| {
         customers
@@ -425,6 +499,15 @@ async fn the_python_example_publishes_what_its_readme_says_is_stored() {
         Some("Customer 1"),
         "the older one, published later, changed nothing"
     );
+    for id in ["PY002", "PY003"] {
+        let stored = customers.iter().find(|d| d.get_str("user_id") == Ok(id)).unwrap();
+        assert_eq!(
+            stored.get_bool(hpn_importer::store::DELETED_FIELD),
+            Ok(true),
+            "{id} is a tombstone, even after an older version came: {stored}"
+        );
+        assert!(stored.get("name").is_none(), "{stored}");
+    }
     let products = hpn_tests::versions(&store, RecordKind::Product).await;
     assert!(
         products.iter().all(|(_, v)| *v == Some(5)),
