@@ -101,6 +101,20 @@ fn histories(keys: usize) -> (Vec<Record>, BTreeMap<String, End>) {
     (events, expected)
 }
 
+/// Publish each customer record (or delete) as a message of its own, and
+/// wait for the broker's confirms.
+async fn publish_each(publisher: &mut ConfirmedPublisher, topology: &hpn_common::Topology, records: &[Record]) {
+    for record in records {
+        let body = message::encode(std::slice::from_ref(record));
+        let properties = message::properties(RecordKind::Customer, None);
+        publisher
+            .publish(&topology.exchange(), RecordKind::Customer.as_str(), &body, properties)
+            .await
+            .unwrap();
+    }
+    publisher.flush().await.unwrap();
+}
+
 /// Keys whose stored state is not the expected one, the first few in words.
 async fn wrong_keys(env: &TestEnv, expected: &BTreeMap<String, End>) -> (usize, Vec<String>) {
     let stored = stored(env, RecordKind::Customer).await;
@@ -138,24 +152,7 @@ async fn racing_importers_killed_mid_stream_apply_deletes_in_any_order_and_resur
 
     let mut publisher = ConfirmedPublisher::open(&connection, 256).await.unwrap();
     let (first_half, second_half) = events.split_at(events.len() / 2);
-    let publish_all = |records: &'_ [Record]| {
-        records
-            .iter()
-            .map(|record| {
-                (
-                    message::encode(std::slice::from_ref(record)),
-                    message::properties(RecordKind::Customer, None),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    for (body, properties) in publish_all(first_half) {
-        publisher
-            .publish(&topology.exchange(), RecordKind::Customer.as_str(), &body, properties)
-            .await
-            .unwrap();
-    }
-    publisher.flush().await.unwrap();
+    publish_each(&mut publisher, &topology, first_half).await;
     // Kill one importer while it holds deliveries, then publish the rest.
     eventually(Duration::from_secs(60), "import under way", || async {
         stored(&env, RecordKind::Customer).await.len() >= keys / 4
@@ -164,12 +161,7 @@ async fn racing_importers_killed_mid_stream_apply_deletes_in_any_order_and_resur
     victim.signal("KILL");
     victim.wait(Duration::from_secs(5)).await;
     let mut restarted = start();
-    for (body, properties) in publish_all(second_half) {
-        publisher
-            .publish(&topology.exchange(), RecordKind::Customer.as_str(), &body, properties)
-            .await
-            .unwrap();
-    }
+    publish_each(&mut publisher, &topology, second_half).await;
     publisher.close().await.unwrap();
 
     eventually(Duration::from_secs(120), "the queue drained", || async {

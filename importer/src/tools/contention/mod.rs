@@ -203,9 +203,14 @@ pub fn error_code(error: &MongoError) -> String {
     }
 }
 
+/// The `user_id` of the demonstration's customer `i`.
+pub(crate) fn customer_id(i: usize) -> String {
+    format!("C{i:05}")
+}
+
 pub(crate) fn customer(i: usize) -> Record {
     Record::Customer(Customer {
-        user_id: format!("C{i:05}"),
+        user_id: customer_id(i),
         name: format!("Customer {i}"),
         address: format!("{i} Contention Way"),
         zip_code: Some("98101".into()),
@@ -214,4 +219,14 @@ pub(crate) fn customer(i: usize) -> Record {
         extra: Default::default(),
         version: None,
     })
+}
+
+/// Customer `i` at `version`, its name saying which version it is, so the
+/// data shows which version won.
+pub(crate) fn customer_at(i: usize, version: usize) -> Record {
+    let mut record = customer(i).with_version(version as i64);
+    if let Record::Customer(c) = &mut record {
+        c.name = format!("Customer {i}, version {version}");
+    }
+    record
 }

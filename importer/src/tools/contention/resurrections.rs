@@ -5,7 +5,7 @@
 //! remembers.
 
 use super::scratch::Scratch;
-use super::{as_mongo, customer, ContentionOptions, ScenarioRow};
+use super::{as_mongo, customer, customer_at, customer_id, ContentionOptions, ScenarioRow};
 use crate::error::Result;
 use crate::store::live;
 use hpn_common::{Deletion, Record, RecordKind};
@@ -26,20 +26,12 @@ pub enum DeleteStrategy {
 
 /// Customer `i` at `version`: an update whose name says its version, or,
 /// at the newest version, the delete.
-fn customer_at(i: usize, version: usize, newest: usize) -> Record {
-    if version == newest {
-        let id = match customer(i) {
-            Record::Customer(c) => c.user_id,
-            _ => unreachable!("customer() makes customers"),
-        };
-        let delete = Deletion::of(RecordKind::Customer, &id).expect("a well-formed id");
-        return Record::Deleted(delete).with_version(version as i64);
+fn change_at(i: usize, version: usize, newest: usize) -> Record {
+    if version < newest {
+        return customer_at(i, version);
     }
-    let mut record = customer(i).with_version(version as i64);
-    if let Record::Customer(c) = &mut record {
-        c.name = format!("Customer {i}, version {version}");
-    }
-    record
+    let delete = Deletion::of(RecordKind::Customer, &customer_id(i)).expect("a well-formed id");
+    Record::Deleted(delete).with_version(version as i64)
 }
 
 pub async fn resurrections(
@@ -58,7 +50,7 @@ pub async fn resurrections(
     let newest = scratch.consumers;
     for i in 0..options.keys {
         for consumer in 0..scratch.consumers {
-            let record = customer_at(i, newest - consumer, newest);
+            let record = change_at(i, newest - consumer, newest);
             scratch
                 .publish(&scratch.direct(), &scratch.queue(consumer), &record)
                 .await?;

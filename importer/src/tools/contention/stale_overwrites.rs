@@ -3,9 +3,9 @@
 //! version.
 
 use super::scratch::Scratch;
-use super::{as_mongo, customer, ContentionOptions, ScenarioRow};
+use super::{as_mongo, customer_at, ContentionOptions, ScenarioRow};
 use crate::error::Result;
-use hpn_common::{Record, RecordKind};
+use hpn_common::RecordKind;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,15 +14,6 @@ pub enum ReorderStrategy {
     LastArrivalWins,
     /// The importer's write: keyed, and guarded by version.
     VersionGuard,
-}
-
-/// The name a customer has at `version`, so the data shows which won.
-fn customer_at(i: usize, version: usize) -> Record {
-    let mut record = customer(i).with_version(version as i64);
-    if let Record::Customer(c) = &mut record {
-        c.name = format!("Customer {i}, version {version}");
-    }
-    record
 }
 
 pub async fn stale_overwrites(
