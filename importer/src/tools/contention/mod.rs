@@ -230,3 +230,29 @@ pub(crate) fn customer_at(i: usize, version: usize) -> Record {
     }
     record
 }
+
+/// Wait out `rounds` rounds of the consumers' barrier, running `write` in
+/// round `mine` only: how a scenario makes one order of writes (round 0
+/// first) the one that happens, every time.
+pub(crate) async fn in_round<F, Fut>(
+    barrier: &tokio::sync::Barrier,
+    rounds: usize,
+    mine: usize,
+    write: F,
+) -> std::result::Result<(), MongoError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), MongoError>>,
+{
+    let mut write = Some(write);
+    let mut result = Ok(());
+    for round in 0..rounds {
+        barrier.wait().await;
+        if round == mine {
+            if let Some(write) = write.take() {
+                result = write().await;
+            }
+        }
+    }
+    result
+}

@@ -5,7 +5,7 @@
 //! remembers.
 
 use super::scratch::Scratch;
-use super::{as_mongo, customer, customer_at, customer_id, ContentionOptions, ScenarioRow};
+use super::{as_mongo, customer, customer_at, customer_id, in_round, ContentionOptions, ScenarioRow};
 use crate::error::Result;
 use crate::store::live;
 use hpn_common::{Deletion, Record, RecordKind};
@@ -67,16 +67,10 @@ pub async fn resurrections(
                     // The delete is written first and the updates after it,
                     // oldest last: the order a slow consumer, a redelivery or
                     // another importer process gives (see the stale-overwrite
-                    // scenario), made certain by the phases.
+                    // scenario), made certain by the rounds.
                     let version = record.version().unwrap_or(0) as usize;
-                    let my_phase = newest - version;
-                    let mut result = Ok(());
-                    for phase in 0..consumers {
-                        barrier.wait().await;
-                        if phase != my_phase {
-                            continue;
-                        }
-                        result = match (strategy, &record) {
+                    in_round(&barrier, consumers, newest - version, || async {
+                        match (strategy, &record) {
                             // ---- NAIVE: a delete removes the document. ----
                             // The key's version goes with it, so the guard of
                             // the late update ("only over an older version")
@@ -109,9 +103,9 @@ pub async fn resurrections(
                                     stale.fetch_add(outcome.stale, Relaxed);
                                 })
                                 .map_err(as_mongo),
-                        };
-                    }
-                    result
+                        }
+                    })
+                    .await
                 }
             })
             .await?

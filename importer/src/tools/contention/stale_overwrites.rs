@@ -3,7 +3,7 @@
 //! version.
 
 use super::scratch::Scratch;
-use super::{as_mongo, customer_at, ContentionOptions, ScenarioRow};
+use super::{as_mongo, customer_at, in_round, ContentionOptions, ScenarioRow};
 use crate::error::Result;
 use hpn_common::RecordKind;
 use std::sync::Arc;
@@ -49,18 +49,12 @@ pub async fn stale_overwrites(
                     // slower: its batch waits out its flush window, its channel
                     // died and the message came back redelivered, the
                     // `x-hpn-attempts` republish put it behind newer messages,
-                    // or it belongs to another importer process. The phases
+                    // or it belongs to another importer process. The rounds
                     // below make the worst order the one that happens: the
                     // newest version is written first, the oldest last.
                     let version = record.version().unwrap_or(0) as usize;
-                    let my_phase = newest - version;
-                    let mut result = Ok(());
-                    for phase in 0..consumers {
-                        barrier.wait().await;
-                        if phase != my_phase {
-                            continue;
-                        }
-                        result = match strategy {
+                    in_round(&barrier, consumers, newest - version, || async {
+                        match strategy {
                             // ---- NAIVE: the last write to arrive wins. ----
                             // A keyed upsert without versions makes the latest
                             // *arrival* the truth. The oldest version arrives
@@ -85,9 +79,9 @@ pub async fn stale_overwrites(
                                     stale.fetch_add(outcome.stale, std::sync::atomic::Ordering::Relaxed);
                                 }),
                         }
-                        .map_err(as_mongo);
-                    }
-                    result
+                        .map_err(as_mongo)
+                    })
+                    .await
                 }
             })
             .await?
