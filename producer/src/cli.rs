@@ -221,7 +221,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let deletes = crate::delete::read_keys(kind, &keys, keys_file.as_deref())?;
             anyhow::ensure!(!deletes.is_empty(), "no keys to delete: give some, or --keys-file");
             let clock = VersionClock::new(version_clock.unwrap_or_else(VersionClock::default_path));
-            let sent = crate::delete::publish_deletes(&broker, kind, deletes, Some(clock)).await?;
+            let sent = crate::delete::publish_deletes(&broker, kind, deletes, clock).await?;
             println!("{sent} {kind} deletes published");
         }
     }

@@ -63,28 +63,22 @@ fn input(message: String) -> Error {
     Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, message))
 }
 
-/// Publish the deletes of `keys`, versioned by `clock` (`None`: without
-/// versions, applied in arrival order), with confirms; returns how many.
+/// Publish the deletes of `keys`, versioned by `clock`, with confirms;
+/// returns how many.
 pub async fn publish_deletes(
     settings: &BrokerSettings,
     kind: RecordKind,
     keys: Vec<Deletion>,
-    clock: Option<VersionClock>,
+    clock: VersionClock,
 ) -> Result<u64> {
     if keys.is_empty() {
         return Ok(0);
     }
-    let mut versions = clock.map(FileVersions::start);
+    let mut versions = FileVersions::start(clock);
     let records: Vec<Record> = keys
         .into_iter()
         .enumerate()
-        .map(|(i, key)| {
-            let record = Record::Deleted(key);
-            match &mut versions {
-                Some(versions) => record.with_version(versions.version(i as u64 + 1)),
-                None => record,
-            }
-        })
+        .map(|(i, key)| Record::Deleted(key).with_version(versions.version(i as u64 + 1)))
         .collect();
     let connection = broker::connect(&settings.amqp_url, "hpn-producer (delete)").await?;
     settings.topology().declare_if_allowed(&connection).await?;

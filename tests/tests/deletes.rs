@@ -153,7 +153,8 @@ async fn racing_importers_killed_mid_stream_apply_deletes_in_any_order_and_resur
     let mut publisher = ConfirmedPublisher::open(&connection, 256).await.unwrap();
     let (first_half, second_half) = events.split_at(events.len() / 2);
     publish_each(&mut publisher, &topology, first_half).await;
-    // Kill one importer while it holds deliveries, then publish the rest.
+    // Kill one importer mid-stream (what it held comes back redelivered),
+    // then publish the rest.
     eventually(Duration::from_secs(60), "import under way", || async {
         stored(&env, RecordKind::Customer).await.len() >= keys / 4
     })
