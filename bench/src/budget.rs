@@ -117,7 +117,7 @@ pub async fn measure(bench: &mut Bench, files: &[PathBuf], repeats: usize) -> Re
             ));
             bench.tuning.memory_budget_mib = budget;
             let run = bench
-                .run_queue_variant(files, queue_type, PrefetchScope::PerConsumer, 1)
+                .run_queue_variant(files, queue_type, PrefetchScope::PerConsumer, 1, Default::default())
                 .await;
             bench.tuning.memory_budget_mib = budget_mib;
             let run = run?;

@@ -59,6 +59,38 @@ pub fn servers_and_us() -> Watched {
     pipeline_processes(&[(OUR_PROGRAMS, std::process::id())])
 }
 
+/// Wait (at most [`QUIET_PATIENCE`]) until the servers among `watched`
+/// have been nearly idle for a moment: the run before (its database
+/// dropped, its queues deleted) can leave them busy for a second or more
+/// (the storage engine's checkpoint, the broker's queue deletion), and that
+/// work would otherwise land on the next mode's clock.
+pub async fn wait_until_quiet(watched: &Watched) {
+    let servers: Watched = watched
+        .iter()
+        .filter(|(name, _)| name == BROKER || name == DATABASE)
+        .cloned()
+        .collect();
+    let started = Instant::now();
+    while started.elapsed() < QUIET_PATIENCE {
+        let before = sample(&servers);
+        tokio::time::sleep(QUIET_WINDOW).await;
+        let busy: f64 = between(&before, &sample(&servers))
+            .iter()
+            .filter(|u| u.process == BROKER || u.process == DATABASE)
+            .map(|u| u.cores)
+            .sum();
+        if busy <= QUIET_CORES {
+            return;
+        }
+    }
+}
+
+/// How long [`wait_until_quiet`] watches at a time, the most the servers
+/// may use meanwhile to count as quiet, and how long it waits at most.
+const QUIET_WINDOW: std::time::Duration = std::time::Duration::from_millis(300);
+const QUIET_CORES: f64 = 0.1;
+const QUIET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The names the servers and this process (with its children) are reported under.
 pub const BROKER: &str = "RabbitMQ";
 pub const DATABASE: &str = "MongoDB server";

@@ -5,10 +5,12 @@
 
 use crate::cpu::{BROKER, DATABASE, OUR_PROGRAMS};
 use crate::measure::{
-    BASELINE, CAREFUL, DIRECT_PARALLEL, LINEAR, PARALLEL, PARALLEL_KEY_INDEX, PARALLEL_ONE_ROW, PARALLEL_UNJOURNALED,
+    AS_IT_RUNS, BASELINE, CAREFUL, CAREFUL_AS_OURS, CAREFUL_KEY_ID, CAREFUL_KEY_ID_VERSION, CAREFUL_UNORDERED,
+    DIRECT_PARALLEL, DIRECT_PARALLEL_BATCH_2000, DIRECT_PARALLEL_BATCH_500, DIRECT_PARALLEL_TWO_WRITERS,
+    DIRECT_PARALLEL_UNJOURNALED, LINEAR, PARALLEL, PARALLEL_KEY_INDEX, PARALLEL_ONE_ROW, PARALLEL_UNJOURNALED,
     PARALLEL_UNVERSIONED,
 };
-use crate::results::{ModeResult, Results, SizeResults};
+use crate::results::{LayoutResults, ModeResult, Results, SizeResults};
 use std::fmt::Write;
 
 fn mib(bytes: Option<u64>) -> String {
@@ -58,7 +60,7 @@ pub fn render(results: &Results, results_file: &str) -> String {
     let _ = writeln!(md, "## What was measured, on what\n");
     let _ = writeln!(
         md,
-        "- Machine `{}`: {} cores, {:.0} GiB memory, Linux {}; RabbitMQ {}, MongoDB-compatible server {}; all three (broker, database, pipeline) share the same cores.",
+        "- Machine `{}`: {} cores, {:.0} GiB memory, Linux {}; RabbitMQ {}, MongoDB-compatible server {}; all three (broker, database, pipeline) share the same cores, but in *With the database on its own core*.",
         results.host,
         results.machine.cores,
         results.machine.memory_bytes as f64 / (1u64 << 30) as f64,
@@ -88,9 +90,23 @@ pub fn render(results: &Results, results_file: &str) -> String {
     );
     let _ = writeln!(
         md,
-        "- Raw limits measured in the same run with the same client libraries: MongoDB `insert_many` {} docs/s (best of {} concurrent batches of 1,000; the same documents as keyed upserts: {} docs/s, which is why the importer inserts first and upserts only keys that exist); RabbitMQ {} confirmed publishes/s and {} consumed messages/s at one record per message; {} records/s published and {} consumed at 100 records per message.\n",
+        "- Raw limits measured in the same run with the same client libraries: MongoDB `insert_many` {} docs/s ({}; the same documents as keyed upserts: {} docs/s, which is why the importer inserts first and upserts only keys that exist); RabbitMQ {} confirmed publishes/s and {} consumed messages/s at one record per message; {} records/s published and {} consumed at 100 records per message.\n",
         thousands(l.insert_many_per_s),
-        l.insert_many.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>().join("/"),
+        if l.insert_many_rounds.is_empty() {
+            format!(
+                "best of {} concurrent batches of 1,000",
+                l.insert_many.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>().join("/")
+            )
+        } else {
+            format!(
+                "median of {} rounds of {} concurrent batches of 1,000, the best concurrency of {}; the rounds spread {}–{}",
+                l.insert_many_rounds.len(),
+                l.insert_many_concurrency,
+                l.insert_many.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>().join("/"),
+                thousands(l.insert_many_rounds.iter().copied().fold(f64::INFINITY, f64::min)),
+                thousands(l.insert_many_rounds.iter().copied().fold(0.0, f64::max)),
+            )
+        },
         thousands(l.upsert_per_s),
         thousands(l.publish_one_row_per_s),
         thousands(l.consume_one_row_per_s),
@@ -258,6 +274,10 @@ pub fn render(results: &Results, results_file: &str) -> String {
         );
     }
 
+    if let Some(own) = &results.own_core {
+        own_core_section(&mut md, results, own);
+    }
+
     let _ = writeln!(md, "## Where the time goes\n");
     let _ = writeln!(
         md,
@@ -290,6 +310,13 @@ pub fn render(results: &Results, results_file: &str) -> String {
         let _ = writeln!(
             md,
             "CPU profile of the importer during the parallel run: [{flamegraph}]({}).\n",
+            beside(results_file, flamegraph)
+        );
+    }
+    if let Some(flamegraph) = &results.one_record_flamegraph {
+        let _ = writeln!(
+            md,
+            "CPU profile of the importer taking one-record messages from quorum queues (parallel, 10,000 per file): [{flamegraph}]({}).\n",
             beside(results_file, flamegraph)
         );
     }
@@ -560,6 +587,25 @@ pub fn render(results: &Results, results_file: &str) -> String {
             );
         }
     }
+    if let Some(own) = &results.own_core {
+        let mode = |m: &str| own.modes.iter().find(|r| r.mode == m);
+        if let (Some(careful), Some(running), Some(then)) = (mode(CAREFUL), mode(AS_IT_RUNS), mode(PARALLEL)) {
+            let ratio = running.records_per_s / careful.records_per_s;
+            let _ = writeln!(
+                md,
+                "- **Judge speed with the database on its own core.** The comparison with the careful loader rests on that layout, because it is production's (the database on a host of its own): on shared cores every CPU second the broker and our programs use is taken from the database, which no production deployment asks. There the pipeline as it runs (importing while the producer publishes) loads at {ratio:.2}× the careful loader{}; publishing everything first and importing after, at {:.2}×. The shared-cores figures above stay as the worst case, one small machine for everything.",
+                if ratio >= 1.0 {
+                    ": the queue's guarantees cost no speed there".to_string()
+                } else {
+                    format!(
+                        ": {:.0}% short of it; *Where the database's extra work comes from* shows which changes cost what",
+                        100.0 * (1.0 - ratio)
+                    )
+                },
+                then.records_per_s / careful.records_per_s
+            );
+        }
+    }
     let per_consumer = |t: &str, rows: usize| {
         results
             .queues
@@ -596,6 +642,145 @@ pub fn render(results: &Results, results_file: &str) -> String {
         );
     }
     md
+}
+
+/// The A/B candidates for the database's extra work on our write path:
+/// what changes from A to B, each pair differing in that one thing.
+const CANDIDATES: [(&str, &str, &str); 11] = [
+    (
+        "the business key as a string `_id` instead of an ObjectId",
+        CAREFUL,
+        CAREFUL_KEY_ID,
+    ),
+    ("a version in `_v`", CAREFUL_KEY_ID, CAREFUL_KEY_ID_VERSION),
+    (
+        "`insert_many` unordered instead of ordered",
+        CAREFUL_KEY_ID_VERSION,
+        CAREFUL_UNORDERED,
+    ),
+    ("journaled writes (`j: true`)", CAREFUL_UNORDERED, CAREFUL_AS_OURS),
+    (
+        "our write path around the same insert (routing, batching, counting)",
+        CAREFUL_AS_OURS,
+        DIRECT_PARALLEL,
+    ),
+    (
+        "two writers per collection instead of one",
+        DIRECT_PARALLEL,
+        DIRECT_PARALLEL_TWO_WRITERS,
+    ),
+    (
+        "batches of 500 instead of 1,000",
+        DIRECT_PARALLEL,
+        DIRECT_PARALLEL_BATCH_500,
+    ),
+    (
+        "batches of 2,000 instead of 1,000",
+        DIRECT_PARALLEL,
+        DIRECT_PARALLEL_BATCH_2000,
+    ),
+    (
+        "writes not waiting for the journal",
+        DIRECT_PARALLEL,
+        DIRECT_PARALLEL_UNJOURNALED,
+    ),
+    (
+        "through the broker: publish everything, then import",
+        DIRECT_PARALLEL,
+        PARALLEL,
+    ),
+    (
+        "the pipeline as it runs: importing while publishing",
+        PARALLEL,
+        AS_IT_RUNS,
+    ),
+];
+
+/// The comparison modes and the A/B candidates with the database server on
+/// a core of its own.
+fn own_core_section(md: &mut String, results: &Results, own: &LayoutResults) {
+    let mode = |m: &str| own.modes.iter().find(|r| r.mode == m);
+    let _ = writeln!(md, "## With the database on its own core\n");
+    let _ = writeln!(
+        md,
+        "In production the database runs on a host of its own; on this {}-core machine the nearest layout is {}. Checked after pinning and again after the last run, from each thread's `Cpus_allowed_list`:\n",
+        results.machine.cores, own.pinning.how
+    );
+    for line in &own.pinning.checked {
+        let _ = writeln!(md, "- {line}");
+    }
+    let _ = writeln!(
+        md,
+        "\nThe database's core is then the limit, so its CPU seconds are close to its wall time and two write paths that ask different work of it can be told apart. {} records per file, {} alternating runs of each mode, medians; *as it runs* publishes and imports at once, timed from the producer's start to the last record written (its publish column is when the producer finished).\n",
+        thousands(own.records_per_file as f64),
+        own.repeats
+    );
+    let careful = mode(CAREFUL).map(|m| m.records_per_s);
+    let _ = writeln!(
+        md,
+        "| mode | total s (min–max) | publish s | records/s | × careful loader | {DATABASE} CPU s | {BROKER} CPU s | {OUR_PROGRAMS} CPU s |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for m in &own.modes {
+        let cpu = |p: &str| cpu_of(m, p).map_or("–".into(), |s| format!("{s:.2}"));
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} ({:.2}–{:.2}) | {} | {} | {} | {} | {} | {} |",
+            m.mode,
+            m.total_seconds,
+            m.min_seconds,
+            m.max_seconds,
+            m.publish_seconds.map_or("–".into(), |p| format!("{p:.2}")),
+            thousands(m.records_per_s),
+            careful.map_or("–".into(), |c| format!("{:.2}", m.records_per_s / c)),
+            cpu(DATABASE),
+            cpu(BROKER),
+            cpu(OUR_PROGRAMS),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n**Where the database's extra work comes from**: one change at a time, from the careful loader's documents and writes to ours and on through the queue. *Time B / A* above 1 is slower; the database's CPU seconds show whether it was asked more work or only waited.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| change (A → B) | A s | B s | time B / A | fastest B / fastest A | {DATABASE} CPU s, A → B |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for (change, a, b) in CANDIDATES {
+        let (Some(a), Some(b)) = (mode(a), mode(b)) else {
+            continue;
+        };
+        let db = |m: &ModeResult| cpu_of(m, DATABASE).map_or("–".into(), |s| format!("{s:.2}"));
+        let _ = writeln!(
+            md,
+            "| {change} | {:.2} | {:.2} | {:.2} | {:.2} | {} → {} |",
+            a.total_seconds,
+            b.total_seconds,
+            b.total_seconds / a.total_seconds.max(1e-9),
+            b.min_seconds / a.min_seconds.max(1e-9),
+            db(a),
+            db(b)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nThe runs of one mode spread widely here (see the table above): this database server slows as runs accumulate, though each run's database is dropped (its data folder grows), so each round of runs starts one mode later, and the fastest runs are shown beside the medians. A change whose two columns disagree is within that noise."
+    );
+    let _ = writeln!(
+        md,
+        "\nNot measured here: the database's write tickets (a server setting; changing it means restarting the server between runs, see `scripts/services`).\n"
+    );
+    if let (Some(careful), Some(running), Some(then)) = (mode(CAREFUL), mode(AS_IT_RUNS), mode(PARALLEL)) {
+        let _ = writeln!(
+            md,
+            "With the database on its own core, the pipeline as it runs loads at {:.2}× the careful loader ({} against {} records/s); publishing everything first and importing after, at {:.2}×.\n",
+            running.records_per_s / careful.records_per_s,
+            thousands(running.records_per_s),
+            thousands(careful.records_per_s),
+            then.records_per_s / careful.records_per_s
+        );
+    }
 }
 
 /// The path of `name`, a file beside the results file, as findings.md

@@ -17,10 +17,9 @@
 
 use crate::measure::Bench;
 use crate::results::{Latency, LatencyStep};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Result};
 use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::{broker, message, ConnectionSettings, Customer, Record, RecordKind};
-use hpn_importer::fetch;
 use hpn_importer::Store;
 use std::time::{Duration, Instant};
 
@@ -61,35 +60,10 @@ pub async fn measure(bench: &mut Bench, length: Duration) -> Result<Latency> {
 }
 
 async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: Duration) -> Result<LatencyStep> {
-    let mut importer = bench.command("hpn-importer", settings, false);
-    importer.args(["serve", "--listen", "127.0.0.1:0"]);
-    bench.tuning_args(&mut importer);
-    importer.stdout(std::process::Stdio::piped());
-    let mut child = importer.spawn().context("starting hpn-importer serve")?;
-    // It picks a free port and says which on its first line; the pipe stays
-    // open (in `_stdout`) until the child is gone.
-    let mut _stdout = tokio::io::BufReader::new(child.stdout.take().context("piped stdout")?);
-    let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut _stdout, &mut line).await?;
-    let listen = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .with_context(|| format!("hpn-importer serve did not say where it listens: {line:?}"))?
-        .to_string();
-    let waited = Instant::now();
-    while fetch(&listen, "/healthz").await.map(|(status, _)| status) != Some(200) {
-        if let Some(status) = child.try_wait()? {
-            bail!("hpn-importer serve exited early: {status}");
-        }
-        ensure!(
-            waited.elapsed() < Duration::from_secs(30),
-            "hpn-importer serve not healthy within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let served = crate::served::Served::start(bench, settings).await?;
 
     let watched = crate::cpu::pipeline_processes(&[
-        ("importer", child.id().unwrap_or_default()),
+        ("importer", served.pid()),
         ("publisher (the bench)", std::process::id()),
     ]);
     let cpu_before = crate::cpu::sample(&watched);
@@ -108,18 +82,11 @@ async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: D
     store.shutdown().await;
     // The histogram is observed after the batch write; give the last one a moment.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let (_, metrics) = fetch(&listen, "/metrics").await.context("reading /metrics")?;
+    let metrics = served.metrics().await?;
     let collection = RecordKind::Customer.collection();
     let buckets = histogram_buckets(&metrics, "end_to_end_seconds", collection);
     let writes = histogram_buckets(&metrics, "batch_write_seconds", collection);
-    let _ = std::process::Command::new("kill")
-        .args(["-s", "TERM", &child.id().unwrap_or_default().to_string()])
-        .status();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await??;
-    ensure!(
-        status.success(),
-        "hpn-importer serve exited with {status} after SIGTERM"
-    );
+    served.stop().await?;
 
     let total = buckets.last().map(|b| b.1).unwrap_or(0);
     ensure!(total >= messages, "the histogram holds {total} records of {messages}");

@@ -17,9 +17,11 @@ mod chart;
 mod cpu;
 mod findings;
 mod latency;
+mod layout;
 mod limits;
 mod measure;
 mod results;
+mod served;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -27,6 +29,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hpn_common::{ConnectionSettings, QueueType, RecordKind};
 use hpn_importer::Store;
 use hpn_importer::{PrefetchScope, Tuning};
+use layout::Layout;
 use measure::{Bench, Profile, DIRECT_PARALLEL, LINEAR, MODES, PARALLEL, PARALLEL_ONE_ROW};
 use results::{Limits, Machine, Results, Servers, Settings, SizeResults, Target};
 use std::path::{Path, PathBuf};
@@ -114,6 +117,9 @@ enum Command {
         /// Runs per mode.
         #[arg(long, default_value_t = 5)]
         repeats: usize,
+        /// Where the processes run while they are measured.
+        #[arg(long, value_enum, default_value = "shared")]
+        layout: layout::Layout,
         #[command(flatten)]
         workload: Workload,
     },
@@ -158,6 +164,7 @@ async fn main() -> Result<()> {
             modes,
             size,
             repeats,
+            layout,
             workload,
         } => {
             let modes = modes
@@ -165,7 +172,13 @@ async fn main() -> Result<()> {
                 .map(|m| measure::mode_named(m).with_context(|| format!("no mode is called {m}")))
                 .collect::<Result<Vec<_>>>()?;
             let mut bench = Bench::new(connection, workload.tuning, workload.rows_per_message)?;
+            let held = layout::hold(layout)?;
+            say(format!("{}: {}", held.pinning.layout, held.pinning.how));
+            for line in &held.pinning.checked {
+                say(format!("checked: {line}"));
+            }
             compare(&mut bench, &modes, size, repeats.max(1), &workload.data).await?;
+            held.pinning.still_holds()?;
         }
         Command::Budget {
             size,
@@ -206,7 +219,8 @@ async fn compare(bench: &mut Bench, modes: &[&str], size: usize, repeats: usize,
     let files: Vec<PathBuf> = files.paths().iter().map(|p| p.to_path_buf()).collect();
     let mut runs: Vec<Vec<measure::Run>> = modes.iter().map(|_| Vec::new()).collect();
     for repeat in 0..repeats {
-        for (mode, runs) in modes.iter().zip(&mut runs) {
+        for i in rotated(modes.len(), repeat) {
+            let (mode, runs) = (modes[i], &mut runs[i]);
             let run = bench.run(mode, &files, Profile::default()).await?;
             let t = &run.times;
             say(format!(
@@ -287,6 +301,9 @@ async fn run(
     let host = hostname();
     let stem = format!("{}-{host}", &started[..19].replace(':', ""));
     let mut bench = Bench::new(connection.clone(), tuning.clone(), rows_per_message)?;
+    let machine = machine();
+    // Whatever an earlier, interrupted run left pinned gets every core back.
+    let shared = layout::apply(Layout::Shared)?;
 
     let mut all_sizes = sizes.clone();
     if million {
@@ -359,6 +376,7 @@ async fn run(
         .filter(|(s, _)| sizes.contains(s) && *s <= TARGET_SIZE)
         .max_by_key(|(s, _)| *s)
         .context("a size up to 100,000")?;
+    let own_core = own_core(&mut bench, queue_files, repeats.max(OWN_CORE_REPEATS)).await?;
     let queues = compare_queues(&mut bench, &connection, &limits, queue_files, repeats).await?;
     // The budget's cost is in how fast its prefetch opens at the start of a
     // queue: a size of 10,000 per file shows it as well as a bigger one,
@@ -378,7 +396,13 @@ async fn run(
         memory.extend(measure::memory(1_000_000, PARALLEL, std::slice::from_ref(&run)));
         say("1,000,000 records per file: parallel from one-record messages, once, for peak memory");
         let run = bench
-            .run_queue_variant(files, connection.queue_type, tuning.prefetch_scope, 1)
+            .run_queue_variant(
+                files,
+                connection.queue_type,
+                tuning.prefetch_scope,
+                1,
+                Profile::default(),
+            )
             .await?;
         memory.extend(measure::memory(1_000_000, PARALLEL_ONE_ROW, std::slice::from_ref(&run)));
     }
@@ -412,6 +436,26 @@ async fn run(
         profiles.push(measure::stage_profile(mode, profile_size, &run));
     }
 
+    // The one-record path on quorum queues, where the importer's work per
+    // message shows: a flamegraph of it at the budget's size (10,000 per file).
+    let one_record_flamegraph = profile.then(|| format!("{stem}-importer-one-record-quorum-flamegraph.svg"));
+    if let Some(name) = &one_record_flamegraph {
+        say("profiling the importer: one-record messages on quorum queues");
+        let path = out.join(name);
+        bench
+            .run_queue_variant(
+                budget_files,
+                QueueType::Quorum,
+                PrefetchScope::PerConsumer,
+                1,
+                Profile {
+                    stages: false,
+                    cpu: Some(&path),
+                },
+            )
+            .await?;
+    }
+
     say("end-to-end latency of hpn-importer serve at steady publish rates");
     let latency = latency::measure(&mut bench, latency::STEP).await?;
 
@@ -436,7 +480,7 @@ async fn run(
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        machine: machine(),
+        machine,
         servers: servers(&connection).await,
         settings: Settings {
             repeats,
@@ -457,8 +501,11 @@ async fn run(
         targets: Vec::new(),
         contention,
         latency: Some(latency),
+        shared: Some(shared),
+        own_core: Some(own_core),
         chart: chart.clone(),
         flamegraph,
+        one_record_flamegraph,
     };
     results.targets = targets(&results);
     chart::draw(&results, &out.join(&chart))?;
@@ -466,6 +513,60 @@ async fn run(
     std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
     say(format!("results in {}", path.display()));
     Ok(results)
+}
+
+/// The order of `n` modes in round `round`: each round starts one mode
+/// later. The database server here slows as runs accumulate (its data
+/// folder grows though every run's database is dropped: 4.5 s for the
+/// careful loader's first runs, 7 s after a dozen), so a fixed order would
+/// hand the last mode of every round a slower server.
+fn rotated(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round) % n.max(1))
+}
+
+/// Rounds of raw `insert_many` at its best concurrency (the median is the limit).
+const INSERT_MANY_ROUNDS: usize = 5;
+
+/// Runs per mode with the database on its own core, at least: the A/B
+/// candidates differ by a few per cent.
+const OWN_CORE_REPEATS: usize = 5;
+
+/// [`measure::PINNED_MODES`] with the database server on a core of its own
+/// (see [`layout`]), `repeats` alternating runs each at `size` per file.
+async fn own_core(
+    bench: &mut Bench,
+    (size, files): &(usize, Vec<PathBuf>),
+    repeats: usize,
+) -> Result<results::LayoutResults> {
+    let held = layout::hold(Layout::DatabaseOwnCore)?;
+    say(format!("{}: {}", held.pinning.layout, held.pinning.how));
+    for line in &held.pinning.checked {
+        say(format!("checked: {line}"));
+    }
+    let modes = measure::PINNED_MODES;
+    let mut runs: Vec<Vec<measure::Run>> = modes.iter().map(|_| Vec::new()).collect();
+    for repeat in 0..repeats {
+        for i in rotated(modes.len(), repeat) {
+            let mode = modes[i];
+            say(format!(
+                "database on its own core, {size} per file, run {}/{repeats}: {mode}",
+                repeat + 1
+            ));
+            runs[i].push(bench.run(mode, files, Profile::default()).await?);
+        }
+    }
+    held.pinning.still_holds()?;
+    let records = 3 * *size as u64;
+    Ok(results::LayoutResults {
+        pinning: held.pinning.clone(),
+        records_per_file: *size,
+        repeats,
+        modes: modes
+            .iter()
+            .zip(&runs)
+            .map(|(mode, r)| measure::summarise(mode, records, r))
+            .collect(),
+    })
 }
 
 /// The queue settings compared: classic with either prefetch scope, quorum
@@ -515,7 +616,11 @@ async fn compare_queues(
                 repeat + 1,
                 scope.as_str()
             ));
-            runs[i].push(bench.run_queue_variant(files, queue_type, scope, rows).await?);
+            runs[i].push(
+                bench
+                    .run_queue_variant(files, queue_type, scope, rows, Profile::default())
+                    .await?,
+            );
         }
     }
     let total = 3 * *size as u64;
@@ -559,9 +664,27 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
             limits::insert_many(&store, RecordKind::Customer, &documents, 1000, concurrency).await?,
         ));
     }
+    // One round per concurrency picks the best; the figure the targets
+    // divide by is the median of more rounds at it (one round swung by
+    // ±30 % between runs).
+    let concurrency = insert_many
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(c, _)| *c)
+        .unwrap_or(1);
+    let mut insert_many_rounds = Vec::new();
+    for _ in 0..INSERT_MANY_ROUNDS {
+        insert_many_rounds
+            .push(limits::insert_many(&store, RecordKind::Customer, &documents, 1000, concurrency).await?);
+    }
     let upsert_per_s = limits::upsert(&store, RecordKind::Customer, &records, 1000, 2).await?;
     store.database().drop().await?;
-    let insert_many_per_s = insert_many.iter().map(|(_, r)| *r).fold(0.0, f64::max);
+    let insert_many_per_s = results::median(&insert_many_rounds);
+    say(format!(
+        "raw insert_many, {concurrency} batches at a time: median {insert_many_per_s:.0} docs/s of {INSERT_MANY_ROUNDS} rounds ({:.0}..{:.0})",
+        insert_many_rounds.iter().copied().fold(f64::INFINITY, f64::min),
+        insert_many_rounds.iter().copied().fold(0.0, f64::max),
+    ));
 
     let queue = format!("hpn_bench_limits_{}", std::process::id());
     let raw_queue = limits::RawQueue {
@@ -578,6 +701,8 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
         documents: documents.len(),
         insert_many,
         insert_many_per_s,
+        insert_many_rounds,
+        insert_many_concurrency: concurrency,
         upsert_per_s,
         publish_one_row_per_s: one_row.publish_per_s,
         consume_one_row_per_s: one_row.consume_per_s,
@@ -757,6 +882,56 @@ fn targets(results: &Results) -> Vec<Target> {
             .map(|(now, before)| now.records_per_s / before.records_per_s),
         1.0,
     ));
+    // The whole machine's CPU for the same load, queue against no queue.
+    let whole = |m: &results::ModeResult| {
+        m.cpu_seconds
+            .iter()
+            .find(|c| c.process == cpu::WHOLE_MACHINE)
+            .map(|c| c.seconds)
+    };
+    let cpu_ratio = rate(at, PARALLEL)
+        .and_then(whole)
+        .zip(rate(at, measure::CAREFUL).and_then(whole))
+        .map(|(ours, theirs)| ours / theirs);
+    targets.push(Target {
+        name: "cpu_parallel_vs_careful_shared".into(),
+        description: "shared cores: whole-machine CPU seconds of parallel end to end, 100,000 per file / the careful \
+                      loader's"
+            .into(),
+        measured: cpu_ratio,
+        bar: "≤ 1.25".into(),
+        met: cpu_ratio.map(|r| r <= 1.25),
+    });
+    if let Some(own) = &results.own_core {
+        let mode = |m: &str| own.modes.iter().find(|r| r.mode == m);
+        let careful = mode(measure::CAREFUL);
+        targets.push(ratio_target(
+            "as_it_runs_vs_careful_own_core",
+            &format!(
+                "database on its own core: the pipeline as it runs (serve consuming while the producer publishes), \
+                 {} per file / the careful loader",
+                own.records_per_file
+            ),
+            mode(measure::AS_IT_RUNS)
+                .zip(careful)
+                .map(|(ours, theirs)| ours.records_per_s / theirs.records_per_s),
+            1.0,
+        ));
+        let then = mode(PARALLEL)
+            .zip(careful)
+            .map(|(ours, theirs)| ours.records_per_s / theirs.records_per_s);
+        targets.push(Target {
+            name: "publish_then_import_vs_careful_own_core".into(),
+            description: format!(
+                "database on its own core: publish everything, then import (parallel), {} per file / the careful \
+                 loader (reported beside the one above)",
+                own.records_per_file
+            ),
+            measured: then,
+            bar: "reported".into(),
+            met: None,
+        });
+    }
     // Parallel must never lose to linear: the smallest ratio over the sizes.
     let worst = results
         .sizes

@@ -40,22 +40,67 @@ pub const PARALLEL_ONE_ROW: &str = "parallel, 1 record per message";
 /// what it wrote before the durable write concern (issue 22), so the pair
 /// measures what "acknowledged means journaled" costs.
 pub const PARALLEL_UNJOURNALED: &str = "parallel, writes not waiting for the journal (w: 1, journal=false)";
+/// The pipeline as it runs: `hpn-importer serve` already consuming when
+/// the producer starts, timed from the producer's start (its first row
+/// read) until the importer has written every record it published, as its
+/// `/metrics` counts them. [`PARALLEL`] publishes everything first and
+/// imports after, which is not how the pipeline runs.
+pub const AS_IT_RUNS: &str = "as it runs (serve consuming while the producer publishes)";
 pub const DIRECT_LINEAR: &str = "direct linear (no queue)";
 pub const DIRECT_PARALLEL: &str = "direct parallel (no queue)";
 /// What a careful script would do instead of the queue: `insert_many` of
 /// 1,000 rows, one task per file, no unique index on the business key.
 pub const CAREFUL: &str = "careful loader: insert_many of 1,000, a task per file, no queue, no key index";
-pub const MODES: [&str; 10] = [
+// One change each from the careful loader towards what our write path
+// sends the database, and from our write path back: the A/B candidates for
+// the database's extra work, measured where its core is the limit.
+/// [`CAREFUL`] with the business key as a string `_id` instead of an ObjectId.
+pub const CAREFUL_KEY_ID: &str = "careful loader, the business key as _id (a string, not an ObjectId)";
+/// [`CAREFUL_KEY_ID`] with a version in `_v`, as our documents have.
+pub const CAREFUL_KEY_ID_VERSION: &str = "careful loader, the key as _id and a version in _v";
+/// [`CAREFUL_KEY_ID_VERSION`] sent unordered, as our insert path sends.
+pub const CAREFUL_UNORDERED: &str = "careful loader, key _id, _v, unordered";
+/// [`CAREFUL_UNORDERED`] journaled (`j: true`): our insert path's shape,
+/// but for what the importer does around it.
+pub const CAREFUL_AS_OURS: &str = "careful loader, key _id, _v, unordered and journaled (our insert's shape)";
+/// [`DIRECT_PARALLEL`] with two writers per collection instead of one.
+pub const DIRECT_PARALLEL_TWO_WRITERS: &str = "direct parallel, 2 writers per collection";
+/// [`DIRECT_PARALLEL`] with batches of 500 records instead of 1,000.
+pub const DIRECT_PARALLEL_BATCH_500: &str = "direct parallel, batches of 500";
+/// [`DIRECT_PARALLEL`] with batches of 2,000 records instead of 1,000.
+pub const DIRECT_PARALLEL_BATCH_2000: &str = "direct parallel, batches of 2,000";
+/// [`DIRECT_PARALLEL`] with writes acknowledged before the journal.
+pub const DIRECT_PARALLEL_UNJOURNALED: &str = "direct parallel, writes not waiting for the journal";
+pub const MODES: [&str; 11] = [
     BASELINE,
     CAREFUL,
     LINEAR,
     PARALLEL,
+    AS_IT_RUNS,
     PARALLEL_KEY_INDEX,
     PARALLEL_UNVERSIONED,
     PARALLEL_UNJOURNALED,
     PARALLEL_ONE_ROW,
     DIRECT_LINEAR,
     DIRECT_PARALLEL,
+];
+
+/// The modes measured with the database on its own core: the comparison
+/// modes, then the A/B candidates for the database's extra work.
+pub const PINNED_MODES: [&str; 13] = [
+    CAREFUL,
+    DIRECT_PARALLEL,
+    PARALLEL,
+    AS_IT_RUNS,
+    PARALLEL_ONE_ROW,
+    CAREFUL_KEY_ID,
+    CAREFUL_KEY_ID_VERSION,
+    CAREFUL_UNORDERED,
+    CAREFUL_AS_OURS,
+    DIRECT_PARALLEL_TWO_WRITERS,
+    DIRECT_PARALLEL_BATCH_500,
+    DIRECT_PARALLEL_BATCH_2000,
+    DIRECT_PARALLEL_UNJOURNALED,
 ];
 
 /// The modes that publish, then import through RabbitMQ.
@@ -69,17 +114,26 @@ const THROUGH_THE_QUEUE: [&str; 6] = [
 ];
 
 /// The modes by the short names `hpn-bench compare` takes.
-pub const SHORT_NAMES: [(&str, &str); 10] = [
+pub const SHORT_NAMES: [(&str, &str); 19] = [
     ("baseline", BASELINE),
     ("careful", CAREFUL),
+    ("careful-key-id", CAREFUL_KEY_ID),
+    ("careful-key-id-version", CAREFUL_KEY_ID_VERSION),
+    ("careful-unordered", CAREFUL_UNORDERED),
+    ("careful-as-ours", CAREFUL_AS_OURS),
     ("linear", LINEAR),
     ("parallel", PARALLEL),
+    ("as-it-runs", AS_IT_RUNS),
     ("parallel-key-index", PARALLEL_KEY_INDEX),
     ("parallel-unversioned", PARALLEL_UNVERSIONED),
     ("parallel-unjournaled", PARALLEL_UNJOURNALED),
     ("parallel-one-row", PARALLEL_ONE_ROW),
     ("direct-linear", DIRECT_LINEAR),
     ("direct-parallel", DIRECT_PARALLEL),
+    ("direct-parallel-two-writers", DIRECT_PARALLEL_TWO_WRITERS),
+    ("direct-parallel-batch-500", DIRECT_PARALLEL_BATCH_500),
+    ("direct-parallel-batch-2000", DIRECT_PARALLEL_BATCH_2000),
+    ("direct-parallel-unjournaled", DIRECT_PARALLEL_UNJOURNALED),
 ];
 
 /// A mode by its short name (see [`SHORT_NAMES`]).
@@ -164,6 +218,7 @@ impl Bench {
             prepare(&settings, mode).await?;
             // CPU is counted over what the clock times, not the preparation.
             let watched = crate::cpu::servers_and_us();
+            crate::cpu::wait_until_quiet(&watched).await;
             let before = crate::cpu::sample(&watched);
             let run = self.run_in(&settings, mode, files, profile).await?;
             Ok(Run {
@@ -189,22 +244,34 @@ impl Bench {
             rentals_take_stock: false,
         };
         match mode {
-            BASELINE | CAREFUL => {
+            BASELINE | CAREFUL | CAREFUL_KEY_ID | CAREFUL_KEY_ID_VERSION | CAREFUL_UNORDERED | CAREFUL_AS_OURS => {
                 let started = Instant::now();
                 let collections = if mode == BASELINE {
                     baseline(settings, files).await?
                 } else {
-                    careful(settings, files).await?
+                    careful(settings, files, Careful::of(mode)).await?
                 };
                 Ok(Run::in_process(
-                    RunTimes {
-                        publish_seconds: None,
-                        import_seconds: started.elapsed().as_secs_f64(),
-                    },
+                    RunTimes::in_turn(None, started.elapsed().as_secs_f64()),
                     collections,
                 ))
             }
-            DIRECT_LINEAR | DIRECT_PARALLEL => {
+            DIRECT_LINEAR
+            | DIRECT_PARALLEL
+            | DIRECT_PARALLEL_TWO_WRITERS
+            | DIRECT_PARALLEL_BATCH_500
+            | DIRECT_PARALLEL_BATCH_2000
+            | DIRECT_PARALLEL_UNJOURNALED => {
+                let mut config = config;
+                match mode {
+                    DIRECT_PARALLEL_TWO_WRITERS => config.tuning.writers = 2,
+                    DIRECT_PARALLEL_BATCH_500 => config.tuning.batch_size = 500,
+                    DIRECT_PARALLEL_BATCH_2000 => config.tuning.batch_size = 2000,
+                    DIRECT_PARALLEL_UNJOURNALED => {
+                        config.connection.mongodb_uri = with_uri_options(&settings.mongodb_uri, UNJOURNALED)
+                    }
+                    _ => {}
+                }
                 let mode = if mode == DIRECT_LINEAR {
                     Mode::Linear
                 } else {
@@ -212,10 +279,7 @@ impl Bench {
                 };
                 let report = hpn_importer::import_files(&config, files, mode).await?;
                 Ok(Run::in_process(
-                    RunTimes {
-                        publish_seconds: None,
-                        import_seconds: report.total.as_secs_f64(),
-                    },
+                    RunTimes::in_turn(None, report.total.as_secs_f64()),
                     report.collections,
                 ))
             }
@@ -230,7 +294,7 @@ impl Bench {
                 let published = self.publish(settings, files, rows, versions, profile.stages).await?;
                 let importing = if mode == PARALLEL_UNJOURNALED {
                     &ConnectionSettings {
-                        mongodb_uri: with_uri_options(&settings.mongodb_uri, "w=1&journal=false"),
+                        mongodb_uri: with_uri_options(&settings.mongodb_uri, UNJOURNALED),
                         ..settings.clone()
                     }
                 } else {
@@ -243,10 +307,7 @@ impl Bench {
                     bail!("{mode}: published {expected} records but the import processed {processed}");
                 }
                 Ok(Run {
-                    times: RunTimes {
-                        publish_seconds: published["seconds"].as_f64(),
-                        import_seconds: report.total.as_secs_f64(),
-                    },
+                    times: RunTimes::in_turn(published["seconds"].as_f64(), report.total.as_secs_f64()),
                     collections: report.collections,
                     producer_rss: published["peak_rss_bytes"].as_u64(),
                     importer_rss,
@@ -255,8 +316,63 @@ impl Bench {
                     cpu: Vec::new(),
                 })
             }
+            AS_IT_RUNS => self.as_it_runs(settings, files, profile.stages).await,
             other => bail!("unknown mode {other}"),
         }
+    }
+
+    /// [`AS_IT_RUNS`]: `serve` consuming first, then the producer; done
+    /// when the importer's counters hold every record published.
+    async fn as_it_runs(&self, settings: &ConnectionSettings, files: &[PathBuf], stages: bool) -> Result<Run> {
+        let mut served = crate::served::Served::start(self, settings).await?;
+        let started = Instant::now();
+        let published = self
+            .publish(settings, files, self.rows_per_message, true, stages)
+            .await?;
+        let publish_seconds = started.elapsed().as_secs_f64();
+        let expected = published["published"].as_u64().unwrap_or(0);
+        served
+            .wait_for_records(expected, std::time::Duration::from_secs(600))
+            .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let importer_rss = served.peak_rss_bytes();
+        served.stop().await?;
+        let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
+        let mut collections = Vec::new();
+        for kind in RecordKind::ALL {
+            let count_after = store.count(kind).await?;
+            collections.push(ImportStats {
+                collection: kind.collection().to_string(),
+                processed: count_after,
+                count_before: 0,
+                count_after,
+                elapsed: std::time::Duration::from_secs_f64(seconds),
+                inserted: count_after,
+                updated: 0,
+                deleted: 0,
+                stale: 0,
+                rejected: 0,
+                messages_left: Some(0),
+            });
+        }
+        store.shutdown().await;
+        let stored: u64 = collections.iter().map(|c| c.count_after).sum();
+        if stored != expected {
+            bail!("{AS_IT_RUNS}: published {expected} records but the store holds {stored}");
+        }
+        Ok(Run {
+            times: RunTimes {
+                publish_seconds: Some(publish_seconds),
+                import_seconds: seconds,
+                publish_overlaps: true,
+            },
+            collections,
+            producer_rss: published["peak_rss_bytes"].as_u64(),
+            importer_rss,
+            producer_stages: serde_json::from_value(published["stages"].clone()).unwrap_or_default(),
+            importer_stages: Vec::new(),
+            cpu: Vec::new(),
+        })
     }
 
     /// One of the pipeline's binaries, pointed at `settings`.
@@ -299,6 +415,7 @@ impl Bench {
         queue_type: QueueType,
         scope: PrefetchScope,
         rows: usize,
+        profile: Profile<'_>,
     ) -> Result<Run> {
         let saved = (
             self.connection.queue_type,
@@ -308,7 +425,7 @@ impl Bench {
         self.connection.queue_type = queue_type;
         self.tuning.prefetch_scope = scope;
         self.rows_per_message = rows;
-        let run = self.run(PARALLEL, files, Profile::default()).await;
+        let run = self.run(PARALLEL, files, profile).await;
         (
             self.connection.queue_type,
             self.tuning.prefetch_scope,
@@ -376,6 +493,9 @@ impl Run {
     }
 }
 
+/// Connection string options for writes acknowledged before the journal.
+const UNJOURNALED: &str = "w=1&journal=false";
+
 /// A MongoDB connection string with `options` added to its query.
 fn with_uri_options(uri: &str, options: &str) -> String {
     if uri.contains('?') {
@@ -406,7 +526,7 @@ async fn prepare(settings: &ConnectionSettings, mode: &str) -> Result<()> {
     if mode == PARALLEL_KEY_INDEX {
         second_key_index(settings).await?;
     }
-    if THROUGH_THE_QUEUE.contains(&mode) {
+    if THROUGH_THE_QUEUE.contains(&mode) || mode == AS_IT_RUNS {
         declare_queues(settings).await?;
     }
     Ok(())
@@ -494,7 +614,10 @@ const CAREFUL_BATCH: usize = 1000;
 /// unique key, so no versions, no idempotence, no dead letters. Its
 /// documents are built the importer's way (straight into BSON bytes), so
 /// the bar is not lowered by a slower client.
-async fn careful(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Vec<ImportStats>> {
+///
+/// Its variants ([`Careful`]) each change one thing towards the documents
+/// and the writes our insert path sends.
+async fn careful(settings: &ConnectionSettings, files: &[PathBuf], shape: Careful) -> Result<Vec<ImportStats>> {
     let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
     let tasks = files.iter().map(|file| {
         let store = store.clone();
@@ -502,7 +625,13 @@ async fn careful(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Vec
         tokio::spawn(async move {
             let source = CsvSource::open(&file)?;
             let kind = source.kind();
-            let collection = store.database().collection::<RawDocumentBuf>(kind.collection());
+            let mut options = mongodb::options::CollectionOptions::default();
+            if shape.journaled {
+                options.write_concern = Some(mongodb::options::WriteConcern::builder().journal(true).build());
+            }
+            let collection = store
+                .database()
+                .collection_with_options::<RawDocumentBuf>(kind.collection(), options);
             let count_before = store.count(kind).await?;
             let started = Instant::now();
             let (mut inserted, mut rejected) = (0u64, 0u64);
@@ -510,14 +639,17 @@ async fn careful(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Vec
             let mut rows = source.into_iter();
             loop {
                 let row = rows.next();
-                match &row {
-                    Some(Ok(row)) => batch.push(hpn_importer::store::fields_raw(&row.record)),
+                match row {
+                    Some(Ok(ref row)) => batch.push(shape.document(&row.record, inserted + batch.len() as u64)),
                     Some(Err(_)) => rejected += 1,
                     None => {}
                 }
                 if batch.len() == CAREFUL_BATCH || (row.is_none() && !batch.is_empty()) {
                     inserted += batch.len() as u64;
-                    collection.insert_many(std::mem::take(&mut batch)).await?;
+                    collection
+                        .insert_many(std::mem::take(&mut batch))
+                        .ordered(!shape.unordered)
+                        .await?;
                 }
                 if row.is_none() {
                     break;
@@ -543,6 +675,42 @@ async fn careful(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Vec
         stats.push(done.context("a careful loader task")??);
     }
     Ok(stats)
+}
+
+/// What a careful loader's variant sends (see [`CAREFUL`] and the modes after it).
+#[derive(Clone, Copy, Default)]
+struct Careful {
+    /// The business key as `_id` (else the driver's ObjectId).
+    key_id: bool,
+    /// A version in `_v`.
+    version: bool,
+    /// `insert_many` unordered (else ordered, the driver's default).
+    unordered: bool,
+    /// Write concern `j: true` (else the server's default, `w: 1`).
+    journaled: bool,
+}
+
+impl Careful {
+    fn of(mode: &str) -> Careful {
+        let key_id = mode != CAREFUL;
+        let version = key_id && mode != CAREFUL_KEY_ID;
+        let unordered = mode == CAREFUL_UNORDERED || mode == CAREFUL_AS_OURS;
+        Careful {
+            key_id,
+            version,
+            unordered,
+            journaled: mode == CAREFUL_AS_OURS,
+        }
+    }
+
+    /// The document for `record`, the `n`th of its file.
+    fn document(self, record: &hpn_common::Record, n: u64) -> RawDocumentBuf {
+        match (self.key_id, self.version) {
+            (false, _) => hpn_importer::store::fields_raw(record),
+            (true, false) => hpn_importer::store::stored_raw(record),
+            (true, true) => hpn_importer::store::stored_raw(&record.clone().with_version(n as i64 + 1)),
+        }
+    }
 }
 
 /// Summarise the repeats of one mode: medians, spread, the median run's tuples.

@@ -1,6 +1,7 @@
 //! The results file: every figure of one benchmark run, written as JSON to
 //! `bench/results/<date>-<host>.json`, and read back to write `findings.md`.
 
+use crate::layout::Pinning;
 use hpn_common::profile::StageTime;
 use hpn_importer::contention::ScenarioRow;
 use hpn_importer::ImportStats;
@@ -35,9 +36,28 @@ pub struct Results {
     /// `hpn-importer serve` at steady publish rates (absent in older files).
     #[serde(default)]
     pub latency: Option<Latency>,
+    /// How the cores were shared while everything above was measured.
+    #[serde(default)]
+    pub shared: Option<Pinning>,
+    /// The comparison modes and the A/B candidates with the database on a
+    /// core of its own (absent in older files).
+    #[serde(default)]
+    pub own_core: Option<LayoutResults>,
     /// File names (beside the results file) of the chart and the flamegraph.
     pub chart: String,
     pub flamegraph: Option<String>,
+    /// The importer's flamegraph from one-record messages on quorum queues.
+    #[serde(default)]
+    pub one_record_flamegraph: Option<String>,
+}
+
+/// Modes measured in one layout of the processes on the cores.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayoutResults {
+    pub pinning: Pinning,
+    pub records_per_file: usize,
+    pub repeats: usize,
+    pub modes: Vec<ModeResult>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -76,8 +96,15 @@ pub struct Limits {
     pub documents: usize,
     /// (concurrent batches, documents/s), batches of 1,000.
     pub insert_many: Vec<(usize, f64)>,
-    /// The best of those.
+    /// The median of [`Limits::insert_many_rounds`] (older files: the best
+    /// of [`Limits::insert_many`]).
     pub insert_many_per_s: f64,
+    /// Rounds at the best concurrency of [`Limits::insert_many`], in the
+    /// order run: the figure two targets divide by, so its spread is shown.
+    #[serde(default)]
+    pub insert_many_rounds: Vec<f64>,
+    #[serde(default)]
+    pub insert_many_concurrency: usize,
     /// The same documents as keyed upserts (`Store::upsert`, 2 batches at a
     /// time): why the importer inserts first and upserts only existing keys.
     pub upsert_per_s: f64,
@@ -124,12 +151,30 @@ pub struct ModeResult {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunTimes {
     pub publish_seconds: Option<f64>,
+    /// After the publish; or, where the publish overlaps the import, from
+    /// the start of the publish to the last record written.
     pub import_seconds: f64,
+    /// The import ran while the publish did (see `measure::AS_IT_RUNS`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_overlaps: bool,
 }
 
 impl RunTimes {
+    /// A publish, then an import, or neither (`publish: None`).
+    pub fn in_turn(publish_seconds: Option<f64>, import_seconds: f64) -> RunTimes {
+        RunTimes {
+            publish_seconds,
+            import_seconds,
+            publish_overlaps: false,
+        }
+    }
+
     pub fn total(&self) -> f64 {
-        self.publish_seconds.unwrap_or(0.0) + self.import_seconds
+        if self.publish_overlaps {
+            self.import_seconds
+        } else {
+            self.publish_seconds.unwrap_or(0.0) + self.import_seconds
+        }
     }
 }
 

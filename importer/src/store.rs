@@ -443,7 +443,14 @@ impl Store {
     pub async fn write(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
         let batch = latest_per_key(records);
         let mut outcome = batch.folded();
-        let (deletes, latest): (Vec<usize>, Vec<usize>) = batch.latest.iter().partition(|&&i| records[i].is_deletion());
+        // Deletes are rare: a batch without one keeps its list as it is (a
+        // partition grew two vectors per batch: 2 % of the importer's CPU
+        // at one record per message).
+        let (deletes, latest): (Vec<usize>, Vec<usize>) = if batch.latest.iter().any(|&i| records[i].is_deletion()) {
+            batch.latest.iter().partition(|&&i| records[i].is_deletion())
+        } else {
+            (Vec::new(), batch.latest)
+        };
         if !deletes.is_empty() {
             outcome.add(self.delete(kind, records, deletes).await?);
         }
@@ -524,7 +531,14 @@ impl Store {
     pub async fn upsert(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
         let batch = latest_per_key(records);
         let mut outcome = batch.folded();
-        let (deletes, latest): (Vec<usize>, Vec<usize>) = batch.latest.iter().partition(|&&i| records[i].is_deletion());
+        // Deletes are rare: a batch without one keeps its list as it is (a
+        // partition grew two vectors per batch: 2 % of the importer's CPU
+        // at one record per message).
+        let (deletes, latest): (Vec<usize>, Vec<usize>) = if batch.latest.iter().any(|&i| records[i].is_deletion()) {
+            batch.latest.iter().partition(|&&i| records[i].is_deletion())
+        } else {
+            (Vec::new(), batch.latest)
+        };
         if !deletes.is_empty() {
             outcome.add(self.delete(kind, records, deletes).await?);
         }
