@@ -164,7 +164,10 @@ fn check(name: &str, pid: u32, cores: &str) -> Result<String> {
         std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("{name} (pid {pid}) is gone"))?;
     let mut threads = 0;
     for task in tasks {
-        let status = std::fs::read_to_string(task?.path().join("status"))?;
+        // A thread may end between the listing and the reading: it runs nowhere.
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
         let allowed = allowed_list(&status).with_context(|| format!("no Cpus_allowed_list for {name}"))?;
         ensure!(
             same_cores(allowed, cores),
