@@ -123,6 +123,17 @@ fn records_done(metrics: &str) -> u64 {
         .sum()
 }
 
+/// Records of `collection` counted under `outcome`, from a Prometheus text
+/// exposition (0 when the series is absent: nothing had that outcome).
+pub fn records(metrics: &str, collection: &str, outcome: &str) -> u64 {
+    let (collection, outcome) = (format!("collection=\"{collection}\""), format!("outcome=\"{outcome}\""));
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("hpn_importer_records_total{") && l.contains(&collection) && l.contains(&outcome))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +149,8 @@ mod tests {
             hpn_importer_messages_consumed_total{collection=\"rentals\"} 7\n";
         assert_eq!(records_done(text), 18);
         assert_eq!(records_done(""), 0);
+        assert_eq!(records(text, "products", "written"), 5);
+        assert_eq!(records(text, "products", "stale"), 2);
+        assert_eq!(records(text, "customers", "stale"), 0);
     }
 }
