@@ -173,10 +173,7 @@ async fn main() -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             let mut bench = Bench::new(connection, workload.tuning, workload.rows_per_message)?;
             let held = layout::hold(layout)?;
-            say(format!("{}: {}", held.pinning.layout, held.pinning.how));
-            for line in &held.pinning.checked {
-                say(format!("checked: {line}"));
-            }
+            announce(&held.pinning);
             compare(&mut bench, &modes, size, repeats.max(1), &workload.data).await?;
             held.pinning.still_holds()?;
         }
@@ -282,6 +279,14 @@ fn newest_results(dir: &Path) -> Result<PathBuf> {
 
 fn say(message: impl AsRef<str>) {
     eprintln!("hpn-bench: {}", message.as_ref());
+}
+
+/// Say how the processes were laid out on the cores, and what the check found.
+fn announce(pinning: &layout::Pinning) {
+    say(format!("{}: {}", pinning.layout, pinning.how));
+    for line in &pinning.checked {
+        say(format!("checked: {line}"));
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -539,10 +544,7 @@ async fn own_core(
     repeats: usize,
 ) -> Result<results::LayoutResults> {
     let held = layout::hold(Layout::DatabaseOwnCore)?;
-    say(format!("{}: {}", held.pinning.layout, held.pinning.how));
-    for line in &held.pinning.checked {
-        say(format!("checked: {line}"));
-    }
+    announce(&held.pinning);
     let modes = measure::PINNED_MODES;
     let mut runs: Vec<Vec<measure::Run>> = modes.iter().map(|_| Vec::new()).collect();
     for repeat in 0..repeats {
