@@ -443,14 +443,7 @@ impl Store {
     pub async fn write(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
         let batch = latest_per_key(records);
         let mut outcome = batch.folded();
-        // Deletes are rare: a batch without one keeps its list as it is (a
-        // partition grew two vectors per batch: 2 % of the importer's CPU
-        // at one record per message).
-        let (deletes, latest): (Vec<usize>, Vec<usize>) = if batch.latest.iter().any(|&i| records[i].is_deletion()) {
-            batch.latest.iter().partition(|&&i| records[i].is_deletion())
-        } else {
-            (Vec::new(), batch.latest)
-        };
+        let (deletes, latest) = split_deletes(batch.latest, records);
         if !deletes.is_empty() {
             outcome.add(self.delete(kind, records, deletes).await?);
         }
@@ -531,14 +524,7 @@ impl Store {
     pub async fn upsert(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
         let batch = latest_per_key(records);
         let mut outcome = batch.folded();
-        // Deletes are rare: a batch without one keeps its list as it is (a
-        // partition grew two vectors per batch: 2 % of the importer's CPU
-        // at one record per message).
-        let (deletes, latest): (Vec<usize>, Vec<usize>) = if batch.latest.iter().any(|&i| records[i].is_deletion()) {
-            batch.latest.iter().partition(|&&i| records[i].is_deletion())
-        } else {
-            (Vec::new(), batch.latest)
-        };
+        let (deletes, latest) = split_deletes(batch.latest, records);
         if !deletes.is_empty() {
             outcome.add(self.delete(kind, records, deletes).await?);
         }
@@ -864,6 +850,18 @@ pub struct BatchWinners {
     /// Records that lost to an earlier record of their key with an equal or
     /// newer version: stored alone, they would have changed nothing.
     pub stale: u64,
+}
+
+/// A batch's winners (indexes into `records`) split into deletes and the
+/// rest. Deletes are rare: a batch without one keeps its list as it is (a
+/// partition grew two vectors per batch, 2 % of the importer's CPU at one
+/// record per message).
+fn split_deletes(latest: Vec<usize>, records: &[Record]) -> (Vec<usize>, Vec<usize>) {
+    if latest.iter().any(|&i| records[i].is_deletion()) {
+        latest.into_iter().partition(|&i| records[i].is_deletion())
+    } else {
+        (Vec::new(), latest)
+    }
 }
 
 /// Fold a batch to one record per key, applying the records in batch order
