@@ -90,10 +90,7 @@ impl Served {
 
     /// Its peak RSS so far (`VmHWM`), while it runs.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        hpn_common::profile::peak_rss_bytes_of(&self.pid().to_string())
     }
 
     /// SIGTERM, then a clean exit within 10 s.
@@ -115,21 +112,23 @@ impl Served {
 /// Records the importer is done with, over every collection, from a
 /// Prometheus text exposition.
 fn records_done(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("hpn_importer_records_total{"))
-        .filter(|l| DONE.iter().any(|o| l.contains(&format!("outcome=\"{o}\""))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    DONE.iter().map(|outcome| records_of(metrics, None, outcome)).sum()
 }
 
 /// Records of `collection` counted under `outcome`, from a Prometheus text
 /// exposition (0 when the series is absent: nothing had that outcome).
 pub fn records(metrics: &str, collection: &str, outcome: &str) -> u64 {
-    let (collection, outcome) = (format!("collection=\"{collection}\""), format!("outcome=\"{outcome}\""));
+    records_of(metrics, Some(collection), outcome)
+}
+
+/// Records counted under `outcome`, of one collection or of every one.
+fn records_of(metrics: &str, collection: Option<&str>, outcome: &str) -> u64 {
+    let collection = collection.map(|c| format!("collection=\"{c}\""));
+    let outcome = format!("outcome=\"{outcome}\"");
     metrics
         .lines()
-        .filter(|l| l.starts_with("hpn_importer_records_total{") && l.contains(&collection) && l.contains(&outcome))
+        .filter(|l| l.starts_with("hpn_importer_records_total{") && l.contains(&outcome))
+        .filter(|l| collection.as_ref().is_none_or(|c| l.contains(c.as_str())))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }

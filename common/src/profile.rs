@@ -87,7 +87,12 @@ pub fn stages_requested() -> bool {
 /// The most resident memory this process has used so far, in bytes
 /// (Linux `VmHWM`; `None` elsewhere).
 pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_rss_bytes_of("self")
+}
+
+/// [`peak_rss_bytes`] of another process, by its pid (as `/proc` names it).
+pub fn peak_rss_bytes_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
