@@ -40,6 +40,7 @@ fn assert_fresh_import(stats: &[ImportStats]) {
         assert_eq!(s.count_after, RECORDS as u64, "{s:?}");
         assert_eq!((s.inserted, s.updated, s.rejected), (RECORDS as u64, 0, 0), "{s:?}");
         assert!(s.elapsed.as_secs_f64() > 0.0, "{s:?}");
+        assert_eq!(s.messages_left, Some(0), "the broker said the queue is empty: {s:?}");
     }
 }
 

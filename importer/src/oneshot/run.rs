@@ -13,14 +13,16 @@
 //!
 //! Each collection's figures are taken around its own import: the count
 //! before, the time from its first consumer starting to its last writer
-//! finishing, the count after, and what the broker says is left in its
-//! queue once its consumers have stopped (see `source::drain`): a run
-//! that cannot say its queues are empty is not done, and says so.
+//! finishing, then what the broker says is left in its queue once its
+//! consumers have stopped (see `source::drain`: a run that cannot say its
+//! queues are empty is not done, and says so) and the count after. A
+//! linear run asks the last two for its three queues together, once the
+//! last queue is drained.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::observe::counters::Counters;
-use crate::observe::progress::Progress;
+use crate::observe::progress::{Line, Progress};
 use crate::report::{ImportReport, ImportStats};
 use crate::route::dead_letter::DeadLetters;
 use crate::sink::write::{self, WriterSetup};
@@ -100,14 +102,17 @@ pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progre
     let started = Instant::now();
     let result = match mode {
         Mode::Linear => {
-            let mut collections = Vec::new();
+            // One queue at a time; what each queue has left is asked once
+            // the last one is drained, for all three at once (see
+            // [`Consumed::finish`]).
+            let mut consumed = Vec::new();
             for kind in RecordKind::ALL {
-                match import_collection(&services, config, kind, 1, 1, progress).await {
-                    Ok(stats) => collections.push(stats),
+                match consume_collection(&services, config, kind, 1, 1, progress).await {
+                    Ok(queue) => consumed.push(queue),
                     Err(e) => return close_with(services, Err(e)).await,
                 }
             }
-            Ok(collections)
+            futures::future::try_join_all(consumed.into_iter().map(|queue| queue.finish(&services, config))).await
         }
         Mode::Parallel => {
             let (consumers, writers) = (config.tuning.consumers.max(1), config.tuning.writers.max(1));
@@ -143,7 +148,7 @@ async fn close_with<T>(services: Services, result: Result<T>) -> Result<T> {
     result
 }
 
-/// Import one collection's queue until it is drained.
+/// Import one collection's queue until it is drained, and report it.
 async fn import_collection(
     services: &Services,
     config: &Config,
@@ -152,6 +157,64 @@ async fn import_collection(
     writers: usize,
     progress: &Progress,
 ) -> Result<ImportStats> {
+    consume_collection(services, config, kind, consumers, writers, progress)
+        .await?
+        .finish(services, config)
+        .await
+}
+
+/// A collection whose queue is drained and whose consumers and writers
+/// have stopped: what is left in its queue and its count after are still
+/// to be asked.
+struct Consumed {
+    kind: RecordKind,
+    queue: String,
+    counters: Arc<Counters>,
+    count_before: u64,
+    elapsed: std::time::Duration,
+    line: Line,
+}
+
+impl Consumed {
+    /// Ask what is left in the queue and count the collection, then report.
+    ///
+    /// The question takes [`SETTLE`](crate::source::drain::SETTLE) at the
+    /// least (a closed channel's messages go back to their queue
+    /// asynchronously), so a linear run asks for its three queues together
+    /// once the last is drained rather than one after another between
+    /// them: at 10,000 records per file that was 0.5 s of a 1.4 s run. A
+    /// queue's answer then comes a little later than its own drain, which
+    /// changes nothing it means: the run's consumers of it have stopped,
+    /// and what the broker holds then is what the run leaves.
+    async fn finish(self, services: &Services, config: &Config) -> Result<ImportStats> {
+        let stats = async {
+            let left = left_in_queue(
+                &services.connection,
+                &self.queue,
+                services.topology.queue_type(),
+                config.tuning.drain_patience(),
+            )
+            .await?;
+            let count_after = services.store.count(self.kind).await?;
+            Ok(self
+                .counters
+                .stats(self.kind, self.count_before, count_after, self.elapsed, left))
+        }
+        .await;
+        self.line.finish(stats.as_ref().ok());
+        stats
+    }
+}
+
+/// Consume one collection's queue until it is drained.
+async fn consume_collection(
+    services: &Services,
+    config: &Config,
+    kind: RecordKind,
+    consumers: usize,
+    writers: usize,
+    progress: &Progress,
+) -> Result<Consumed> {
     let tuning = &config.tuning;
     let count_before = services.store.count(kind).await?;
     let started = Instant::now();
@@ -214,22 +277,18 @@ async fn import_collection(
     consumer_tasks.abort_all();
     writer_tasks.abort_all();
     let _ = checker.close(200, "done".into()).await;
-    let stats = async {
-        outcome?;
-        let elapsed = started.elapsed();
-        let left = left_in_queue(
-            &services.connection,
-            &queue,
-            services.topology.queue_type(),
-            tuning.drain_patience(),
-        )
-        .await?;
-        let count_after = services.store.count(kind).await?;
-        Ok(counters.stats(kind, count_before, count_after, elapsed, left))
+    if let Err(e) = outcome {
+        line.finish(None);
+        return Err(e);
     }
-    .await;
-    line.finish(stats.as_ref().ok());
-    stats
+    Ok(Consumed {
+        kind,
+        queue,
+        counters,
+        count_before,
+        elapsed: started.elapsed(),
+        line,
+    })
 }
 
 /// The messages in `queue` as the run begins; `None` when the broker's
