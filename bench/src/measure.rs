@@ -246,15 +246,15 @@ impl Bench {
         match mode {
             BASELINE | CAREFUL | CAREFUL_KEY_ID | CAREFUL_KEY_ID_VERSION | CAREFUL_UNORDERED | CAREFUL_AS_OURS => {
                 let started = Instant::now();
-                let collections = if mode == BASELINE {
-                    baseline(settings, files).await?
+                let (collections, last_write) = if mode == BASELINE {
+                    (baseline(settings, files).await?, None)
                 } else {
-                    careful(settings, files, Careful::of(mode)).await?
+                    let (collections, last_write) = careful(settings, files, Careful::of(mode), started).await?;
+                    (collections, Some(last_write))
                 };
-                Ok(Run::in_process(
-                    RunTimes::in_turn(None, started.elapsed().as_secs_f64()),
-                    collections,
-                ))
+                let mut times = RunTimes::in_turn(None, started.elapsed().as_secs_f64());
+                times.last_write_seconds = last_write;
+                Ok(Run::in_process(times, collections))
             }
             DIRECT_LINEAR
             | DIRECT_PARALLEL
@@ -379,6 +379,7 @@ impl Bench {
                 publish_seconds: Some(publish_seconds),
                 import_seconds: seconds,
                 publish_overlaps: true,
+                last_write_seconds: None,
             },
             collections,
             producer_rss: published["peak_rss_bytes"].as_u64(),
@@ -631,7 +632,16 @@ const CAREFUL_BATCH: usize = 1000;
 ///
 /// Its variants ([`Careful`]) each change one thing towards the documents
 /// and the writes our insert path sends.
-async fn careful(settings: &ConnectionSettings, files: &[PathBuf], shape: Careful) -> Result<Vec<ImportStats>> {
+///
+/// Returns the figures and the seconds from `started` to the last record
+/// written (the count after each collection comes later).
+async fn careful(
+    settings: &ConnectionSettings,
+    files: &[PathBuf],
+    shape: Careful,
+    started: Instant,
+) -> Result<(Vec<ImportStats>, f64)> {
+    let run_started = started;
     let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
     let tasks = files.iter().map(|file| {
         let store = store.clone();
@@ -669,7 +679,8 @@ async fn careful(settings: &ConnectionSettings, files: &[PathBuf], shape: Carefu
                     break;
                 }
             }
-            anyhow::Ok(ImportStats {
+            let written = run_started.elapsed().as_secs_f64();
+            let stats = ImportStats {
                 collection: kind.collection().to_string(),
                 processed: inserted + rejected,
                 count_before,
@@ -681,14 +692,17 @@ async fn careful(settings: &ConnectionSettings, files: &[PathBuf], shape: Carefu
                 stale: 0,
                 rejected,
                 messages_left: Some(0),
-            })
+            };
+            anyhow::Ok((stats, written))
         })
     });
-    let mut stats = Vec::new();
+    let (mut stats, mut last_write) = (Vec::new(), 0.0f64);
     for done in futures::future::join_all(tasks).await {
-        stats.push(done.context("a careful loader task")??);
+        let (collection, written) = done.context("a careful loader task")??;
+        stats.push(collection);
+        last_write = last_write.max(written);
     }
-    Ok(stats)
+    Ok((stats, last_write))
 }
 
 /// What a careful loader's variant sends (see [`CAREFUL`] and the modes after it).
@@ -754,6 +768,11 @@ pub fn summarise(mode: &str, records: u64, runs: &[Run]) -> ModeResult {
         import_records_per_s: records as f64 / import_seconds.max(1e-9),
         collections: median_run.collections.clone(),
         cpu_seconds: median_cpu(runs),
+        last_write_seconds: runs
+            .iter()
+            .map(|r| r.times.last_write_seconds)
+            .collect::<Option<Vec<f64>>>()
+            .map(|last| median(&last)),
     }
 }
 

@@ -146,6 +146,18 @@ pub struct ModeResult {
     /// Median CPU seconds per process over the runs (absent in older files).
     #[serde(default)]
     pub cpu_seconds: Vec<crate::cpu::CpuTime>,
+    /// Median time to the last record written, where a run goes on after
+    /// it (see [`RunTimes::last_write_seconds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write_seconds: Option<f64>,
+}
+
+impl ModeResult {
+    /// Records per second up to the last record written: what the
+    /// pipeline as it runs is timed by, which stops its clock there.
+    pub fn written_records_per_s(&self) -> f64 {
+        self.records as f64 / self.last_write_seconds.unwrap_or(self.total_seconds).max(1e-9)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -157,6 +169,10 @@ pub struct RunTimes {
     /// The import ran while the publish did (see `measure::AS_IT_RUNS`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub publish_overlaps: bool,
+    /// From the start to the last record written, where the run goes on
+    /// after it: the careful loader counts its collections after writing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_write_seconds: Option<f64>,
 }
 
 impl RunTimes {
@@ -166,6 +182,7 @@ impl RunTimes {
             publish_seconds,
             import_seconds,
             publish_overlaps: false,
+            last_write_seconds: None,
         }
     }
 
@@ -313,5 +330,17 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn a_mode_timed_to_its_last_write_is_rated_by_it_and_older_files_by_their_total() {
+        let json = r#"{"mode":"m","records":300,"runs":[],"publish_seconds":null,"import_seconds":4.0,
+            "total_seconds":4.0,"min_seconds":4.0,"max_seconds":4.0,"records_per_s":75.0,
+            "import_records_per_s":75.0,"collections":[]}"#;
+        let mut mode: ModeResult = serde_json::from_str(json).unwrap();
+        assert_eq!(mode.written_records_per_s(), 75.0, "no last write recorded: the total");
+        mode.last_write_seconds = Some(3.0);
+        assert_eq!(mode.written_records_per_s(), 100.0);
+        assert_eq!(mode.records_per_s, 75.0, "the end-to-end rate is unchanged");
     }
 }
