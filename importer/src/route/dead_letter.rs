@@ -37,6 +37,14 @@ pub struct DeadLetters {
     log: Arc<Mutex<LogLimit>>,
 }
 
+impl DeadLetters {
+    /// Close the dead-letter channel (a clean shutdown): a channel still
+    /// open when its connection closes makes lapin log an error.
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "done".into()).await;
+    }
+}
+
 /// At most [`LOG_LINES_PER_SECOND`] lines in any one-second window, and a
 /// count of those held back.
 #[derive(Debug)]

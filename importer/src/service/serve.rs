@@ -224,11 +224,8 @@ async fn session(
             );
         }
     }
-    let depth = tokio::spawn(watch_depth(
-        connection.create_channel().await?,
-        topology.clone(),
-        metrics.clone(),
-    ));
+    let depth_channel = connection.create_channel().await?;
+    let depth = tokio::spawn(watch_depth(depth_channel.clone(), topology.clone(), metrics.clone()));
 
     // Consumers end only on shutdown (then the writers flush what they hold
     // and stop) or on a failure, whose cause `finish` names.
@@ -238,6 +235,10 @@ async fn session(
     // requeues it when the connection closes.
     consumers.abort_all();
     writers.abort_all();
+    // Every channel closed before the connection: lapin logs a channel
+    // still open then as an ERROR, on every clean SIGTERM.
+    let _ = depth_channel.close(200, "done".into()).await;
+    dead_letters.close().await;
     let _ = connection.close(200, "done".into()).await;
     outcome
 }
