@@ -116,7 +116,13 @@ pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progre
         }
         Mode::Parallel => {
             let (consumers, writers) = (config.tuning.consumers.max(1), config.tuning.writers.max(1));
-            let import = |kind| import_collection(&services, config, kind, consumers, writers, progress);
+            let services = &services;
+            let import = |kind| async move {
+                consume_collection(services, config, kind, consumers, writers, progress)
+                    .await?
+                    .finish(services, config)
+                    .await
+            };
             if config.rentals_take_stock {
                 // Rentals take stock from products, so products must be in
                 // first: customers and products together, then rentals.
@@ -146,21 +152,6 @@ async fn close_with<T>(services: Services, result: Result<T>) -> Result<T> {
     let _ = services.connection.close(200, "done".into()).await;
     services.store.shutdown().await;
     result
-}
-
-/// Import one collection's queue until it is drained, and report it.
-async fn import_collection(
-    services: &Services,
-    config: &Config,
-    kind: RecordKind,
-    consumers: usize,
-    writers: usize,
-    progress: &Progress,
-) -> Result<ImportStats> {
-    consume_collection(services, config, kind, consumers, writers, progress)
-        .await?
-        .finish(services, config)
-        .await
 }
 
 /// A collection whose queue is drained and whose consumers and writers
