@@ -633,15 +633,14 @@ const CAREFUL_BATCH: usize = 1000;
 /// Its variants ([`Careful`]) each change one thing towards the documents
 /// and the writes our insert path sends.
 ///
-/// Returns the figures and the seconds from `started` to the last record
+/// Returns the figures and the seconds from `run_started` to the last record
 /// written (the count after each collection comes later).
 async fn careful(
     settings: &ConnectionSettings,
     files: &[PathBuf],
     shape: Careful,
-    started: Instant,
+    run_started: Instant,
 ) -> Result<(Vec<ImportStats>, f64)> {
-    let run_started = started;
     let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
     let tasks = files.iter().map(|file| {
         let store = store.clone();

@@ -109,7 +109,13 @@ pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progre
             for kind in RecordKind::ALL {
                 match consume_collection(&services, config, kind, 1, 1, progress).await {
                     Ok(queue) => consumed.push(queue),
-                    Err(e) => return close_with(services, Err(e)).await,
+                    Err(e) => {
+                        // The queues drained before stay unreported: the run failed.
+                        for queue in consumed {
+                            queue.line.finish(None);
+                        }
+                        return close_with(services, Err(e)).await;
+                    }
                 }
             }
             futures::future::try_join_all(consumed.into_iter().map(|queue| queue.finish(&services, config))).await
