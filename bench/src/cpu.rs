@@ -63,15 +63,17 @@ pub fn servers_and_us() -> Watched {
 /// have been nearly idle for a moment: the run before (its database
 /// dropped, its queues deleted) can leave them busy for a second or more
 /// (the storage engine's checkpoint, the broker's queue deletion), and that
-/// work would otherwise land on the next mode's clock.
-pub async fn wait_until_quiet(watched: &Watched) {
+/// work would otherwise land on the next mode's clock. Gives the cores the
+/// servers still used in the last window when it gave up, so the caller can
+/// say so rather than measure as if they were quiet.
+pub async fn wait_until_quiet(watched: &Watched) -> Result<(), f64> {
     let servers: Watched = watched
         .iter()
         .filter(|(name, _)| name == BROKER || name == DATABASE)
         .cloned()
         .collect();
     let started = Instant::now();
-    while started.elapsed() < QUIET_PATIENCE {
+    loop {
         let before = sample(&servers);
         tokio::time::sleep(QUIET_WINDOW).await;
         let busy: f64 = between(&before, &sample(&servers))
@@ -80,7 +82,10 @@ pub async fn wait_until_quiet(watched: &Watched) {
             .map(|u| u.cores)
             .sum();
         if busy <= QUIET_CORES {
-            return;
+            return Ok(());
+        }
+        if started.elapsed() >= QUIET_PATIENCE {
+            return Err(busy);
         }
     }
 }
@@ -89,7 +94,7 @@ pub async fn wait_until_quiet(watched: &Watched) {
 /// may use meanwhile to count as quiet, and how long it waits at most.
 const QUIET_WINDOW: std::time::Duration = std::time::Duration::from_millis(300);
 const QUIET_CORES: f64 = 0.1;
-const QUIET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+pub const QUIET_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The names the servers and this process (with its children) are reported under.
 pub const BROKER: &str = "RabbitMQ";

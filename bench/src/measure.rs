@@ -218,7 +218,13 @@ impl Bench {
             prepare(&settings, mode).await?;
             // CPU is counted over what the clock times, not the preparation.
             let watched = crate::cpu::servers_and_us();
-            crate::cpu::wait_until_quiet(&watched).await;
+            if let Err(busy) = crate::cpu::wait_until_quiet(&watched).await {
+                crate::say(format!(
+                    "{mode}: the servers still used {busy:.2} cores after {} s of waiting for them to be idle; \
+                     this run's time and CPU include that work",
+                    crate::cpu::QUIET_PATIENCE.as_secs()
+                ));
+            }
             let before = crate::cpu::sample(&watched);
             let run = self.run_in(&settings, mode, files, profile).await?;
             Ok(Run {
