@@ -218,10 +218,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let kind = kind.into();
             let broker = broker.resolve()?;
-            let deletes = crate::delete::read_keys(kind, &keys, keys_file.as_deref())?;
-            anyhow::ensure!(!deletes.is_empty(), "no keys to delete: give some, or --keys-file");
             let clock = VersionClock::new(version_clock.unwrap_or_else(VersionClock::default_path));
-            let sent = crate::delete::publish_deletes(&broker, kind, deletes, clock).await?;
+            let each_key = || crate::delete::keys(kind, &keys, keys_file.as_deref());
+            let sent = crate::delete::publish_deletes(&broker, kind, each_key, clock).await?;
+            anyhow::ensure!(sent > 0, "no keys to delete: give some, or --keys-file");
             println!("{sent} {kind} deletes published");
         }
     }
