@@ -137,10 +137,11 @@ where
     Ok(sent)
 }
 
-/// A key that passed the check and then failed while sending: its file changed.
+/// A key that passed the check and then failed while sending (its file
+/// changed, or could no longer be read).
 fn changed(e: Error, sent: u64) -> Error {
     input(format!(
-        "the keys file changed while its deletes were sent: {e}; {sent} had been sent"
+        "reading the keys again to send them: {e}; {sent} deletes had been sent"
     ))
 }
 
