@@ -382,7 +382,7 @@ async fn run(
         .max_by_key(|(s, _)| *s)
         .context("a size up to 100,000")?;
     let own_core = own_core(&mut bench, queue_files, repeats.max(OWN_CORE_REPEATS)).await?;
-    let queues = compare_queues(&mut bench, &connection, &limits, queue_files, repeats).await?;
+    let queues = compare_queues(&mut bench, &connection, &limits, queue_files, repeats, machine.cores).await?;
     // The budget's cost is in how fast its prefetch opens at the start of a
     // queue: a size of 10,000 per file shows it as well as a bigger one,
     // in a fraction of the time (one-record messages publish slowly).
@@ -581,13 +581,15 @@ const QUEUE_VARIANTS: [(QueueType, PrefetchScope); 3] = [
 
 /// Parallel imports for each of [`QUEUE_VARIANTS`] from messages of 1 and
 /// 100 records, `repeats` times each in turn, with the broker's raw consume
-/// rate for each queue type and message size.
+/// rate for each queue type and message size, and the CPU ceiling on the
+/// machine's `cores` (see [`cpu_ceiling`]).
 async fn compare_queues(
     bench: &mut Bench,
     connection: &ConnectionSettings,
     limits: &Limits,
     (size, files): &(usize, Vec<PathBuf>),
     repeats: usize,
+    cores: usize,
 ) -> Result<Vec<results::QueueResult>> {
     let records = measure::customer_records(&files[0], 50_000)?;
     let mut raw = Vec::new();
@@ -603,7 +605,12 @@ async fn compare_queues(
                 queue_type,
             };
             let best = limits::broker_best(&raw_queue, &body, RecordKind::Customer, messages).await?;
-            raw.push((queue_type, rows, best.consume_per_s * rows as f64));
+            raw.push((
+                queue_type,
+                rows,
+                best.consume_per_s * rows as f64,
+                best.consume_cpu_s_per_message / rows as f64,
+            ));
         }
     }
     let cells: Vec<(QueueType, PrefetchScope, usize)> = QUEUE_VARIANTS
@@ -631,11 +638,15 @@ async fn compare_queues(
         .zip(&runs)
         .map(|(&(queue_type, scope, rows), runs)| {
             let summary = measure::summarise("queue variant", total, runs);
-            let raw_consume = raw
+            let (raw_consume, consume_cpu) = raw
                 .iter()
-                .find(|(t, r, _)| *t == queue_type && *r == rows)
-                .map(|(_, _, rate)| *rate)
-                .unwrap_or(f64::NAN);
+                .find(|(t, r, _, _)| *t == queue_type && *r == rows)
+                .map(|(_, _, rate, cpu)| (*rate, *cpu))
+                .unwrap_or((f64::NAN, f64::NAN));
+            let ceiling = limits
+                .insert_many_cpu_s_per_doc
+                .map(|insert_cpu| cpu_ceiling(cores as f64, consume_cpu, insert_cpu))
+                .filter(|c| c.is_finite());
             results::QueueResult {
                 queue_type: queue_type.to_string(),
                 prefetch_scope: scope.as_str().into(),
@@ -646,9 +657,19 @@ async fn compare_queues(
                 importer_peak_rss_bytes: runs.iter().filter_map(|r| r.importer_rss).max(),
                 raw_consume_records_per_s: raw_consume,
                 ratio: summary.import_records_per_s / raw_consume.min(limits.insert_many_per_s),
+                cpu_ceiling_records_per_s: ceiling,
             }
         })
         .collect())
+}
+
+/// The most records/s an import can reach where the broker, the importer
+/// and the database share `cores`: each record costs the machine at least
+/// what a bare consumer's delivery of it costs (`consume_cpu`, CPU seconds
+/// per record) plus what the database's raw `insert_many` of it costs
+/// (`insert_cpu`), both measured whole-machine in the same run.
+fn cpu_ceiling(cores: f64, consume_cpu: f64, insert_cpu: f64) -> f64 {
+    cores / (consume_cpu + insert_cpu)
 }
 
 async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Result<Limits> {
@@ -663,7 +684,9 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
     for concurrency in [1, 2, 4] {
         insert_many.push((
             concurrency,
-            limits::insert_many(&store, RecordKind::Customer, &documents, 1000, concurrency).await?,
+            limits::insert_many(&store, RecordKind::Customer, &documents, 1000, concurrency)
+                .await?
+                .per_s,
         ));
     }
     // One round per concurrency picks the best; the figure the targets
@@ -675,9 +698,11 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
         .map(|(c, _)| *c)
         .unwrap_or(1);
     let mut insert_many_rounds = Vec::new();
+    let mut insert_many_cpu = Vec::new();
     for _ in 0..INSERT_MANY_ROUNDS {
-        insert_many_rounds
-            .push(limits::insert_many(&store, RecordKind::Customer, &documents, 1000, concurrency).await?);
+        let round = limits::insert_many(&store, RecordKind::Customer, &documents, 1000, concurrency).await?;
+        insert_many_rounds.push(round.per_s);
+        insert_many_cpu.push(round.cpu_s_per_item);
     }
     let upsert_per_s = limits::upsert(&store, RecordKind::Customer, &records, 1000, 2).await?;
     store.database().drop().await?;
@@ -705,6 +730,7 @@ async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Re
         insert_many_per_s,
         insert_many_rounds,
         insert_many_concurrency: concurrency,
+        insert_many_cpu_s_per_doc: Some(results::median(&insert_many_cpu)),
         upsert_per_s,
         publish_one_row_per_s: one_row.publish_per_s,
         consume_one_row_per_s: one_row.consume_per_s,
@@ -787,6 +813,20 @@ fn targets(results: &Results) -> Vec<Target> {
             cell.map(|q| q.ratio),
             0.8,
         ));
+        if let Some(ceiling) = cell.and_then(|q| q.cpu_ceiling_records_per_s.map(|c| (q, c))) {
+            let (q, ceiling) = ceiling;
+            targets.push(Target {
+                name: format!("cpu_ceiling_one_record_messages_{queue_type}"),
+                description: format!(
+                    "one-record messages, {queue_type} queues: the most an import can reach on these cores, the CPU ceiling (whole-machine CPU of a \
+                     bare consume plus a raw insert_many, per record) / the same min(raw consume, raw insert_many) \
+                     (reported beside it)"
+                ),
+                measured: Some(ceiling / q.raw_consume_records_per_s.min(l.insert_many_per_s)),
+                bar: "reported".into(),
+                met: None,
+            });
+        }
     }
     if let Some(b) = &results.budget {
         let measured = b.flood_peak_rss_bytes.map(|bytes| bytes as f64 / (1024.0 * 1024.0));

@@ -65,10 +65,11 @@ pub const CAREFUL_UNORDERED: &str = "careful loader, key _id, _v, unordered";
 pub const CAREFUL_AS_OURS: &str = "careful loader, key _id, _v, unordered and journaled (our insert's shape)";
 /// [`DIRECT_PARALLEL`] with two writers per collection instead of one.
 pub const DIRECT_PARALLEL_TWO_WRITERS: &str = "direct parallel, 2 writers per collection";
-/// [`DIRECT_PARALLEL`] with batches of 500 records instead of 1,000.
-pub const DIRECT_PARALLEL_BATCH_500: &str = "direct parallel, batches of 500";
-/// [`DIRECT_PARALLEL`] with batches of 2,000 records instead of 1,000.
-pub const DIRECT_PARALLEL_BATCH_2000: &str = "direct parallel, batches of 2,000";
+/// [`DIRECT_PARALLEL`] with the careful loader's batches of 1,000 records
+/// instead of the importer's 2,000.
+pub const DIRECT_PARALLEL_BATCH_1000: &str = "direct parallel, batches of 1,000";
+/// [`DIRECT_PARALLEL`] with batches of 4,000 records instead of 2,000.
+pub const DIRECT_PARALLEL_BATCH_4000: &str = "direct parallel, batches of 4,000";
 /// [`DIRECT_PARALLEL`] with writes acknowledged before the journal.
 pub const DIRECT_PARALLEL_UNJOURNALED: &str = "direct parallel, writes not waiting for the journal";
 pub const MODES: [&str; 11] = [
@@ -98,8 +99,8 @@ pub const PINNED_MODES: [&str; 13] = [
     CAREFUL_UNORDERED,
     CAREFUL_AS_OURS,
     DIRECT_PARALLEL_TWO_WRITERS,
-    DIRECT_PARALLEL_BATCH_500,
-    DIRECT_PARALLEL_BATCH_2000,
+    DIRECT_PARALLEL_BATCH_1000,
+    DIRECT_PARALLEL_BATCH_4000,
     DIRECT_PARALLEL_UNJOURNALED,
 ];
 
@@ -131,8 +132,8 @@ pub const SHORT_NAMES: [(&str, &str); 19] = [
     ("direct-linear", DIRECT_LINEAR),
     ("direct-parallel", DIRECT_PARALLEL),
     ("direct-parallel-two-writers", DIRECT_PARALLEL_TWO_WRITERS),
-    ("direct-parallel-batch-500", DIRECT_PARALLEL_BATCH_500),
-    ("direct-parallel-batch-2000", DIRECT_PARALLEL_BATCH_2000),
+    ("direct-parallel-batch-1000", DIRECT_PARALLEL_BATCH_1000),
+    ("direct-parallel-batch-4000", DIRECT_PARALLEL_BATCH_4000),
     ("direct-parallel-unjournaled", DIRECT_PARALLEL_UNJOURNALED),
 ];
 
@@ -265,14 +266,14 @@ impl Bench {
             DIRECT_LINEAR
             | DIRECT_PARALLEL
             | DIRECT_PARALLEL_TWO_WRITERS
-            | DIRECT_PARALLEL_BATCH_500
-            | DIRECT_PARALLEL_BATCH_2000
+            | DIRECT_PARALLEL_BATCH_1000
+            | DIRECT_PARALLEL_BATCH_4000
             | DIRECT_PARALLEL_UNJOURNALED => {
                 let mut config = config;
                 match mode {
                     DIRECT_PARALLEL_TWO_WRITERS => config.tuning.writers = 2,
-                    DIRECT_PARALLEL_BATCH_500 => config.tuning.batch_size = 500,
-                    DIRECT_PARALLEL_BATCH_2000 => config.tuning.batch_size = 2000,
+                    DIRECT_PARALLEL_BATCH_1000 => config.tuning.batch_size = 1000,
+                    DIRECT_PARALLEL_BATCH_4000 => config.tuning.batch_size = 4000,
                     DIRECT_PARALLEL_UNJOURNALED => {
                         config.connection.mongodb_uri = with_uri_options(&settings.mongodb_uri, UNJOURNALED)
                     }

@@ -105,6 +105,9 @@ pub struct Limits {
     pub insert_many_rounds: Vec<f64>,
     #[serde(default)]
     pub insert_many_concurrency: usize,
+    /// Whole-machine CPU seconds per document of those rounds (median).
+    #[serde(default)]
+    pub insert_many_cpu_s_per_doc: Option<f64>,
     /// The same documents as keyed upserts (`Store::upsert`, 2 batches at a
     /// time): why the importer inserts first and upserts only existing keys.
     pub upsert_per_s: f64,
@@ -220,6 +223,11 @@ pub struct QueueResult {
     pub raw_consume_records_per_s: f64,
     /// Import / min(raw consume, raw insert_many).
     pub ratio: f64,
+    /// The most an import can reach on this machine's cores, from the CPU
+    /// the raw consume and the raw insert_many cost per record (see
+    /// `cpu_ceiling` in main.rs); `None` in older files.
+    #[serde(default)]
+    pub cpu_ceiling_records_per_s: Option<f64>,
 }
 
 /// The memory budget's hold and cost (see `crate::budget`).
