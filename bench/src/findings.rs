@@ -397,7 +397,7 @@ pub fn render(results: &Results, results_file: &str) -> String {
             let cores = results.machine.cores;
             let _ = writeln!(
                 md,
-                "\n*CPU ceiling*: the broker, the importer and the database share {cores} cores, so no import can take records faster than {cores} cores divided by what one record costs the whole machine at the least: its delivery to a bare consumer (the raw consume's CPU seconds per record, measured with it) plus its raw `insert_many` ({:.1} µs of CPU per document, median of the raw rounds). *Ceiling ratio* is that ceiling over the same denominator as *ratio*: where it is below a target's bar, no importer can meet the bar on these cores, and *import / ceiling* shows how much of what is possible ours reaches.",
+                "\n*CPU ceiling*: the broker, the importer and the database share {cores} cores, so an import cannot take records much faster than {cores} cores divided by what one record costs the whole machine at the least: its delivery to a bare consumer (the raw consume's CPU seconds per record, measured with it) plus its raw `insert_many` ({:.1} µs of CPU per document, median of the raw rounds, batches of 1,000; the importer's batches of 2,000 cost the database a little less). *Ceiling ratio* is that ceiling over the same denominator as *ratio*: where it is well below a target's bar, no importer can meet the bar on these cores, and *import / ceiling* shows how much of what is possible ours reaches.",
                 insert_cpu * 1e6
             );
         }
