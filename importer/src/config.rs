@@ -118,7 +118,8 @@ pub struct Tuning {
     /// `source::prefetch`).
     #[arg(long, env = env::MEMORY_BUDGET_MIB, default_value_t = Tuning::DEFAULT.memory_budget_mib)]
     pub memory_budget_mib: usize,
-    /// Messages larger than this go to the dead-letter queue.
+    /// Messages larger than this go to the dead-letter queue (our producer
+    /// keeps its messages under the same variable's value).
     #[arg(long, env = env::MAX_MESSAGE_BYTES, default_value_t = Tuning::DEFAULT.max_message_bytes)]
     pub max_message_bytes: usize,
     /// Deliveries of one message that may end without it being written (the

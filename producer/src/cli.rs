@@ -51,6 +51,15 @@ enum Command {
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
                   .range(1..=hpn_common::message::MAX_RECORDS_PER_MESSAGE as u64))]
         rows_per_message: usize,
+        /// Bytes of body one message may hold: a message closes before the
+        /// record that would pass it. The importer refuses larger bodies
+        /// (the same variable sets its limit) and so do the brokers, with
+        /// their `max_message_size`. At least 1 MiB, more than any valid
+        /// record takes.
+        #[arg(long, env = env::MAX_MESSAGE_BYTES, default_value_t = hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+                  .range(crate::pack::MIN_MESSAGE_BYTES as u64..))]
+        max_message_bytes: usize,
         /// Publishes awaiting a broker confirm at most, per file.
         #[arg(long, env = env::CONFIRM_WINDOW, default_value_t = crate::publish::DEFAULT_CONFIRM_WINDOW)]
         confirm_window: usize,
@@ -156,6 +165,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             paths,
             broker,
             rows_per_message,
+            max_message_bytes,
             confirm_window,
             rejects_dir,
             mapping,
@@ -172,6 +182,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             anyhow::ensure!(!files.is_empty(), "no CSV files in {paths:?}");
             let options = PublishOptions {
                 rows_per_message,
+                max_message_bytes,
                 confirm_window,
                 rejects_dir,
                 progress: !json,

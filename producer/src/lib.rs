@@ -3,6 +3,7 @@
 //! - [`generate`]: deterministic sample CSVs in the brief's shape;
 //! - [`publish`]: streaming, validating, confirmed publishing of CSV files;
 //! - [`delete`]: the deletes of keys, versioned like the records;
+//! - `pack`: records into message bodies, bounded in records and bytes;
 //! - [`version`]: the version each published record carries, so the store
 //!   keeps the newest whatever order the records are delivered in.
 //!
@@ -12,6 +13,7 @@
 mod cli;
 pub mod delete;
 pub mod generate;
+mod pack;
 pub mod publish;
 pub mod version;
 

@@ -39,12 +39,13 @@
 //! [`crate::version`]), so whatever order the importer's consumers write in,
 //! the store ends with the last line of each key of the newest publish.
 
+use crate::pack::{Packed, Packer};
 use crate::version::{FileVersions, VersionClock};
 use hpn_common::csv_source::{CsvSource, Duplicate, DuplicateKeys, RejectsWriter, SourceError};
 use hpn_common::message::{self, Origin};
 use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::retry::RetryPolicy;
-use hpn_common::{broker, BrokerSettings, Error, Mapping, Record, RecordKind, Result};
+use hpn_common::{broker, BrokerSettings, Error, Mapping, RecordKind, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lapin::Connection;
 use serde::Serialize;
@@ -69,6 +70,9 @@ pub const DEFAULT_CONFIRM_WINDOW: usize = 1024;
 pub struct PublishOptions {
     /// Records packed into one message (1: one JSON object per message).
     pub rows_per_message: usize,
+    /// Bytes of body one message may hold at most (see [`crate::pack`]);
+    /// a message closes before the record that would pass it.
+    pub max_message_bytes: usize,
     /// Publishes awaiting their confirm at most, per file.
     pub confirm_window: usize,
     /// Where rejects files go (default: beside each input file).
@@ -87,6 +91,7 @@ impl Default for PublishOptions {
     fn default() -> Self {
         PublishOptions {
             rows_per_message: DEFAULT_ROWS_PER_MESSAGE,
+            max_message_bytes: hpn_common::message::DEFAULT_MAX_MESSAGE_BYTES,
             confirm_window: DEFAULT_CONFIRM_WINDOW,
             rejects_dir: None,
             progress: false,
@@ -310,14 +315,6 @@ async fn publish_pass(
     }
 }
 
-/// Records of one message and the lines of its first and last, as the
-/// reader thread hands them on.
-struct Chunk {
-    line: u64,
-    last_line: u64,
-    records: Vec<Record>,
-}
-
 /// Publish one file on `connection`, after the rows `confirmed` covers
 /// (all of it the first time); `confirmed` follows the broker's confirms.
 async fn publish_file(
@@ -342,21 +339,28 @@ async fn publish_file(
 
     let mut publisher = ConfirmedPublisher::open(connection, options.confirm_window).await?;
 
-    // Enough chunks in hand to keep the publisher busy, no more.
-    let (tx, mut rx) = mpsc::channel::<Chunk>(64);
+    // Enough messages in hand to keep the publisher busy, no more: 64, and
+    // IN_HAND_BYTES of bodies (a message can be as large as
+    // max_message_bytes: 64 of 4 MiB would be 256 MiB).
+    let (tx, mut rx) = mpsc::channel::<InHand>(64);
     let rejects_path = RejectsWriter::path_for(file, options.rejects_dir.as_deref());
-    let rows_per_message = options.rows_per_message.max(1);
+    let packer = Packer::new(options.rows_per_message, options.max_message_bytes);
     let reader_bar = bar.clone();
     let clock = options.version_clock.clone();
     let skip_through = confirmed.through_line;
     let reader = tokio::task::spawn_blocking(move || {
+        let to_publisher = ToPublisher {
+            tx,
+            bytes: std::sync::Arc::new(tokio::sync::Semaphore::new(IN_HAND_BYTES)),
+            runtime: tokio::runtime::Handle::current(),
+        };
         read_rows(
             source,
             clock,
-            rows_per_message,
+            packer,
             skip_through,
             rejects_path,
-            tx,
+            to_publisher,
             reader_bar,
         )
     });
@@ -365,21 +369,15 @@ async fn publish_file(
     let exchange = settings.topology().exchange();
     let mut in_flight = InFlight::default();
     let publishing = async {
-        while let Some(chunk) = rx.recv().await {
+        while let Some((chunk, _bytes_in_hand)) = rx.recv().await {
             let origin = Origin {
                 file: origin_file.clone(),
                 line: chunk.line,
             };
-            let (body, properties) = {
-                let _stage = tracing::debug_span!(target: "stage", "encode").entered();
-                (
-                    message::encode(&chunk.records),
-                    message::properties(kind, Some(&origin)),
-                )
-            };
-            in_flight.sent.push_back((chunk.last_line, chunk.records.len() as u64));
+            let properties = message::properties(kind, Some(&origin));
+            in_flight.sent.push_back((chunk.last_line, chunk.records));
             let sent = publisher
-                .publish(&exchange, kind.as_str(), &body, properties)
+                .publish(&exchange, kind.as_str(), &chunk.body, properties)
                 .instrument(tracing::debug_span!(target: "stage", "publish"))
                 .await;
             in_flight.settle(publisher.confirmed(), confirmed);
@@ -456,6 +454,35 @@ impl InFlight {
     }
 }
 
+/// Bytes of message bodies the reader may have handed on and the publisher
+/// not yet sent, per file.
+const IN_HAND_BYTES: usize = 16 << 20;
+
+/// A message on its way to the publisher, and its share of
+/// [`IN_HAND_BYTES`], given back once it is sent.
+type InHand = (Packed, tokio::sync::OwnedSemaphorePermit);
+
+/// The reader's side of the way to the publisher.
+struct ToPublisher {
+    tx: mpsc::Sender<InHand>,
+    bytes: std::sync::Arc<tokio::sync::Semaphore>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl ToPublisher {
+    /// Waits for room (in messages and in bytes), then hands `packed` on;
+    /// `Err` when the publisher has stopped.
+    fn send(&self, packed: Packed) -> std::result::Result<(), ()> {
+        // A body larger than the whole allowance takes all of it.
+        let share = packed.body.len().clamp(1, IN_HAND_BYTES) as u32;
+        let permit = self
+            .runtime
+            .block_on(self.bytes.clone().acquire_many_owned(share))
+            .map_err(|_| ())?;
+        self.tx.blocking_send((packed, permit)).map_err(|_| ())
+    }
+}
+
 /// What the reader stage did with one file.
 struct ReadSummary {
     rejected: u64,
@@ -464,26 +491,22 @@ struct ReadSummary {
     versions: Option<(i64, i64)>,
 }
 
-/// The reader stage: runs on a blocking thread, versions valid records and
-/// hands them on in chunks, and writes rejections as it meets them.
+/// The reader stage: runs on a blocking thread, versions valid records,
+/// packs them into message bodies (see [`crate::pack`]) and hands those on,
+/// and writes rejections as it meets them.
 fn read_rows(
     mut source: CsvSource,
     clock: Option<VersionClock>,
-    rows_per_message: usize,
+    mut packer: Packer,
     skip_through: u64,
     rejects_path: PathBuf,
-    tx: mpsc::Sender<Chunk>,
+    tx: ToPublisher,
     bar: ProgressBar,
 ) -> Result<ReadSummary> {
     let mut rejects = RejectsWriter::new(&rejects_path, source.header());
     let mut duplicates = Duplicates::new(clock.is_some());
     let mut versions = clock.map(FileVersions::start);
     let mut first_and_last: Option<(i64, i64)> = None;
-    let mut chunk = Chunk {
-        line: 0,
-        last_line: 0,
-        records: Vec::with_capacity(rows_per_message),
-    };
     let mut rows = 0u64;
     let mut read_to_the_end = true;
     while let Some(row) = source.next() {
@@ -494,27 +517,18 @@ fn read_rows(
             // Confirmed on an earlier connection: read again, not sent again.
             Ok(row) if row.line <= skip_through => {}
             Ok(row) => {
-                if chunk.records.is_empty() {
-                    chunk.line = row.line;
-                }
-                chunk.last_line = row.line;
                 let mut record = row.record;
                 if let Some(versions) = versions.as_mut() {
                     let version = versions.version(row.line);
                     first_and_last = Some((first_and_last.map_or(version, |(first, _)| first), version));
                     record.set_version(Some(version));
                 }
-                chunk.records.push(record);
-                if chunk.records.len() == rows_per_message {
-                    let full = std::mem::replace(
-                        &mut chunk,
-                        Chunk {
-                            line: 0,
-                            last_line: 0,
-                            records: Vec::with_capacity(rows_per_message),
-                        },
-                    );
-                    if tx.blocking_send(full).is_err() {
+                let closed = {
+                    let _stage = tracing::debug_span!(target: "stage", "encode").entered();
+                    packer.push(&record, row.line)
+                };
+                if let Some(full) = closed {
+                    if tx.send(full).is_err() {
                         // The publisher stopped on an error; it reports it.
                         read_to_the_end = false;
                         break;
@@ -531,8 +545,8 @@ fn read_rows(
             bar.set_position(source.byte_position());
         }
     }
-    if !chunk.records.is_empty() {
-        let _ = tx.blocking_send(chunk);
+    if let Some(last) = packer.finish() {
+        let _ = tx.send(last);
     }
     bar.set_position(bar.length().unwrap_or(0));
     // Only a pass that read the whole file reports (a resumed file is read

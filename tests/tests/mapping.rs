@@ -222,3 +222,73 @@ async fn a_bad_mapping_is_refused_before_anything_is_sent() {
     );
     env.cleanup().await;
 }
+
+/// Rows with many long kept columns: 120 customers of 32 kept columns of
+/// 1,000 characters, three bytes each, so about 96 KB a record, and 100 of
+/// them (the default records per message) about 9.6 MB: over the 4 MiB the
+/// importer takes and the broker's `max_message_size`, which closed the
+/// producer's channel on every try, so the file never loaded. The producer
+/// now closes each message before the record that would pass the limit.
+#[tokio::test]
+async fn rows_with_long_kept_columns_are_packed_under_the_message_limit() {
+    let env = TestEnv::new("wide_rows");
+    let columns: Vec<String> = (0..32).map(|i| format!("c{i}")).collect();
+    let mut mapping = String::from(
+        "[customer]\nuser_id = \"Id\"\nname = \"Name\"\naddress = \"Address\"\nphone_number = \"Phone\"\nemail = \"Email\"\n\n[customer.keep]\n",
+    );
+    for c in &columns {
+        mapping.push_str(&format!("{c} = \"{c}\"\n"));
+    }
+    let mapping_file = env.path("wide.toml");
+    std::fs::write(&mapping_file, mapping).unwrap();
+    let wide = "漢".repeat(1_000);
+    let mut csv = format!("Id,Name,Address,Phone,Email,{}\n", columns.join(","));
+    for i in 0..120 {
+        csv.push_str(&format!("W{i:03},Name {i},1 Main St,555,w{i}@example.com"));
+        for _ in &columns {
+            csv.push(',');
+            csv.push_str(&wide);
+        }
+        csv.push('\n');
+    }
+    let file = env.path("customers.csv");
+    std::fs::write(&file, csv).unwrap();
+    let clock = env.path("clock");
+
+    let ran = run(
+        &env,
+        &producer_program(),
+        &[
+            "publish",
+            "--json",
+            "--mapping",
+            mapping_file.to_str().unwrap(),
+            "--version-clock",
+            clock.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let report = ran.json();
+    let published = &report["files"][0];
+    assert_eq!(published["published"], 120, "{report}");
+    let messages = published["messages"].as_u64().unwrap();
+    // About 43 records fit 4 MiB: three messages, not the two a count of
+    // 100 would give.
+    assert!((3..=4).contains(&messages), "{messages} messages");
+
+    let stats = run_parallel(&env.config()).await.unwrap();
+    let customers = stats.iter().find(|s| s.collection == "customers").unwrap();
+    assert_eq!(
+        (customers.processed, customers.count_after, customers.rejected),
+        (120, 120, 0),
+        "every record stored, none dead-lettered"
+    );
+    let store = env.store().await;
+    let stored = documents(&store, RecordKind::Customer).await;
+    let extra = stored[119].get_document("extra").unwrap();
+    assert_eq!(stored[119].get_str("user_id"), Ok("W119"));
+    assert_eq!(extra.len(), 32);
+    assert!(extra.iter().all(|(_, v)| v.as_str() == Some(wide.as_str())));
+    env.cleanup().await;
+}
