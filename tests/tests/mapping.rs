@@ -32,6 +32,25 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// `hpn-producer publish --json` of `path` (a file or a directory) through
+/// `mapping`, with the test's own version clock.
+fn publish_with_mapping(env: &TestEnv, mapping: &Path, path: &Path) -> hpn_tests::process::Ran {
+    let clock = env.path("clock");
+    run(
+        env,
+        &producer_program(),
+        &[
+            "publish",
+            "--json",
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--version-clock",
+            clock.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ],
+    )
+}
+
 #[tokio::test]
 async fn files_in_other_layouts_go_through_the_queue_with_their_extras() {
     let env = TestEnv::new("mapping");
@@ -44,22 +63,7 @@ async fn files_in_other_layouts_go_through_the_queue_with_their_extras() {
     std::fs::write(dir.join("notes.csv"), "Exported by the back office on Monday\n").unwrap();
     std::fs::write(dir.join("empty.csv"), "").unwrap();
     std::fs::write(dir.join("photo.csv"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\x01\x02").unwrap();
-    let mapping = example("other-system.toml");
-    let clock = env.path("clock");
-
-    let ran = run(
-        &env,
-        &producer_program(),
-        &[
-            "publish",
-            "--json",
-            "--mapping",
-            mapping.to_str().unwrap(),
-            "--version-clock",
-            clock.to_str().unwrap(),
-            dir.to_str().unwrap(),
-        ],
-    );
+    let ran = publish_with_mapping(&env, &example("other-system.toml"), &dir);
     assert_eq!(ran.code, Some(3), "a refused file sets exit code 3\n{}", ran.stderr);
     let report = ran.json();
     let published: Vec<(String, u64)> = report["files"]
@@ -253,21 +257,8 @@ async fn rows_with_long_kept_columns_are_packed_under_the_message_limit() {
     }
     let file = env.path("customers.csv");
     std::fs::write(&file, csv).unwrap();
-    let clock = env.path("clock");
 
-    let ran = run(
-        &env,
-        &producer_program(),
-        &[
-            "publish",
-            "--json",
-            "--mapping",
-            mapping_file.to_str().unwrap(),
-            "--version-clock",
-            clock.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-    );
+    let ran = publish_with_mapping(&env, &mapping_file, &file);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let report = ran.json();
     let published = &report["files"][0];
