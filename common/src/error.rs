@@ -19,6 +19,12 @@ pub enum Error {
     /// it again cannot help until the topology changes.
     #[error("RabbitMQ: the broker {0}")]
     Unroutable(String),
+    /// The broker closed the channel rather than take a message
+    /// (`406 PRECONDITION_FAILED`, most often a body over its
+    /// `max_message_size`): the same message would be refused again, so
+    /// this is not retried. Holds the broker's own words.
+    #[error("RabbitMQ refused a message for good: {0}")]
+    MessageRefused(String),
     /// A subscription ended that the consumer had not cancelled: its
     /// channel or connection is gone, or its queue was deleted. Whoever
     /// supervises the consumer reconnects (or, one-shot, fails the run)
@@ -69,9 +75,11 @@ impl Error {
 
     pub fn origin(&self) -> Origin {
         match self {
-            Error::Broker(_) | Error::NotConfirmed(_) | Error::Unroutable(_) | Error::SubscriptionEnded(_) => {
-                Origin::Broker
-            }
+            Error::Broker(_)
+            | Error::NotConfirmed(_)
+            | Error::Unroutable(_)
+            | Error::MessageRefused(_)
+            | Error::SubscriptionEnded(_) => Origin::Broker,
             Error::Source(_) | Error::Io(_) | Error::Inequivalent { .. } => Origin::Input,
             Error::Task(_) => Origin::Internal,
         }

@@ -60,10 +60,14 @@ impl ConfirmedPublisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<()> {
-        let confirm = self
+        let confirm = match self
             .channel
             .basic_publish(exchange.into(), routing_key.into(), MANDATORY, body, properties)
-            .await?;
+            .await
+        {
+            Ok(confirm) => confirm,
+            Err(e) => return Err(self.why_closed(e).await),
+        };
         self.in_flight.push_back(confirm);
         while self.in_flight.len() >= self.window {
             let oldest = self.in_flight.pop_front().expect("the window is not empty");
@@ -80,6 +84,21 @@ impl ConfirmedPublisher {
             self.confirmed += 1;
         }
         Ok(())
+    }
+
+    /// Why a publish failed. Once the broker has closed the channel over
+    /// one message, the next publish fails only with "channel closed"; the
+    /// broker's reason went to the confirms still in flight, so those are
+    /// settled first (the ones confirmed before it still count).
+    async fn why_closed(&mut self, error: lapin::Error) -> Error {
+        while let Some(confirm) = self.in_flight.pop_front() {
+            match tokio::time::timeout(WHY_CLOSED_WAIT, check(confirm, "", "")).await {
+                Ok(Ok(())) => self.confirmed += 1,
+                Ok(Err(reason)) => return reason,
+                Err(_) => break,
+            }
+        }
+        refusal(error)
     }
 
     /// Flush, then close the channel.
@@ -100,16 +119,46 @@ pub async fn publish_confirmed(
 ) -> Result<()> {
     let confirm = channel
         .basic_publish(exchange.into(), routing_key.into(), MANDATORY, body, properties)
-        .await?;
+        .await
+        .map_err(refusal)?;
     check(confirm, exchange, routing_key).await
 }
+
+/// How long a closed channel's confirms may take to say why it closed:
+/// lapin fails them as soon as the close arrives, so this only bounds a
+/// connection that is gone without a word.
+const WHY_CLOSED_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A publish's lapin error as ours: the broker closing the channel with
+/// `406 PRECONDITION_FAILED` refused the message itself (most often: a body
+/// over its `max_message_size`), which no retry mends; anything else is the
+/// broker or the connection failing, which one may.
+fn refusal(error: lapin::Error) -> Error {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e) if e.get_id() == PRECONDITION_FAILED => {
+            let mut reason = e.get_message().to_string();
+            if reason.contains("larger than configured max size") {
+                reason.push_str(
+                    " (HPN_MAX_MESSAGE_BYTES, the producer's --max-message-bytes, must not be above the \
+                     broker's max_message_size)",
+                );
+            }
+            Error::MessageRefused(reason)
+        }
+        _ => Error::Broker(error),
+    }
+}
+
+/// AMQP's reply code for a precondition the message did not meet.
+const PRECONDITION_FAILED: u16 = 406;
 
 /// An ack is success; a nack, or a message returned as unroutable, is an
 /// error that names where it was sent (when known).
 async fn check(confirm: PublisherConfirm, exchange: &str, routing_key: &str) -> Result<()> {
     let confirmation = confirm
         .instrument(tracing::debug_span!(target: "stage", "confirm"))
-        .await?;
+        .await
+        .map_err(refusal)?;
     let to = if exchange.is_empty() && routing_key.is_empty() {
         String::new()
     } else {
@@ -126,4 +175,35 @@ async fn check(confirm: PublisherConfirm, exchange: &str, routing_key: &str) -> 
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    fn closed_with(code: AMQPSoftError, text: &str) -> lapin::Error {
+        lapin::ErrorKind::ProtocolError(AMQPError::new(AMQPErrorKind::Soft(code), text.into())).into()
+    }
+
+    #[test]
+    fn a_message_over_the_brokers_limit_is_refused_for_good_in_its_words() {
+        let error = refusal(closed_with(
+            AMQPSoftError::PRECONDITIONFAILED,
+            "PRECONDITION_FAILED - message size 9642281 is larger than configured max size 4194304",
+        ));
+        let Error::MessageRefused(reason) = &error else {
+            panic!("not a refusal: {error}");
+        };
+        assert!(reason.contains("message size 9642281"), "{reason}");
+        assert!(reason.contains("HPN_MAX_MESSAGE_BYTES"), "{reason}");
+        assert_eq!(error.origin(), crate::error::Origin::Broker);
+    }
+
+    #[test]
+    fn other_channel_closes_stay_broker_failures() {
+        // An exchange deleted under the publisher: declaring it again mends that.
+        let error = refusal(closed_with(AMQPSoftError::NOTFOUND, "NOT_FOUND - no exchange"));
+        assert!(matches!(error, Error::Broker(_)), "{error}");
+    }
 }

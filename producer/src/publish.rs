@@ -308,7 +308,8 @@ async fn publish_pass(
             // A nack is the broker not taking a message for now (during a
             // node's shutdown, a quorum queue nacks until its new leader is
             // elected): resumed like a lost connection. A returned message
-            // (unroutable) or a queue of the other type is not.
+            // (unroutable), a message the broker refused for good (over its
+            // max_message_size) or a queue of the other type is not.
             let lost = matches!(error, Error::Broker(_) | Error::NotConfirmed(_));
             Err((error, lost))
         }

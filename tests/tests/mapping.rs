@@ -33,22 +33,20 @@ fn example(name: &str) -> PathBuf {
 }
 
 /// `hpn-producer publish --json` of `path` (a file or a directory) through
-/// `mapping`, with the test's own version clock.
-fn publish_with_mapping(env: &TestEnv, mapping: &Path, path: &Path) -> hpn_tests::process::Ran {
+/// `mapping`, with the test's own version clock and `more` arguments.
+fn publish_with_mapping(env: &TestEnv, mapping: &Path, path: &Path, more: &[&str]) -> hpn_tests::process::Ran {
     let clock = env.path("clock");
-    run(
-        env,
-        &producer_program(),
-        &[
-            "publish",
-            "--json",
-            "--mapping",
-            mapping.to_str().unwrap(),
-            "--version-clock",
-            clock.to_str().unwrap(),
-            path.to_str().unwrap(),
-        ],
-    )
+    let mut args = vec![
+        "publish",
+        "--json",
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--version-clock",
+        clock.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    args.push(path.to_str().unwrap());
+    run(env, &producer_program(), &args)
 }
 
 #[tokio::test]
@@ -63,7 +61,7 @@ async fn files_in_other_layouts_go_through_the_queue_with_their_extras() {
     std::fs::write(dir.join("notes.csv"), "Exported by the back office on Monday\n").unwrap();
     std::fs::write(dir.join("empty.csv"), "").unwrap();
     std::fs::write(dir.join("photo.csv"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\x01\x02").unwrap();
-    let ran = publish_with_mapping(&env, &example("other-system.toml"), &dir);
+    let ran = publish_with_mapping(&env, &example("other-system.toml"), &dir, &[]);
     assert_eq!(ran.code, Some(3), "a refused file sets exit code 3\n{}", ran.stderr);
     let report = ran.json();
     let published: Vec<(String, u64)> = report["files"]
@@ -236,29 +234,9 @@ async fn a_bad_mapping_is_refused_before_anything_is_sent() {
 #[tokio::test]
 async fn rows_with_long_kept_columns_are_packed_under_the_message_limit() {
     let env = TestEnv::new("wide_rows");
-    let columns: Vec<String> = (0..32).map(|i| format!("c{i}")).collect();
-    let mut mapping = String::from(
-        "[customer]\nuser_id = \"Id\"\nname = \"Name\"\naddress = \"Address\"\nphone_number = \"Phone\"\nemail = \"Email\"\n\n[customer.keep]\n",
-    );
-    for c in &columns {
-        mapping.push_str(&format!("{c} = \"{c}\"\n"));
-    }
-    let mapping_file = env.path("wide.toml");
-    std::fs::write(&mapping_file, mapping).unwrap();
-    let wide = "漢".repeat(1_000);
-    let mut csv = format!("Id,Name,Address,Phone,Email,{}\n", columns.join(","));
-    for i in 0..120 {
-        csv.push_str(&format!("W{i:03},Name {i},1 Main St,555,w{i}@example.com"));
-        for _ in &columns {
-            csv.push(',');
-            csv.push_str(&wide);
-        }
-        csv.push('\n');
-    }
-    let file = env.path("customers.csv");
-    std::fs::write(&file, csv).unwrap();
+    let (mapping_file, file, wide) = wide_customers(&env);
 
-    let ran = publish_with_mapping(&env, &mapping_file, &file);
+    let ran = publish_with_mapping(&env, &mapping_file, &file, &[]);
     assert_eq!(ran.code, Some(0), "{}", ran.stderr);
     let report = ran.json();
     let published = &report["files"][0];
@@ -282,4 +260,54 @@ async fn rows_with_long_kept_columns_are_packed_under_the_message_limit() {
     assert_eq!(extra.len(), 32);
     assert!(extra.iter().all(|(_, v)| v.as_str() == Some(wide.as_str())));
     env.cleanup().await;
+}
+
+/// A producer told to pack more than the broker takes (16 MiB against its
+/// 4 MiB `max_message_size`): the broker closes the channel over the first
+/// message, and the producer says so in the broker's words, once, instead of
+/// retrying the same refused message eight times and ending on "invalid
+/// channel state: Closed", as it did.
+#[tokio::test]
+async fn a_message_the_broker_refuses_fails_the_publish_with_its_reason() {
+    let env = TestEnv::new("refused_message");
+    let (mapping_file, file, _) = wide_customers(&env);
+
+    let ran = publish_with_mapping(&env, &mapping_file, &file, &["--max-message-bytes", "16777216"]);
+    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("RabbitMQ refused a message for good")
+            && ran.stderr.contains("larger than configured max size"),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("connecting again"), "retried: {}", ran.stderr);
+    env.cleanup().await;
+}
+
+/// 120 customers through a mapping that keeps 32 columns of 1,000 CJK
+/// characters each (about 96 KB a record): the mapping, the file, and the
+/// long text every kept column holds.
+fn wide_customers(env: &TestEnv) -> (PathBuf, PathBuf, String) {
+    let columns: Vec<String> = (0..32).map(|i| format!("c{i}")).collect();
+    let mut mapping = String::from(
+        "[customer]\nuser_id = \"Id\"\nname = \"Name\"\naddress = \"Address\"\nphone_number = \"Phone\"\nemail = \"Email\"\n\n[customer.keep]\n",
+    );
+    for c in &columns {
+        mapping.push_str(&format!("{c} = \"{c}\"\n"));
+    }
+    let mapping_file = env.path("wide.toml");
+    std::fs::write(&mapping_file, mapping).unwrap();
+    let wide = "漢".repeat(1_000);
+    let mut csv = format!("Id,Name,Address,Phone,Email,{}\n", columns.join(","));
+    for i in 0..120 {
+        csv.push_str(&format!("W{i:03},Name {i},1 Main St,555,w{i}@example.com"));
+        for _ in &columns {
+            csv.push(',');
+            csv.push_str(&wide);
+        }
+        csv.push('\n');
+    }
+    let file = env.path("customers.csv");
+    std::fs::write(&file, csv).unwrap();
+    (mapping_file, file, wide)
 }
