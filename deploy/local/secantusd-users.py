@@ -3,8 +3,9 @@ mongo image makes them (its MONGO_INITDB_ROOT_* variables and our
 deploy/mongodb/10-importer-user.js): the root user from
 MONGO_INITDB_ROOT_USERNAME and MONGO_INITDB_ROOT_PASSWORD_FILE, through the
 localhost exception while the store has no user, then the importer's user
-(HPN_IMPORTER_USER, HPN_IMPORTER_PASSWORD_FILE), readWrite on HPN_DATABASE.
-Safe to run on every start: what exists is left as it is."""
+(HPN_IMPORTER_USER, HPN_IMPORTER_PASSWORD_FILE), readWrite on HPN_DATABASE;
+over TLS when HPN_USERS_TLS_DIR names the folder of ca.pem and
+client-combined.pem. Safe to run on every start: what exists is left as it is."""
 import os
 import sys
 
@@ -23,6 +24,9 @@ def main():
         return
     root_password = secret("MONGO_INITDB_ROOT_PASSWORD_FILE")
     local = "mongodb://127.0.0.1:27017/?directConnection=true&serverSelectionTimeoutMS=30000"
+    tls = os.environ.get("HPN_USERS_TLS_DIR")
+    if tls:
+        local += f"&tls=true&tlsCAFile={tls}/ca.pem&tlsCertificateKeyFile={tls}/client-combined.pem"
     try:
         pymongo.MongoClient(local).admin.command(
             "createUser", root, pwd=root_password, roles=[{"role": "root", "db": "admin"}]
