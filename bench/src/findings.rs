@@ -385,10 +385,7 @@ pub fn render(results: &Results, results_file: &str) -> String {
                 thousands(q.raw_consume_records_per_s),
                 q.ratio,
                 or_dash(ceiling, &|c| thousands(c)),
-                or_dash(ceiling, &|c| format!(
-                    "{:.2}",
-                    c / q.raw_consume_records_per_s.min(l.insert_many_per_s)
-                )),
+                or_dash(q.ceiling_ratio(l.insert_many_per_s), &|r| format!("{r:.2}")),
                 or_dash(ceiling, &|c| format!("{:.2}", q.import_records_per_s / c)),
                 mib(q.importer_peak_rss_bytes)
             );

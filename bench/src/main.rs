@@ -813,8 +813,7 @@ fn targets(results: &Results) -> Vec<Target> {
             cell.map(|q| q.ratio),
             0.8,
         ));
-        if let Some(ceiling) = cell.and_then(|q| q.cpu_ceiling_records_per_s.map(|c| (q, c))) {
-            let (q, ceiling) = ceiling;
+        if let Some(ceiling_ratio) = cell.and_then(|q| q.ceiling_ratio(l.insert_many_per_s)) {
             targets.push(Target {
                 name: format!("cpu_ceiling_one_record_messages_{queue_type}"),
                 description: format!(
@@ -822,7 +821,7 @@ fn targets(results: &Results) -> Vec<Target> {
                      bare consume plus a raw insert_many, per record) / the same min(raw consume, raw insert_many) \
                      (reported beside it)"
                 ),
-                measured: Some(ceiling / q.raw_consume_records_per_s.min(l.insert_many_per_s)),
+                measured: Some(ceiling_ratio),
                 bar: "reported".into(),
                 met: None,
             });

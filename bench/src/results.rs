@@ -230,6 +230,15 @@ pub struct QueueResult {
     pub cpu_ceiling_records_per_s: Option<f64>,
 }
 
+impl QueueResult {
+    /// The CPU ceiling over the same denominator as [`QueueResult::ratio`]:
+    /// below a target's bar, no importer can meet the bar on these cores.
+    pub fn ceiling_ratio(&self, insert_many_per_s: f64) -> Option<f64> {
+        self.cpu_ceiling_records_per_s
+            .map(|ceiling| ceiling / self.raw_consume_records_per_s.min(insert_many_per_s))
+    }
+}
+
 /// The memory budget's hold and cost (see `crate::budget`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BudgetResult {
