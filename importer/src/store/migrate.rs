@@ -32,7 +32,8 @@
 //! nothing) and then deleted. Nothing is deleted before its copy is written.
 
 use super::document::{guard_version, key_of, on_key_index, VERSION_FIELD};
-use super::{number, Store, StoreError, DUPLICATE_KEY};
+use super::write::number;
+use super::{Store, StoreError, DUPLICATE_KEY};
 use futures::TryStreamExt;
 use hpn_common::RecordKind;
 use mongodb::bson::oid::ObjectId;

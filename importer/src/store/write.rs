@@ -1,0 +1,351 @@
+//! The importer's write: a batch of one kind, keyed and guarded by version.
+
+use super::batch::{guarded_upsert, latest_per_key, split_deletes};
+use super::document::{on_key_index, stored_raw, VERSION_FIELD};
+use super::error::{is_transient, DUPLICATE_KEY, RECORD_REFUSALS};
+use super::{durability, Store, StoreError};
+use hpn_common::record::{Record, RecordKind};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::error::ErrorKind;
+
+/// One record of a batch the server refused on its merits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedWrite {
+    /// Index of the record in the batch.
+    pub index: usize,
+    pub code: i32,
+    pub message: String,
+}
+
+/// What a batch write did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Records that created a new document.
+    pub inserted: u64,
+    /// Records whose key already had a document (changed or not; a
+    /// tombstone too, which the record then brings back).
+    pub updated: u64,
+    /// Deletes applied: the key's document is now a tombstone at the
+    /// delete's version (it had none, an older one, or was a tombstone).
+    pub deleted: u64,
+    /// Records that changed nothing: the store, or an earlier record of the
+    /// same batch, held an equal or newer version of their key.
+    pub stale: u64,
+    /// Records the server refused; the caller dead-letters them.
+    pub failed: Vec<FailedWrite>,
+    /// Statements sent again after a duplicate-key error from a racing
+    /// upsert (they then succeeded or are in `failed`).
+    pub retried: u64,
+}
+
+/// How many times a statement is sent again after a duplicate-key error
+/// from racing upserts (see [`Store::upsert`]).
+const DUPLICATE_KEY_RETRIES: usize = 3;
+
+/// Whether the keys of a guarded write are known to have documents already
+/// (an insert of them just failed with E11000).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeysExist {
+    Yes,
+    Unknown,
+}
+
+impl WriteOutcome {
+    /// Add what another write of the same batch did (its indexes are already
+    /// the batch's).
+    fn add(&mut self, other: WriteOutcome) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.stale += other.stale;
+        self.retried += other.retried;
+        self.failed.extend(other.failed);
+    }
+}
+
+impl Store {
+    /// Send an `update` command of `statements` on `collection` with the
+    /// store's write concern (which `run_command` would not add), unordered;
+    /// a write concern the server could not satisfy is an error.
+    pub(super) async fn run_update(&self, collection: &str, statements: Vec<Document>) -> Result<Document, StoreError> {
+        let reply = self
+            .db
+            .run_command(doc! {
+                "update": collection,
+                "updates": statements,
+                "ordered": false,
+                "writeConcern": durability::as_field(&self.write_concern),
+            })
+            .await?;
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            return Err(StoreError::WriteConcern(wce.to_string()));
+        }
+        Ok(reply)
+    }
+
+    /// Close the connections cleanly. Without this, the driver's background
+
+    /// Write a batch of records of one kind, keyed on their business keys
+    /// and guarded by version: the importer's write.
+    ///
+    /// New keys go in with one unordered `insert_many`, which is several
+    /// times faster than upserting (the server need not look for a document
+    /// to update first); the records whose key already exists come back as
+    /// duplicate-key errors and are applied with guarded updates (see
+    /// [`Store::upsert`]). The end state is the one a guarded upsert of every
+    /// record would give: absent keys inserted, present keys updated where
+    /// the record is newer, left alone where it is stale.
+    ///
+    /// Within one batch only the winner of each key is sent (see
+    /// [`latest_per_key`]), so the result does not depend on the order the
+    /// server applies an unordered batch in.
+    ///
+    /// Deletes skip the insert: each is one guarded statement (see
+    /// [`Store::upsert`]), which leaves a tombstone where the key had no
+    /// document or an older one.
+    pub async fn write(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
+        let batch = latest_per_key(records);
+        let mut outcome = batch.folded();
+        let (deletes, latest) = split_deletes(batch.latest, records);
+        if !deletes.is_empty() {
+            outcome.add(self.delete(kind, records, deletes).await?);
+        }
+        if latest.is_empty() {
+            return Ok(outcome);
+        }
+        let documents: Vec<RawDocumentBuf> = latest.iter().map(|&i| stored_raw(&records[i])).collect();
+        let mut conflicts = Vec::new();
+        let collection = self.db.collection::<RawDocumentBuf>(kind.collection());
+        match collection.insert_many(documents).ordered(false).await {
+            Ok(_) => outcome.inserted += latest.len() as u64,
+            Err(e) => {
+                let ErrorKind::InsertMany(failure) = e.kind.as_ref() else {
+                    return Err(e.into());
+                };
+                if let Some(wce) = &failure.write_concern_error {
+                    return Err(StoreError::WriteConcern(wce.message.clone()));
+                }
+                let errors = failure.write_errors.as_deref().unwrap_or_default();
+                outcome.inserted += (latest.len() - errors.len()) as u64;
+                let mut unknown = Vec::new();
+                for error in errors {
+                    let index = latest[error.index];
+                    let failed = FailedWrite {
+                        index,
+                        code: error.code,
+                        message: error.message.clone(),
+                    };
+                    if error.code == DUPLICATE_KEY && on_key_index(&error.message, None) {
+                        conflicts.push(index);
+                    } else if !RECORD_REFUSALS.contains(&error.code) {
+                        unknown.push(failed);
+                    } else {
+                        outcome.failed.push(failed);
+                    }
+                }
+                let all_refused = unknown.len() == latest.len();
+                outcome
+                    .failed
+                    .extend(self.whose_refusal(kind, unknown, all_refused).await?);
+            }
+        }
+        if !conflicts.is_empty() {
+            conflicts.sort_unstable();
+            // The insert said these keys exist, so a versioned statement that
+            // hits the key index again found a version at least its own.
+            // (Only a document removed in between, which nothing but `reset`
+            // and `compact` do, would make that wrong: the record would
+            // count as stale.)
+            let guarded = self.apply(kind, records, conflicts, KeysExist::Yes).await?;
+            outcome.add(guarded);
+        }
+        Ok(outcome)
+    }
+
+    /// Upsert a batch of records of one kind, guarded by version: one
+    /// statement per key, keyed on the `_id` (the business key), in one
+    /// unordered `update` command.
+    ///
+    /// Each statement's filter is the key plus, for a versioned record,
+    /// "stored version absent or lower" (`_v: {$not: {$gte: v}}`).
+    /// A document that passes is updated; when none passes the server tries
+    /// to insert, and the `_id` index refuses that with E11000 if the
+    /// key exists with an equal or newer version: the record is stale, and
+    /// nothing changed. A record without a version matches on its key alone
+    /// and clears the stored version (see `docs/message-format.md`).
+    ///
+    /// Two upserts of the same new key racing on different connections can
+    /// both miss the document and both try to insert; the `_id` index lets
+    /// one win and gives the other E11000 too. So a statement's first E11000
+    /// is sent again: the document now exists, and the retry either updates
+    /// it (the record was newer) or gets E11000 again (stale).
+    ///
+    /// A delete is the same statement with the tombstone's fields (see
+    /// [`document`]): applied only over an older version, it unsets the
+    /// record's other fields; a newer record's statement unsets the
+    /// tombstone's marks.
+    pub async fn upsert(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
+        let batch = latest_per_key(records);
+        let mut outcome = batch.folded();
+        let (deletes, latest) = split_deletes(batch.latest, records);
+        if !deletes.is_empty() {
+            outcome.add(self.delete(kind, records, deletes).await?);
+        }
+        outcome.add(self.apply(kind, records, latest, KeysExist::Unknown).await?);
+        Ok(outcome)
+    }
+
+    /// Apply the deletes `records[i]`, `i` in `pending` (one per key), as
+    /// guarded statements: what they changed counts as deleted.
+    async fn delete(
+        &self,
+        kind: RecordKind,
+        records: &[Record],
+        pending: Vec<usize>,
+    ) -> Result<WriteOutcome, StoreError> {
+        let applied = self.apply(kind, records, pending, KeysExist::Unknown).await?;
+        Ok(WriteOutcome {
+            inserted: 0,
+            updated: 0,
+            deleted: applied.inserted + applied.updated,
+            ..applied
+        })
+    }
+
+    /// Send guarded upserts for `records[i]`, `i` in `pending` (one per key).
+    async fn apply(
+        &self,
+        kind: RecordKind,
+        records: &[Record],
+        mut pending: Vec<usize>,
+        keys: KeysExist,
+    ) -> Result<WriteOutcome, StoreError> {
+        let mut outcome = WriteOutcome::default();
+        for attempt in 0..=DUPLICATE_KEY_RETRIES {
+            if pending.is_empty() {
+                break;
+            }
+            let statements: Vec<Document> = pending
+                .iter()
+                .map(|&i| {
+                    debug_assert_eq!(records[i].kind(), kind);
+                    guarded_upsert(&records[i])
+                })
+                .collect();
+            let reply = self.run_update(kind.collection(), statements).await?;
+            let matched = number(&reply, "n")?;
+            let upserted = match reply.get_array("upserted") {
+                Ok(list) => list.len() as u64,
+                Err(_) => 0,
+            };
+            outcome.inserted += upserted;
+            outcome.updated += matched.saturating_sub(upserted);
+            let mut retry = Vec::new();
+            let mut unknown = Vec::new();
+            if let Ok(errors) = reply.get_array("writeErrors") {
+                for error in errors {
+                    let Bson::Document(error) = error else { continue };
+                    let index = number(error, "index")? as usize;
+                    let code = number(error, "code")? as i32;
+                    let record_index = pending[index];
+                    let versioned = records[record_index].version().is_some();
+                    let message = error.get_str("errmsg").unwrap_or("");
+                    let key_conflict =
+                        code == DUPLICATE_KEY && on_key_index(message, error.get_document("keyPattern").ok());
+                    if key_conflict && versioned && (keys == KeysExist::Yes || attempt > 0) {
+                        outcome.stale += 1;
+                    } else if key_conflict && attempt < DUPLICATE_KEY_RETRIES {
+                        retry.push(record_index);
+                    } else {
+                        let failed = FailedWrite {
+                            index: record_index,
+                            code,
+                            message: message.to_string(),
+                        };
+                        if RECORD_REFUSALS.contains(&code) {
+                            outcome.failed.push(failed);
+                        } else {
+                            unknown.push(failed);
+                        }
+                    }
+                }
+            }
+            let all_refused = unknown.len() == pending.len();
+            outcome
+                .failed
+                .extend(self.whose_refusal(kind, unknown, all_refused).await?);
+            retry.sort_unstable();
+            outcome.retried += retry.len() as u64;
+            pending = retry;
+        }
+        Ok(outcome)
+    }
+
+    /// Whose fault the `refused` records are, refused with codes not known
+    /// to be a record's ([`RECORD_REFUSALS`]): returned as the records' (to
+    /// be dead-lettered with the server's code and words) when the store
+    /// took or judged other records of the same write, or, when it refused
+    /// every one (`all_refused`), when it still takes a write that changes
+    /// nothing; otherwise the store refuses writes as such, and the batch
+    /// fails whole with its first refusal, to be held and tried again.
+    async fn whose_refusal(
+        &self,
+        kind: RecordKind,
+        refused: Vec<FailedWrite>,
+        all_refused: bool,
+    ) -> Result<Vec<FailedWrite>, StoreError> {
+        if refused.is_empty() || !all_refused || self.takes_writes(kind).await? {
+            return Ok(refused);
+        }
+        let first = refused.into_iter().next().expect("not empty");
+        Err(StoreError::Refused {
+            code: first.code,
+            message: first.message,
+        })
+    }
+
+    /// Whether the collection takes a write at all: an update that matches
+    /// nothing and inserts nothing, refused by the same causes as any
+    /// write (a view, no permission, a read-only or full server).
+    async fn takes_writes(&self, kind: RecordKind) -> Result<bool, StoreError> {
+        let nothing = doc! {"q": {"_id": {"$in": []}}, "u": {"$set": {VERSION_FIELD: 0}}, "upsert": false};
+        match self.run_update(kind.collection(), vec![nothing]).await {
+            Ok(reply) => Ok(reply.get_array("writeErrors").is_err()),
+            // A refusal of the write as such; a time-out or an election is
+            // an outage, retried as one, never taken for a refusal.
+            Err(StoreError::Mongo(e)) if matches!(e.kind.as_ref(), ErrorKind::Command(_)) && !is_transient(&e) => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Read an integer reply field, whatever width the server chose.
+pub(super) fn number(reply: &Document, field: &'static str) -> Result<u64, StoreError> {
+    match reply.get(field) {
+        Some(Bson::Int32(n)) => Ok(*n as u64),
+        Some(Bson::Int64(n)) => Ok(*n as u64),
+        Some(Bson::Double(n)) => Ok(*n as u64),
+        _ => Err(StoreError::Reply {
+            command: "update",
+            field,
+            reply: reply.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_numbers_of_any_width_are_read() {
+        let reply = doc! {"a": 1_i32, "b": 2_i64, "c": 3.0_f64, "d": "x"};
+        assert_eq!(number(&reply, "a").unwrap(), 1);
+        assert_eq!(number(&reply, "b").unwrap(), 2);
+        assert_eq!(number(&reply, "c").unwrap(), 3);
+        assert!(number(&reply, "d").is_err());
+        assert!(number(&reply, "missing").is_err());
+    }
+}
