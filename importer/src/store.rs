@@ -107,6 +107,8 @@ impl Store {
             write_concern,
         })
     }
+
+    /// Close the connections cleanly. Without this, the driver's background
     /// tasks can outlive the runtime at process exit and panic there.
     pub async fn shutdown(self) {
         self.client.shutdown().await;

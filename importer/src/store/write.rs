@@ -83,8 +83,6 @@ impl Store {
         Ok(reply)
     }
 
-    /// Close the connections cleanly. Without this, the driver's background
-
     /// Write a batch of records of one kind, keyed on their business keys
     /// and guarded by version: the importer's write.
     ///
