@@ -35,11 +35,13 @@
 //! docker-compose stack and the local test server.
 
 mod batch;
+mod command;
 mod document;
 mod durability;
 mod error;
 mod migrate;
 mod query;
+mod replace;
 mod stock;
 mod write;
 
@@ -54,10 +56,13 @@ pub use query::{Orphan, Orphans};
 pub use stock::StockOutcome;
 pub use write::{FailedWrite, WriteOutcome};
 
+use command::CommandLimits;
 use hpn_common::record::RecordKind;
 use mongodb::bson::{doc, Document};
 use mongodb::options::{ClientOptions, DatabaseOptions, WriteConcern};
 use mongodb::{Client, Collection, Database};
+use replace::KeysSeen;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an operation waits for a reachable server before failing, unless
@@ -71,6 +76,13 @@ pub struct Store {
     db: Database,
     /// Sent with every write (see [`durability`]).
     write_concern: WriteConcern,
+    /// What one write command may hold, as the server said (see [`command`]).
+    limits: CommandLimits,
+    /// Whether the server runs transactions (a replica set or `mongos`):
+    /// the re-import's write needs them (see [`replace`]).
+    transactions: bool,
+    /// What each collection's last batch met, for every clone of this store.
+    seen: Arc<KeysSeen>,
 }
 
 impl Store {
@@ -105,6 +117,9 @@ impl Store {
             db,
             client,
             write_concern,
+            limits: CommandLimits::from_hello(&hello),
+            transactions: durability::replicated(&hello) && hello.contains_key("logicalSessionTimeoutMinutes"),
+            seen: Arc::default(),
         })
     }
 

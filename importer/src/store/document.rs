@@ -255,6 +255,17 @@ pub fn absent_fields(record: &Record) -> Vec<&'static str> {
         .collect()
 }
 
+/// The fields the import owns in a document of `kind`: those a record may
+/// write (every column, its kept columns, the tombstone's marks) and the
+/// version. A write replaces these and leaves any other field as it is
+/// (`rented_to`, which taking stock keeps on a product, say).
+pub fn owned_fields(kind: RecordKind) -> impl Iterator<Item = &'static str> {
+    kind.columns()
+        .iter()
+        .copied()
+        .chain([EXTRA_FIELD, DELETED_FIELD, DELETED_AT_FIELD, VERSION_FIELD])
+}
+
 /// Whether a duplicate-key error is about the `_id`, the record's business
 /// key (a document of that key exists), rather than another unique index
 /// someone added, which is a refusal of the record. Servers name the index

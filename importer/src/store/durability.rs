@@ -22,10 +22,16 @@ use super::StoreError;
 use mongodb::bson::Document;
 use mongodb::options::{Acknowledgment, WriteConcern};
 
+/// Whether a server that answered `hello` with `hello` is a replica set
+/// member or `mongos`.
+pub fn replicated(hello: &Document) -> bool {
+    hello.get_str("setName").is_ok() || hello.get_str("msg") == Ok("isdbgrid")
+}
+
 /// The write concern for a server that answered `hello` with `hello`,
 /// given the one the connection string set (if any).
 pub fn write_concern(from_uri: Option<WriteConcern>, hello: &Document) -> Result<WriteConcern, StoreError> {
-    let replicated = hello.get_str("setName").is_ok() || hello.get_str("msg") == Ok("isdbgrid");
+    let replicated = replicated(hello);
     let concern = match from_uri {
         Some(given) if given.w == Some(Acknowledgment::Nodes(0)) => {
             return Err(StoreError::Settings(

@@ -31,9 +31,8 @@
 //! copy was written but which was not yet deleted is copied again (changing
 //! nothing) and then deleted. Nothing is deleted before its copy is written.
 
-use super::document::{guard_version, key_of, on_key_index, VERSION_FIELD};
-use super::write::number;
-use super::{Store, StoreError, DUPLICATE_KEY};
+use super::document::{guard_version, key_of, VERSION_FIELD};
+use super::{Store, StoreError};
 use futures::TryStreamExt;
 use hpn_common::RecordKind;
 use mongodb::bson::oid::ObjectId;
@@ -167,19 +166,14 @@ impl Store {
                 ids.push(id);
             }
             let reply = self.run_update(kind.collection(), statements).await?;
-            if let Ok(errors) = reply.get_array("writeErrors") {
-                for error in errors {
-                    let Bson::Document(error) = error else { continue };
-                    let code = number(error, "code")? as i32;
-                    let message = error.get_str("errmsg").unwrap_or("");
-                    if code == DUPLICATE_KEY && on_key_index(message, error.get_document("keyPattern").ok()) {
-                        migrated.kept_newer += 1;
-                    } else {
-                        return Err(StoreError::Refused {
-                            code,
-                            message: message.to_string(),
-                        });
-                    }
+            for error in reply.errors {
+                if error.key_conflict {
+                    migrated.kept_newer += 1;
+                } else {
+                    return Err(StoreError::Refused {
+                        code: error.code,
+                        message: error.message,
+                    });
                 }
             }
             collection.delete_many(doc! {"_id": {"$in": ids}}).await?;

@@ -3,9 +3,9 @@
 use super::batch::{guarded_upsert, latest_per_key, split_deletes};
 use super::document::{on_key_index, stored_raw, VERSION_FIELD};
 use super::error::{is_transient, DUPLICATE_KEY, RECORD_REFUSALS};
-use super::{durability, Store, StoreError};
+use super::{Store, StoreError};
 use hpn_common::record::{Record, RecordKind};
-use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::bson::{doc, Document, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 
 /// One record of a batch the server refused on its merits.
@@ -53,7 +53,7 @@ enum KeysExist {
 impl WriteOutcome {
     /// Add what another write of the same batch did (its indexes are already
     /// the batch's).
-    fn add(&mut self, other: WriteOutcome) {
+    pub(super) fn add(&mut self, other: WriteOutcome) {
         self.inserted += other.inserted;
         self.updated += other.updated;
         self.deleted += other.deleted;
@@ -64,25 +64,6 @@ impl WriteOutcome {
 }
 
 impl Store {
-    /// Send an `update` command of `statements` on `collection` with the
-    /// store's write concern (which `run_command` would not add), unordered;
-    /// a write concern the server could not satisfy is an error.
-    pub(super) async fn run_update(&self, collection: &str, statements: Vec<Document>) -> Result<Document, StoreError> {
-        let reply = self
-            .db
-            .run_command(doc! {
-                "update": collection,
-                "updates": statements,
-                "ordered": false,
-                "writeConcern": durability::as_field(&self.write_concern),
-            })
-            .await?;
-        if let Ok(wce) = reply.get_document("writeConcernError") {
-            return Err(StoreError::WriteConcern(wce.to_string()));
-        }
-        Ok(reply)
-    }
-
     /// Write a batch of records of one kind, keyed on their business keys
     /// and guarded by version: the importer's write.
     ///
@@ -98,15 +79,33 @@ impl Store {
     /// [`latest_per_key`]), so the result does not depend on the order the
     /// server applies an unordered batch in.
     ///
+    /// Where the collection's last batch found most of its keys stored (a
+    /// re-import), and the server runs transactions, the batch is written
+    /// the re-import's way instead (see [`super::replace`]): its stored
+    /// versions read, stale records counted without a write, the rest
+    /// replaced, all in one transaction; what that cannot write takes the
+    /// insert-first path.
+    ///
     /// Deletes skip the insert: each is one guarded statement (see
     /// [`Store::upsert`]), which leaves a tombstone where the key had no
     /// document or an older one.
     pub async fn write(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
         let batch = latest_per_key(records);
         let mut outcome = batch.folded();
-        let (deletes, latest) = split_deletes(batch.latest, records);
+        let (deletes, mut latest) = split_deletes(batch.latest, records);
         if !deletes.is_empty() {
             outcome.add(self.delete(kind, records, deletes).await?);
+        }
+        let written = latest.len() as u64;
+        if self.takes_transactions() && self.seen.mostly_stored(kind) && !latest.is_empty() {
+            let replaced = self.replace(kind, records, latest).await?;
+            let stored = replaced.outcome.updated + replaced.outcome.stale;
+            outcome.add(replaced.outcome);
+            latest = replaced.left;
+            if latest.is_empty() {
+                self.seen.met(kind, stored, written);
+                return Ok(outcome);
+            }
         }
         if latest.is_empty() {
             return Ok(outcome);
@@ -147,6 +146,7 @@ impl Store {
                     .extend(self.whose_refusal(kind, unknown, all_refused).await?);
             }
         }
+        self.seen.met(kind, conflicts.len() as u64, latest.len() as u64);
         if !conflicts.is_empty() {
             conflicts.sort_unstable();
             // The insert said these keys exist, so a versioned statement that
@@ -231,40 +231,27 @@ impl Store {
                 })
                 .collect();
             let reply = self.run_update(kind.collection(), statements).await?;
-            let matched = number(&reply, "n")?;
-            let upserted = match reply.get_array("upserted") {
-                Ok(list) => list.len() as u64,
-                Err(_) => 0,
-            };
-            outcome.inserted += upserted;
-            outcome.updated += matched.saturating_sub(upserted);
+            outcome.inserted += reply.upserted;
+            outcome.updated += reply.matched.saturating_sub(reply.upserted);
             let mut retry = Vec::new();
             let mut unknown = Vec::new();
-            if let Ok(errors) = reply.get_array("writeErrors") {
-                for error in errors {
-                    let Bson::Document(error) = error else { continue };
-                    let index = number(error, "index")? as usize;
-                    let code = number(error, "code")? as i32;
-                    let record_index = pending[index];
-                    let versioned = records[record_index].version().is_some();
-                    let message = error.get_str("errmsg").unwrap_or("");
-                    let key_conflict =
-                        code == DUPLICATE_KEY && on_key_index(message, error.get_document("keyPattern").ok());
-                    if key_conflict && versioned && (keys == KeysExist::Yes || attempt > 0) {
-                        outcome.stale += 1;
-                    } else if key_conflict && attempt < DUPLICATE_KEY_RETRIES {
-                        retry.push(record_index);
+            for error in reply.errors {
+                let record_index = pending[error.index];
+                let versioned = records[record_index].version().is_some();
+                if error.key_conflict && versioned && (keys == KeysExist::Yes || attempt > 0) {
+                    outcome.stale += 1;
+                } else if error.key_conflict && attempt < DUPLICATE_KEY_RETRIES {
+                    retry.push(record_index);
+                } else {
+                    let failed = FailedWrite {
+                        index: record_index,
+                        code: error.code,
+                        message: error.message,
+                    };
+                    if RECORD_REFUSALS.contains(&error.code) {
+                        outcome.failed.push(failed);
                     } else {
-                        let failed = FailedWrite {
-                            index: record_index,
-                            code,
-                            message: message.to_string(),
-                        };
-                        if RECORD_REFUSALS.contains(&code) {
-                            outcome.failed.push(failed);
-                        } else {
-                            unknown.push(failed);
-                        }
+                        unknown.push(failed);
                     }
                 }
             }
@@ -308,7 +295,7 @@ impl Store {
     async fn takes_writes(&self, kind: RecordKind) -> Result<bool, StoreError> {
         let nothing = doc! {"q": {"_id": {"$in": []}}, "u": {"$set": {VERSION_FIELD: 0}}, "upsert": false};
         match self.run_update(kind.collection(), vec![nothing]).await {
-            Ok(reply) => Ok(reply.get_array("writeErrors").is_err()),
+            Ok(reply) => Ok(reply.errors.is_empty()),
             // A refusal of the write as such; a time-out or an election is
             // an outage, retried as one, never taken for a refusal.
             Err(StoreError::Mongo(e)) if matches!(e.kind.as_ref(), ErrorKind::Command(_)) && !is_transient(&e) => {
@@ -316,34 +303,5 @@ impl Store {
             }
             Err(e) => Err(e),
         }
-    }
-}
-
-/// Read an integer reply field, whatever width the server chose.
-pub(super) fn number(reply: &Document, field: &'static str) -> Result<u64, StoreError> {
-    match reply.get(field) {
-        Some(Bson::Int32(n)) => Ok(*n as u64),
-        Some(Bson::Int64(n)) => Ok(*n as u64),
-        Some(Bson::Double(n)) => Ok(*n as u64),
-        _ => Err(StoreError::Reply {
-            command: "update",
-            field,
-            reply: reply.to_string(),
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reply_numbers_of_any_width_are_read() {
-        let reply = doc! {"a": 1_i32, "b": 2_i64, "c": 3.0_f64, "d": "x"};
-        assert_eq!(number(&reply, "a").unwrap(), 1);
-        assert_eq!(number(&reply, "b").unwrap(), 2);
-        assert_eq!(number(&reply, "c").unwrap(), 3);
-        assert!(number(&reply, "d").is_err());
-        assert!(number(&reply, "missing").is_err());
     }
 }

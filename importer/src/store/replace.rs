@@ -1,0 +1,353 @@
+//! The re-import's write: a batch whose keys mostly exist already, written
+//! as one transaction that reads the stored versions, counts the stale
+//! records without writing them, and replaces the rest (a delete and an
+//! insert of the keys the batch wins).
+//!
+//! Why not the guarded update every other path sends: on the server we
+//! measure on, an update costs about three times an insert, and a stale
+//! record sent as a guarded statement costs more than an update (it fails
+//! the guard, then the upsert's insert fails on the `_id`). Measured with a
+//! one-off probe on 100,000 stored customers, batches of 2,000, `j: true`,
+//! one client: guarded `$set` updates 9.1–10.6 s; `ReplaceOne` upserts by
+//! `_id`, ordered, batches of 1,000 (what `mongoimport --mode upsert`
+//! sends) 4.5–5.7 s; a transaction per batch reading the versions,
+//! deleting and inserting 3.4–3.5 s; reading the versions alone 2.6 s
+//! (the figures of record are `hpn-bench`'s, in findings.md).
+//!
+//! What keeps it right:
+//! - **Atomic to readers.** The delete and the insert commit together: no
+//!   reader, count or query ever sees a key missing.
+//! - **Guarded by the transaction, not by a filter.** The versions are read
+//!   in the transaction's snapshot; if another writer (a racing importer)
+//!   changes or inserts one of its keys before it commits, the server fails
+//!   the transaction with a write conflict (`TransientTransactionError`) and
+//!   it is run again from the read. So the newest version wins whatever the
+//!   order, as with the guarded statements.
+//! - **Fields the import does not own stay.** The read returns every field
+//!   but those a record writes ([`owned_fields`]), and the new document
+//!   carries them over (`rented_to` on a product).
+//! - **Anything unexpected falls back.** A record the server refuses (a
+//!   validator, a size limit) fails the whole transaction: it is aborted and
+//!   its records go the guarded way, which dead-letters that record alone.
+//!   So does a run whose transaction keeps conflicting. Transactions need a
+//!   replica set or `mongos`; on a standalone server this path is never
+//!   taken.
+//! - **Bounded.** A transaction holds at most one command's worth of
+//!   documents (`maxBsonObjectSize` bytes, see [`super::command`]).
+//!
+//! Which path a batch takes is decided by what the collection's last batch
+//! met ([`KeysSeen`]): a first load stays on the insert-first path, which
+//! is cheapest for new keys.
+
+use super::document::{key_id, owned_fields, stored_raw, VERSION_FIELD};
+use super::error::is_transient;
+use super::write::WriteOutcome;
+use super::{Store, StoreError};
+use futures::TryStreamExt;
+use hpn_common::record::{replaces, Record, RecordKind};
+use mongodb::bson::{doc, Bson, Document, RawBsonRef, RawDocumentBuf};
+use mongodb::error::{Error as MongoError, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::options::ReadConcern;
+use mongodb::ClientSession;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Times a transaction is run again after a write conflict before its
+/// records go the guarded way.
+const CONFLICT_ATTEMPTS: usize = 4;
+
+/// Times a commit whose outcome is unknown is sent again (the server
+/// applies a transaction's commit once however often it is sent).
+const COMMIT_ATTEMPTS: usize = 4;
+
+/// What each collection's last batch met: whether most of its keys were
+/// stored already. Shared by every writer of a store (the partitions of a
+/// collection see the same mix).
+#[derive(Debug, Default)]
+pub struct KeysSeen([AtomicBool; 3]);
+
+impl KeysSeen {
+    fn slot(&self, kind: RecordKind) -> &AtomicBool {
+        &self.0[RecordKind::ALL.iter().position(|k| *k == kind).expect("a kind of ALL")]
+    }
+
+    /// Whether the last batch of `kind` found most of its keys stored.
+    pub fn mostly_stored(&self, kind: RecordKind) -> bool {
+        self.slot(kind).load(Ordering::Relaxed)
+    }
+
+    /// Note what a batch of `kind` met: `stored` of its `written` keys existed.
+    pub fn met(&self, kind: RecordKind, stored: u64, written: u64) {
+        if written > 0 {
+            self.slot(kind).store(stored * 2 >= written, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What [`Store::replace`] did, and the records it left to the guarded path.
+pub struct Replaced {
+    pub outcome: WriteOutcome,
+    /// Indexes into the batch, in batch order.
+    pub left: Vec<usize>,
+}
+
+/// Why a transaction ended without committing.
+enum Abandoned {
+    /// A write conflict or another error the server says a new attempt may mend.
+    Conflict,
+    /// The server refused something in it: its records go the guarded way.
+    Refused,
+    /// An outage: the batch fails, to be retried whole by the writer.
+    Outage(StoreError),
+}
+
+impl Store {
+    /// Whether a transaction can be used at all (a replica set or `mongos`).
+    pub(super) fn takes_transactions(&self) -> bool {
+        self.transactions
+    }
+
+    /// Write `latest` (indexes into `records`, one per key, no deletes) in
+    /// transactions (see the module's docs). What could not be written
+    /// that way is returned in [`Replaced::left`] for the guarded path.
+    pub(super) async fn replace(
+        &self,
+        kind: RecordKind,
+        records: &[Record],
+        latest: Vec<usize>,
+    ) -> Result<Replaced, StoreError> {
+        let mut session = self.client.start_session().await?;
+        let mut done = Replaced {
+            outcome: WriteOutcome::default(),
+            left: Vec::new(),
+        };
+        for run in self.transaction_runs(records, latest) {
+            match self.replace_run(&mut session, kind, records, &run).await? {
+                Some(outcome) => done.outcome.add(outcome),
+                None => done.left.extend(run),
+            }
+        }
+        Ok(done)
+    }
+
+    /// `latest` cut into runs of at most one command's worth of documents.
+    fn transaction_runs(&self, records: &[Record], latest: Vec<usize>) -> Vec<Vec<usize>> {
+        let mut runs = Vec::new();
+        let (mut run, mut bytes) = (Vec::new(), 0);
+        for i in latest {
+            // The record's fields as they go out, in a close enough measure:
+            // what `stored_raw` builds.
+            let size = stored_raw(&records[i]).as_bytes().len();
+            if !run.is_empty()
+                && (bytes + size > self.limits.max_bson_object_size || run.len() >= self.limits.max_write_batch_size)
+            {
+                runs.push(std::mem::take(&mut run));
+                bytes = 0;
+            }
+            bytes += size;
+            run.push(i);
+        }
+        if !run.is_empty() {
+            runs.push(run);
+        }
+        runs
+    }
+
+    /// One run in one transaction, run again on a write conflict. `None`:
+    /// the run is left to the guarded path.
+    async fn replace_run(
+        &self,
+        session: &mut ClientSession,
+        kind: RecordKind,
+        records: &[Record],
+        run: &[usize],
+    ) -> Result<Option<WriteOutcome>, StoreError> {
+        for _ in 0..CONFLICT_ATTEMPTS {
+            session
+                .start_transaction()
+                .read_concern(ReadConcern::snapshot())
+                .write_concern(self.write_concern.clone())
+                .await?;
+            let result = match self.replace_in(session, kind, records, run).await {
+                Ok(outcome) => self.commit(session).await.map(|()| outcome),
+                Err(e) => {
+                    // The server ends a failed transaction itself; an abort
+                    // that fails too says nothing more.
+                    let _ = session.abort_transaction().await;
+                    Err(e)
+                }
+            };
+            match result {
+                Ok(outcome) => return Ok(Some(outcome)),
+                Err(Abandoned::Conflict) => continue,
+                Err(Abandoned::Refused) => return Ok(None),
+                Err(Abandoned::Outage(e)) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Read the run's stored versions, then replace what it wins, in the
+    /// transaction open on `session`.
+    async fn replace_in(
+        &self,
+        session: &mut ClientSession,
+        kind: RecordKind,
+        records: &[Record],
+        run: &[usize],
+    ) -> Result<WriteOutcome, Abandoned> {
+        let collection = self.db.collection::<RawDocumentBuf>(kind.collection());
+        let keys: Vec<Bson> = run.iter().map(|&i| key_id(&records[i])).collect();
+        let not_owned: Document = owned_fields(kind)
+            .filter(|field| *field != VERSION_FIELD)
+            .map(|field| (field.to_string(), Bson::Int32(0)))
+            .collect();
+        let stored: Vec<RawDocumentBuf> = collection
+            .find(doc! {"_id": {"$in": &keys}})
+            .projection(not_owned)
+            .session(&mut *session)
+            .await
+            .map_err(abandoned)?
+            .stream(&mut *session)
+            .try_collect()
+            .await
+            .map_err(abandoned)?;
+        let stored: HashMap<&str, &RawDocumentBuf> = stored
+            .iter()
+            .filter_map(|document| Some((document.get_str("_id").ok()?, document)))
+            .collect();
+        let mut outcome = WriteOutcome::default();
+        let (mut replaced, mut documents) = (Vec::new(), Vec::with_capacity(run.len()));
+        for (&i, key) in run.iter().zip(&keys) {
+            let record = &records[i];
+            let mut document = stored_raw(record);
+            match key.as_str().and_then(|key| stored.get(key)) {
+                None => outcome.inserted += 1,
+                Some(old) if !replaces(record.version(), stored_version(old)) => {
+                    outcome.stale += 1;
+                    continue;
+                }
+                Some(old) => {
+                    carry_over(old, &mut document);
+                    replaced.push(key.clone());
+                    outcome.updated += 1;
+                }
+            }
+            documents.push(document);
+        }
+        if !replaced.is_empty() {
+            let expected = replaced.len() as u64;
+            let deleted = collection
+                .delete_many(doc! {"_id": {"$in": replaced}})
+                .session(&mut *session)
+                .await
+                .map_err(abandoned)?
+                .deleted_count;
+            if deleted != expected {
+                // The snapshot said they were there: a server that does not
+                // isolate as MongoDB documents. Let the guarded path decide.
+                return Err(Abandoned::Refused);
+            }
+        }
+        if !documents.is_empty() {
+            collection
+                .insert_many(documents)
+                .session(&mut *session)
+                .await
+                .map_err(abandoned)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Commit, sending the commit again while its outcome is unknown.
+    async fn commit(&self, session: &mut ClientSession) -> Result<(), Abandoned> {
+        let mut attempt = 1;
+        loop {
+            match session.commit_transaction().await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) && attempt < COMMIT_ATTEMPTS => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(abandoned(e)),
+            }
+        }
+    }
+}
+
+/// Which way a failed transaction goes (see [`Abandoned`]).
+fn abandoned(error: MongoError) -> Abandoned {
+    if error.contains_label(TRANSIENT_TRANSACTION_ERROR) && !is_outage(&error) {
+        Abandoned::Conflict
+    } else if is_transient(&error) {
+        Abandoned::Outage(error.into())
+    } else {
+        Abandoned::Refused
+    }
+}
+
+/// An error that says the server is away or not the primary, rather than
+/// that this transaction met another (a write conflict is transient too).
+fn is_outage(error: &MongoError) -> bool {
+    use mongodb::error::ErrorKind;
+    match error.kind.as_ref() {
+        ErrorKind::Command(c) => c.code != 112 && is_transient(error), // 112: WriteConflict
+        ErrorKind::Write(_) | ErrorKind::InsertMany(_) | ErrorKind::BulkWrite(_) => false,
+        _ => is_transient(error),
+    }
+}
+
+/// The version a stored document holds (`None`: written without one).
+fn stored_version(document: &RawDocumentBuf) -> Option<i64> {
+    match document.get(VERSION_FIELD).ok().flatten()? {
+        RawBsonRef::Int64(v) => Some(v),
+        RawBsonRef::Int32(v) => Some(v.into()),
+        _ => None,
+    }
+}
+
+/// Copy onto `document` the fields of `old` the import does not own
+/// (`old` was read without them, so all but its `_id` and version).
+fn carry_over(old: &RawDocumentBuf, document: &mut RawDocumentBuf) {
+    for (name, value) in old.iter().flatten() {
+        if name != "_id" && name != VERSION_FIELD {
+            document.append_ref(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hint_follows_the_last_batch() {
+        let seen = KeysSeen::default();
+        assert!(
+            !seen.mostly_stored(RecordKind::Customer),
+            "a first load starts insert-first"
+        );
+        seen.met(RecordKind::Customer, 1_500, 2_000);
+        assert!(seen.mostly_stored(RecordKind::Customer));
+        assert!(!seen.mostly_stored(RecordKind::Product), "each collection its own");
+        seen.met(RecordKind::Customer, 0, 0);
+        assert!(seen.mostly_stored(RecordKind::Customer), "an empty batch says nothing");
+        seen.met(RecordKind::Customer, 999, 2_000);
+        assert!(!seen.mostly_stored(RecordKind::Customer));
+    }
+
+    #[test]
+    fn fields_not_owned_are_carried_over_and_the_version_is_read() {
+        let mut old = RawDocumentBuf::new();
+        old.append("_id", "P1");
+        old.append(VERSION_FIELD, 5_i64);
+        old.append("rented_to", mongodb::bson::RawArrayBuf::from_iter(["C1"]));
+        assert_eq!(stored_version(&old), Some(5));
+        let mut new = RawDocumentBuf::new();
+        new.append("_id", "P1");
+        new.append(VERSION_FIELD, 6_i64);
+        carry_over(&old, &mut new);
+        let new = Document::try_from(new).unwrap();
+        assert_eq!(new, doc! {"_id": "P1", "_v": 6_i64, "rented_to": ["C1"]});
+        assert_eq!(stored_version(&RawDocumentBuf::new()), None);
+    }
+}

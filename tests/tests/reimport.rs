@@ -1,0 +1,272 @@
+//! The re-import's write against a real MongoDB-compatible server: a batch
+//! over keys already stored, written in one transaction (read the versions,
+//! count the stale, replace the rest), and every command the store sends
+//! within MongoDB's limits whatever the records' size.
+
+use hpn_common::{Deletion, Record, RecordKind};
+use hpn_importer::store::WriteOutcome;
+use hpn_tests::{customer, documents, expected_documents, product, versions, TestEnv};
+use mongodb::bson::{doc, Document};
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
+use std::sync::{Arc, Mutex};
+
+/// MongoDB's limit on a command's body: `maxBsonObjectSize` plus 16 KiB.
+const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024 + 16 * 1024;
+
+/// MongoDB's limit on one message (`maxMessageSizeBytes`): what a command
+/// whose documents travel beside its body (the driver's inserts) may take.
+const MAX_MESSAGE_BYTES: usize = 48_000_000;
+
+fn versioned(records: Vec<Record>, version: i64) -> Vec<Record> {
+    records.into_iter().map(|r| r.with_version(version)).collect()
+}
+
+fn customers(n: usize, name: &str) -> Vec<Record> {
+    (0..n).map(|i| customer(&format!("C{i:05}"), name)).collect()
+}
+
+fn counts(o: &WriteOutcome) -> (u64, u64, u64, u64) {
+    (o.inserted, o.updated, o.stale, o.failed.len() as u64)
+}
+
+/// A first load, a re-import that meets every key (the insert-first path
+/// finds them, and the collection's next batch takes the re-import's way),
+/// a changed export, a replay and a mixed batch: each reported as it is,
+/// and the store ends with the newest version of every key.
+#[tokio::test]
+async fn a_reimport_counts_and_stores_what_a_guarded_write_would() {
+    let env = TestEnv::new("reimport_counts");
+    let store = env.store().await;
+    let kind = RecordKind::Customer;
+
+    let first = versioned(customers(300, "Ann"), 1);
+    assert_eq!(counts(&store.write(kind, &first).await.unwrap()), (300, 0, 0, 0));
+    // Every key exists: the insert meets them and the guarded updates apply.
+    let second = versioned(customers(300, "Bob"), 2);
+    assert_eq!(counts(&store.write(kind, &second).await.unwrap()), (0, 300, 0, 0));
+    // The re-import's way from here on.
+    let third = versioned(customers(300, "Cy"), 3);
+    assert_eq!(counts(&store.write(kind, &third).await.unwrap()), (0, 300, 0, 0));
+    assert_eq!(documents(&store, kind).await, expected_documents(kind, &third));
+    // A replay of the same versions changes nothing and says so.
+    assert_eq!(counts(&store.write(kind, &third).await.unwrap()), (0, 0, 300, 0));
+    // Older versions too.
+    assert_eq!(counts(&store.write(kind, &second).await.unwrap()), (0, 0, 300, 0));
+    assert_eq!(documents(&store, kind).await, expected_documents(kind, &third));
+
+    // A mixed batch: 100 newer, 100 stale, 100 new keys.
+    let mut mixed = versioned(customers(100, "Dee"), 4);
+    mixed.extend(third[100..200].iter().cloned());
+    mixed.extend((300..400).map(|i| customer(&format!("C{i:05}"), "Eve").with_version(4)));
+    assert_eq!(counts(&store.write(kind, &mixed).await.unwrap()), (100, 100, 100, 0));
+    let stored = versions(&store, kind).await;
+    assert_eq!(stored.len(), 400);
+    for (i, (document, version)) in stored.iter().enumerate() {
+        let (name, v) = match i {
+            0..100 => ("Dee", 4),
+            100..300 => ("Cy", 3),
+            _ => ("Eve", 4),
+        };
+        assert_eq!((document.get_str("name"), *version), (Ok(name), Some(v)), "{document}");
+    }
+    assert_eq!(store.count(kind).await.unwrap(), 400);
+    env.cleanup().await;
+}
+
+/// A product re-imported keeps what taking stock recorded on it (fields the
+/// import does not own), takes the file's quantity, and a tombstone is
+/// replaced by a newer record; records without a version apply on arrival.
+#[tokio::test]
+async fn a_reimport_keeps_the_fields_it_does_not_own_and_revives_tombstones() {
+    let env = TestEnv::new("reimport_owned");
+    let store = env.store().await;
+    let kind = RecordKind::Product;
+    let products = |q: u32, v: i64| -> Vec<Record> {
+        (0..50)
+            .map(|i| product(&format!("P{i:03}"), q).with_version(v))
+            .collect()
+    };
+    store.write(kind, &products(5, 1)).await.unwrap();
+    assert_eq!(
+        store.take_stock("P000", "C1").await.unwrap(),
+        hpn_importer::store::StockOutcome::Taken
+    );
+    let delete = Record::Deleted(Deletion::of(kind, "P001").unwrap()).with_version(2);
+    assert_eq!(store.write(kind, &[delete]).await.unwrap().deleted, 1);
+    store.write(kind, &products(6, 3)).await.unwrap(); // every key met: the next batch replaces
+    let outcome = store.write(kind, &products(7, 4)).await.unwrap();
+    assert_eq!(counts(&outcome), (0, 50, 0, 0));
+
+    let stored = store
+        .collection(kind)
+        .find_one(doc! {"_id": "P000"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.get_i64("quantity_available"), Ok(7));
+    assert_eq!(stored.get_array("rented_to").unwrap().len(), 1, "{stored}");
+    assert_eq!(store.count(kind).await.unwrap(), 50, "the tombstone is live again");
+    // Taking stock stays exactly once after the re-import.
+    assert_eq!(
+        store.take_stock("P000", "C1").await.unwrap(),
+        hpn_importer::store::StockOutcome::AlreadyTaken
+    );
+    // A record without a version replaces any version.
+    let unversioned: Vec<Record> = (0..50).map(|i| product(&format!("P{i:03}"), 9)).collect();
+    assert_eq!(counts(&store.write(kind, &unversioned).await.unwrap()), (0, 50, 0, 0));
+    let stored = versions(&store, kind).await;
+    assert!(stored
+        .iter()
+        .all(|(d, v)| v.is_none() && d.get_i64("quantity_available") == Ok(9)));
+    env.cleanup().await;
+}
+
+/// Several connections race re-imports of the same keys, each with its own
+/// versions in a shuffled order: whatever the interleaving, every key ends
+/// at the highest version written, and every record is counted once.
+#[tokio::test]
+async fn racing_reimports_end_with_the_newest_version_of_every_key() {
+    let env = TestEnv::new("reimport_race");
+    let kind = RecordKind::Customer;
+    let setup = env.store().await;
+    setup.write(kind, &versioned(customers(400, "v0"), 0)).await.unwrap();
+    let writers = 4;
+    let rounds = 6;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = hpn_importer::Store::connect(&env.settings.mongodb_uri, &env.settings.database)
+            .await
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut total = WriteOutcome::default();
+            for round in 0..rounds {
+                // Writer w's versions interleave with the others': w + 4 × round.
+                let version = (w + writers * ((round * 7 + w * 3) % rounds)) as i64 + 1;
+                let batch = versioned(customers(400, &format!("v{version}")), version);
+                let outcome = store.write(kind, &batch).await.unwrap();
+                total.inserted += outcome.inserted;
+                total.updated += outcome.updated;
+                total.stale += outcome.stale;
+                assert!(outcome.failed.is_empty());
+            }
+            total
+        }));
+    }
+    let mut total = WriteOutcome::default();
+    for task in tasks {
+        let outcome = task.await.unwrap();
+        total.updated += outcome.updated;
+        total.stale += outcome.stale;
+        total.inserted += outcome.inserted;
+    }
+    let newest = (writers * rounds) as i64;
+    assert_eq!(total.inserted, 0);
+    assert_eq!(
+        total.updated + total.stale,
+        (writers * rounds * 400) as u64,
+        "each record counted once"
+    );
+    let stored = versions(&setup, kind).await;
+    assert_eq!(stored.len(), 400);
+    for (document, version) in &stored {
+        assert_eq!(*version, Some(newest), "{document}");
+        assert_eq!(document.get_str("name"), Ok(format!("v{newest}").as_str()));
+    }
+    env.cleanup().await;
+}
+
+/// 250 customers at the contract's limits (32 kept columns of 1,000
+/// three-byte characters: about 96 KB each, 24 MB a batch) imported,
+/// imported again (the guarded updates), re-imported (the transaction),
+/// upserted and deleted: every command the store sends, as command
+/// monitoring sees it whole, fits MongoDB's limits, though the local server
+/// would take larger ones.
+#[tokio::test]
+async fn every_command_fits_mongodbs_limits_with_records_at_the_contracts_limits() {
+    let env = TestEnv::new("reimport_command_size");
+    let sent: Arc<Mutex<Vec<(String, usize, usize)>>> = Arc::default();
+    let mut options = mongodb::options::ClientOptions::parse(&env.settings.mongodb_uri)
+        .await
+        .unwrap();
+    let seen = sent.clone();
+    options.command_event_handler = Some(EventHandler::callback(move |event: CommandEvent| {
+        if let CommandEvent::Started(started) = event {
+            let largest_document = ["documents", "updates", "deletes"]
+                .iter()
+                .filter_map(|field| started.command.get_array(*field).ok())
+                .flatten()
+                .filter_map(|d| d.as_document().map(bson_len))
+                .max()
+                .unwrap_or(0);
+            seen.lock().unwrap().push((
+                started.command_name.clone(),
+                bson_len(&started.command),
+                largest_document,
+            ));
+        }
+    }));
+    let store = hpn_importer::Store::connect_with(options, &env.settings.database)
+        .await
+        .unwrap();
+    let kind = RecordKind::Customer;
+    let wide = |version: i64, text: &str| -> Vec<Record> {
+        (0..250)
+            .map(|i| {
+                let mut record = customer(&format!("W{i:04}"), "Wide");
+                if let Record::Customer(c) = &mut record {
+                    c.extra = (0..32).map(|c| (format!("c{c}"), text.repeat(1_000))).collect();
+                }
+                record.with_version(version)
+            })
+            .collect()
+    };
+    let expect = |o: WriteOutcome, inserted, updated| {
+        assert_eq!((o.inserted, o.updated, o.failed.len()), (inserted, updated, 0), "{o:?}");
+    };
+    expect(store.write(kind, &wide(1, "漢")).await.unwrap(), 250, 0);
+    expect(store.write(kind, &wide(2, "字")).await.unwrap(), 0, 250);
+    expect(store.write(kind, &wide(3, "語")).await.unwrap(), 0, 250);
+    expect(store.upsert(kind, &wide(4, "文")).await.unwrap(), 0, 250);
+    let deletes: Vec<Record> = (0..250)
+        .map(|i| Record::Deleted(Deletion::of(kind, &format!("W{i:04}")).unwrap()).with_version(5))
+        .collect();
+    assert_eq!(store.write(kind, &deletes).await.unwrap().deleted, 250);
+    assert_eq!(store.count(kind).await.unwrap(), 0);
+
+    let sent = sent.lock().unwrap().clone();
+    let named = |command: &str| sent.iter().filter(|(name, _, _)| name == command).count();
+    assert!(
+        named("commitTransaction") >= 2,
+        "the re-import's way ran, in transactions of at most 16 MiB"
+    );
+    for (name, bytes, largest) in &sent {
+        assert!(*largest <= 16 * 1024 * 1024, "{name}: a statement of {largest} bytes");
+        // The driver sends an insert's documents beside its body, and
+        // splits them by the message limit; everything else is all body.
+        let limit = if name == "insert" {
+            MAX_MESSAGE_BYTES
+        } else {
+            MAX_COMMAND_BYTES
+        };
+        assert!(*bytes <= limit, "{name} command of {bytes} bytes (limit {limit})");
+    }
+    let updates = named("update");
+    assert!(
+        updates >= 4,
+        "the 24 MB of guarded updates went out as several commands: {updates}"
+    );
+    let largest = sent.iter().filter(|(n, _, _)| n != "insert").map(|(_, b, _)| *b).max();
+    assert!(
+        largest > Some(8 * 1024 * 1024),
+        "commands were filled, not cut small: {largest:?}"
+    );
+    store.shutdown().await;
+    env.cleanup().await;
+}
+
+fn bson_len(document: &Document) -> usize {
+    let mut bytes = Vec::new();
+    document.to_writer(&mut bytes).expect("a command encodes");
+    bytes.len()
+}
