@@ -13,6 +13,8 @@ use crate::measure::{
 use crate::results::{LayoutResults, ModeResult, Results, SizeResults};
 use std::fmt::Write;
 
+mod reimport;
+
 fn mib(bytes: Option<u64>) -> String {
     bytes
         .map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
@@ -23,7 +25,7 @@ fn find<'a>(size: &'a SizeResults, mode: &str) -> Option<&'a ModeResult> {
     size.modes.iter().find(|m| m.mode == mode)
 }
 
-fn thousands(n: f64) -> String {
+pub(crate) fn thousands(n: f64) -> String {
     let n = n.round() as i64;
     let digits = n.abs().to_string();
     let mut out = String::new();
@@ -505,6 +507,10 @@ pub fn render(results: &Results, results_file: &str) -> String {
         }
     }
 
+    if let Some(reimport) = &results.reimport {
+        reimport::section(&mut md, reimport);
+    }
+
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(md, "| target | measured | bar | met |");
     let _ = writeln!(md, "|---|---:|---|---|");
@@ -533,6 +539,9 @@ pub fn render(results: &Results, results_file: &str) -> String {
         .filter(|t| t.met == Some(false))
         .map(|t| t.description.as_str())
         .collect();
+    if let Some(reimport) = &results.reimport {
+        reimport::recommendation(&mut md, reimport);
+    }
     if let Some(size) = largest {
         if let (Some(lin), Some(par), Some(base)) = (find(size, LINEAR), find(size, PARALLEL), find(size, BASELINE)) {
             let speedup = par.records_per_s / base.records_per_s;

@@ -20,6 +20,7 @@ mod latency;
 mod layout;
 mod limits;
 mod measure;
+mod reimport;
 mod results;
 mod served;
 
@@ -123,6 +124,23 @@ enum Command {
         #[command(flatten)]
         workload: Workload,
     },
+    /// Only the re-import (first load, replay, delta, changed export against
+    /// the careful upsert loader, in both layouts), recorded into a results
+    /// file (default: the newest in bench/results) whose findings it then
+    /// carries.
+    Reimport {
+        /// Records per file.
+        #[arg(long, default_value_t = REIMPORT_SIZE)]
+        size: usize,
+        /// Runs per mode.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// The results file to record into.
+        #[arg(long)]
+        into: Option<PathBuf>,
+        #[command(flatten)]
+        workload: Workload,
+    },
     /// Write findings.md from a results file (default: the newest in bench/results).
     Findings {
         #[arg(long)]
@@ -193,6 +211,26 @@ async fn main() -> Result<()> {
             let mut bench = Bench::new(connection, tuning, hpn_producer::publish::DEFAULT_ROWS_PER_MESSAGE)?;
             let latency = latency::measure(&mut bench, std::time::Duration::from_secs(seconds)).await?;
             println!("{}", serde_json::to_string_pretty(&latency)?);
+        }
+        Command::Reimport {
+            size,
+            repeats,
+            into,
+            workload,
+        } => {
+            let path = match into {
+                Some(path) => path,
+                None => newest_results(Path::new("bench/results"))?,
+            };
+            let mut results: Results =
+                serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+            let mut bench = Bench::new(connection, workload.tuning, workload.rows_per_message)?;
+            let reimport = reimport::measure(&mut bench, &workload.data, size, repeats.max(1)).await?;
+            results.reimport = Some(reimport);
+            results.targets = targets(&results);
+            std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+            say(format!("re-import recorded in {}", path.display()));
+            print_summary(&results);
         }
         Command::Findings { results, out } => {
             let path = match results {
@@ -475,16 +513,13 @@ async fn run(
         .drop()
         .await?;
 
+    let reimport = reimport::measure(&mut bench, data, REIMPORT_SIZE, repeats).await?;
+
     let chart = format!("{stem}.svg");
     let mut results = Results {
         started,
         host,
-        commit: std::process::Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        commit: commit(),
         machine,
         servers: servers(&connection).await,
         settings: Settings {
@@ -511,6 +546,7 @@ async fn run(
         chart: chart.clone(),
         flamegraph,
         one_record_flamegraph,
+        reimport: Some(reimport),
     };
     results.targets = targets(&results);
     chart::draw(&results, &out.join(&chart))?;
@@ -530,6 +566,10 @@ fn rotated(n: usize, round: usize) -> impl Iterator<Item = usize> {
 }
 
 /// Rounds of raw `insert_many` at its best concurrency (the median is the limit).
+/// Records per file of the re-import (HP Norton's daily export is the size
+/// that matters: the issue's bar is at 300,000).
+const REIMPORT_SIZE: usize = 300_000;
+
 const INSERT_MANY_ROUNDS: usize = 5;
 
 /// Runs per mode with the database on its own core, at least: the A/B
@@ -747,6 +787,41 @@ fn ratio_target(name: &str, description: &str, measured: Option<f64>, bar: f64) 
         bar: format!("≥ {bar}"),
         met: measured.map(|m| m >= bar),
     }
+}
+
+/// Issue 35's bars: the re-import against the careful upsert loader.
+fn reimport_targets(results: &Results) -> Vec<Target> {
+    use reimport::{ReimportScenario, CHANGED, FIRST_LOAD, REPLAY};
+    let Some(reimport) = &results.reimport else {
+        return Vec::new();
+    };
+    let size = findings::thousands(reimport.records_per_file as f64);
+    let ratio = |layout, scenario| reimport.scenario(layout, scenario).and_then(ReimportScenario::ratio);
+    let mut targets = Vec::new();
+    for (layout, name) in [(Layout::Shared, "shared"), (Layout::DatabaseOwnCore, "own_core")] {
+        targets.push(ratio_target(
+            &format!("reimport_changed_{name}"),
+            &format!(
+                "a changed export re-imported, {size} per file, {}: ours / the careful upsert loader",
+                layout.as_str()
+            ),
+            ratio(layout, CHANGED),
+            1.0,
+        ));
+    }
+    targets.push(ratio_target(
+        "reimport_replay",
+        &format!("an unchanged replay, {size} per file, shared cores: ours / the careful upsert loader"),
+        ratio(Layout::Shared, REPLAY),
+        1.0,
+    ));
+    targets.push(ratio_target(
+        "reimport_first_load",
+        &format!("a first load, {size} per file, shared cores: ours / the careful upsert loader"),
+        ratio(Layout::Shared, FIRST_LOAD),
+        1.0,
+    ));
+    targets
 }
 
 /// The size most targets are read at.
@@ -1005,6 +1080,7 @@ fn targets(results: &Results) -> Vec<Target> {
             met: measured.map(|m| (0.8..=1.2).contains(&m)),
         });
     }
+    targets.extend(reimport_targets(results));
     targets
 }
 
@@ -1117,6 +1193,16 @@ fn now_rfc3339() -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .filter(|s| s.len() >= 19)
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+/// The checkout's commit, if git can say.
+fn commit() -> Option<String> {
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 fn hostname() -> String {

@@ -429,6 +429,32 @@ impl Bench {
         json_output(command).await
     }
 
+    /// Publish `files` with the producer, then import them in parallel:
+    /// one timed load of [`PARALLEL`] on a database that may hold records
+    /// already (the re-import's loads, see [`crate::reimport`]).
+    pub(crate) async fn publish_and_import(&self, settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Run> {
+        let published = self
+            .publish(settings, files, self.rows_per_message, true, false)
+            .await?;
+        let (report, importer_rss) = self.import(settings, "parallel", Profile::default()).await?;
+        let expected = published["published"].as_u64().unwrap_or(0);
+        if report.processed() != expected {
+            bail!(
+                "published {expected} records but the import processed {}",
+                report.processed()
+            );
+        }
+        Ok(Run {
+            times: RunTimes::in_turn(published["seconds"].as_f64(), report.total.as_secs_f64()),
+            collections: report.collections,
+            producer_rss: published["peak_rss_bytes"].as_u64(),
+            importer_rss,
+            producer_stages: Vec::new(),
+            importer_stages: Vec::new(),
+            cpu: Vec::new(),
+        })
+    }
+
     /// Run [`PARALLEL`] once with other queue settings and `rows` records
     /// per message; the bench's own settings are left as they were.
     pub async fn run_queue_variant(
@@ -474,7 +500,7 @@ impl Bench {
         }
     }
 
-    async fn import(
+    pub(crate) async fn import(
         &self,
         settings: &ConnectionSettings,
         mode: &str,
@@ -558,7 +584,7 @@ async fn prepare(settings: &ConnectionSettings, mode: &str) -> Result<()> {
 /// queues exist before a load: creating a quorum queue starts its Raft
 /// group, about 0.09 s per publish here, which is no part of a load's cost
 /// and would weigh on the small sizes only.
-async fn declare_queues(settings: &ConnectionSettings) -> Result<()> {
+pub(crate) async fn declare_queues(settings: &ConnectionSettings) -> Result<()> {
     let connection = broker::connect(&settings.amqp_url, "hpn-bench (declare)").await?;
     settings.topology().declare(&connection).await?;
     let _ = connection.close(200, "done".into()).await;

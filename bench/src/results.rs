@@ -49,6 +49,10 @@ pub struct Results {
     /// The importer's flamegraph from one-record messages on quorum queues.
     #[serde(default)]
     pub one_record_flamegraph: Option<String>,
+    /// The daily re-import against the careful upsert loader (see
+    /// [`crate::reimport`]); absent from runs before it was measured.
+    #[serde(default)]
+    pub reimport: Option<crate::reimport::ReimportResults>,
 }
 
 /// Modes measured in one layout of the processes on the cores.
