@@ -95,6 +95,29 @@ impl TestEnv {
             .expect("MongoDB answers (run scripts/services start)")
     }
 
+    /// A store whose every command, as the driver sends it (command
+    /// monitoring sees each one whole), is kept as `keep` makes it.
+    pub async fn monitored_store<T: Send + 'static>(
+        &self,
+        keep: impl Fn(&mongodb::event::command::CommandStartedEvent) -> T + Send + Sync + 'static,
+    ) -> (Store, std::sync::Arc<std::sync::Mutex<Vec<T>>>) {
+        use mongodb::event::command::CommandEvent;
+        let sent: std::sync::Arc<std::sync::Mutex<Vec<T>>> = Default::default();
+        let mut options = mongodb::options::ClientOptions::parse(&self.settings.mongodb_uri)
+            .await
+            .expect("a MongoDB connection string");
+        let seen = sent.clone();
+        options.command_event_handler = Some(mongodb::event::EventHandler::callback(move |event: CommandEvent| {
+            if let CommandEvent::Started(started) = event {
+                seen.lock().expect("not poisoned").push(keep(&started));
+            }
+        }));
+        let store = Store::connect_with(options, &self.settings.database)
+            .await
+            .expect("MongoDB answers (run scripts/services start)");
+        (store, sent)
+    }
+
     /// A broker connection with the topology declared.
     pub async fn channel(&self) -> (Connection, Channel) {
         let connection = broker::connect(&self.settings.amqp_url, "hpn-tests")

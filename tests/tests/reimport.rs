@@ -7,9 +7,6 @@ use hpn_common::{Deletion, Record, RecordKind};
 use hpn_importer::store::WriteOutcome;
 use hpn_tests::{customer, documents, expected_documents, product, versions, TestEnv};
 use mongodb::bson::{doc, Document};
-use mongodb::event::command::CommandEvent;
-use mongodb::event::EventHandler;
-use std::sync::{Arc, Mutex};
 
 /// MongoDB's limit on a command's body: `maxBsonObjectSize` plus 16 KiB.
 const MAX_COMMAND_BYTES: usize = 16 * 1024 * 1024 + 16 * 1024;
@@ -185,13 +182,8 @@ async fn racing_reimports_end_with_the_newest_version_of_every_key() {
 #[tokio::test]
 async fn every_command_fits_mongodbs_limits_with_records_at_the_contracts_limits() {
     let env = TestEnv::new("reimport_command_size");
-    let sent: Arc<Mutex<Vec<(String, usize, usize)>>> = Arc::default();
-    let mut options = mongodb::options::ClientOptions::parse(&env.settings.mongodb_uri)
-        .await
-        .unwrap();
-    let seen = sent.clone();
-    options.command_event_handler = Some(EventHandler::callback(move |event: CommandEvent| {
-        if let CommandEvent::Started(started) = event {
+    let (store, sent) = env
+        .monitored_store(|started| {
             let largest_document = ["documents", "updates", "deletes"]
                 .iter()
                 .filter_map(|field| started.command.get_array(*field).ok())
@@ -199,16 +191,13 @@ async fn every_command_fits_mongodbs_limits_with_records_at_the_contracts_limits
                 .filter_map(|d| d.as_document().map(bson_len))
                 .max()
                 .unwrap_or(0);
-            seen.lock().unwrap().push((
+            (
                 started.command_name.clone(),
                 bson_len(&started.command),
                 largest_document,
-            ));
-        }
-    }));
-    let store = hpn_importer::Store::connect_with(options, &env.settings.database)
-        .await
-        .unwrap();
+            )
+        })
+        .await;
     let kind = RecordKind::Customer;
     let wide = |version: i64, text: &str| -> Vec<Record> {
         (0..250)

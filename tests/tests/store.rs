@@ -234,25 +234,10 @@ async fn racing_writers_on_new_keys_end_at_the_highest_version() {
 /// `hello` as a one-member set unless started `--standalone`), else `w: 1`.
 #[tokio::test]
 async fn every_write_command_is_sent_journaled() {
-    use mongodb::event::command::CommandEvent;
-    use mongodb::event::EventHandler;
-    use std::sync::{Arc, Mutex};
     let env = TestEnv::new("store_write_concern");
-    let sent: Arc<Mutex<Vec<(String, mongodb::bson::Document)>>> = Arc::default();
-    let mut options = mongodb::options::ClientOptions::parse(&env.settings.mongodb_uri)
-        .await
-        .unwrap();
-    let seen = sent.clone();
-    options.command_event_handler = Some(EventHandler::callback(move |event: CommandEvent| {
-        if let CommandEvent::Started(started) = event {
-            seen.lock()
-                .unwrap()
-                .push((started.command_name.clone(), started.command.clone()));
-        }
-    }));
-    let store = hpn_importer::Store::connect_with(options, &env.settings.database)
-        .await
-        .unwrap();
+    let (store, sent) = env
+        .monitored_store(|started| (started.command_name.clone(), started.command.clone()))
+        .await;
     let hello = store
         .client()
         .database("admin")

@@ -63,6 +63,13 @@ impl CommandLimits {
         }
     }
 
+    /// Whether a run of `count` items taking `bytes` is full before one of
+    /// `next` bytes: an empty run never is, so an item over the limit on
+    /// its own goes alone.
+    pub fn full(&self, count: usize, bytes: usize, next: usize) -> bool {
+        count > 0 && (bytes + next > self.max_bson_object_size || count >= self.max_write_batch_size)
+    }
+
     /// `statements` cut into runs, in order, each within both limits (see
     /// the module's docs). Each run is returned with the index of its first
     /// statement in `statements`, which the server's reply counts from.
@@ -75,9 +82,7 @@ impl CommandLimits {
             // as a decimal string and its terminating zero, then the document.
             let len = encoded_len(&statement);
             let element = |index: usize| 1 + decimal_digits(index) + 1 + len;
-            let full = !run.is_empty()
-                && (bytes + element(run.len()) > self.max_bson_object_size || run.len() >= self.max_write_batch_size);
-            if full {
+            if self.full(run.len(), bytes, element(run.len())) {
                 runs.push((start, std::mem::take(&mut run)));
                 start = i;
                 bytes = 0;

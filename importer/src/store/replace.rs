@@ -4,15 +4,12 @@
 //! insert of the keys the batch wins).
 //!
 //! Why not the guarded update every other path sends: on the server we
-//! measure on, an update costs about three times an insert, and a stale
+//! measure on, an update of any shape costs several inserts, and a stale
 //! record sent as a guarded statement costs more than an update (it fails
-//! the guard, then the upsert's insert fails on the `_id`). Measured with a
-//! one-off probe on 100,000 stored customers, batches of 2,000, `j: true`,
-//! one client: guarded `$set` updates 9.1–10.6 s; `ReplaceOne` upserts by
-//! `_id`, ordered, batches of 1,000 (what `mongoimport --mode upsert`
-//! sends) 4.5–5.7 s; a transaction per batch reading the versions,
-//! deleting and inserting 3.4–3.5 s; reading the versions alone 2.6 s
-//! (the figures of record are `hpn-bench`'s, in findings.md).
+//! the guard, then the upsert's insert fails on the `_id`); reading the
+//! versions costs little, and a delete and an insert cost less than one
+//! update. What the re-import costs end to end, against a careful upsert
+//! loader, is findings.md's *The daily re-import* (`hpn-bench reimport`).
 //!
 //! What keeps it right:
 //! - **Atomic to readers.** The delete and the insert commit together: no
@@ -124,28 +121,26 @@ impl Store {
         for run in self.transaction_runs(records, latest) {
             match self.replace_run(&mut session, kind, records, &run).await? {
                 Some(outcome) => done.outcome.add(outcome),
-                None => done.left.extend(run),
+                None => done.left.extend(run.iter().map(|(i, _)| *i)),
             }
         }
         Ok(done)
     }
 
-    /// `latest` cut into runs of at most one command's worth of documents.
-    fn transaction_runs(&self, records: &[Record], latest: Vec<usize>) -> Vec<Vec<usize>> {
+    /// Each of `latest` with its document, built once, cut into runs of
+    /// at most one command's worth of documents (see [`super::command`]).
+    fn transaction_runs(&self, records: &[Record], latest: Vec<usize>) -> Vec<Vec<(usize, RawDocumentBuf)>> {
         let mut runs = Vec::new();
         let (mut run, mut bytes) = (Vec::new(), 0);
         for i in latest {
-            // The record's fields as they go out, in a close enough measure:
-            // what `stored_raw` builds.
-            let size = stored_raw(&records[i]).as_bytes().len();
-            if !run.is_empty()
-                && (bytes + size > self.limits.max_bson_object_size || run.len() >= self.limits.max_write_batch_size)
-            {
+            let document = stored_raw(&records[i]);
+            let size = document.as_bytes().len();
+            if self.limits.full(run.len(), bytes, size) {
                 runs.push(std::mem::take(&mut run));
                 bytes = 0;
             }
             bytes += size;
-            run.push(i);
+            run.push((i, document));
         }
         if !run.is_empty() {
             runs.push(run);
@@ -160,7 +155,7 @@ impl Store {
         session: &mut ClientSession,
         kind: RecordKind,
         records: &[Record],
-        run: &[usize],
+        run: &[(usize, RawDocumentBuf)],
     ) -> Result<Option<WriteOutcome>, StoreError> {
         for _ in 0..CONFLICT_ATTEMPTS {
             session
@@ -194,10 +189,10 @@ impl Store {
         session: &mut ClientSession,
         kind: RecordKind,
         records: &[Record],
-        run: &[usize],
+        run: &[(usize, RawDocumentBuf)],
     ) -> Result<WriteOutcome, Abandoned> {
         let collection = self.db.collection::<RawDocumentBuf>(kind.collection());
-        let keys: Vec<Bson> = run.iter().map(|&i| key_id(&records[i])).collect();
+        let keys: Vec<Bson> = run.iter().map(|(i, _)| key_id(&records[*i])).collect();
         let not_owned: Document = owned_fields(kind)
             .filter(|field| *field != VERSION_FIELD)
             .map(|field| (field.to_string(), Bson::Int32(0)))
@@ -218,9 +213,10 @@ impl Store {
             .collect();
         let mut outcome = WriteOutcome::default();
         let (mut replaced, mut documents) = (Vec::new(), Vec::with_capacity(run.len()));
-        for (&i, key) in run.iter().zip(&keys) {
-            let record = &records[i];
-            let mut document = stored_raw(record);
+        for ((i, built), key) in run.iter().zip(&keys) {
+            let record = &records[*i];
+            // A copy: a conflict runs the transaction again with the same documents.
+            let mut document = built.clone();
             match key.as_str().and_then(|key| stored.get(key)) {
                 None => outcome.inserted += 1,
                 Some(old) if !replaces(record.version(), stored_version(old)) => {
