@@ -68,6 +68,30 @@ async fn a_reimport_counts_and_stores_what_a_guarded_write_would() {
         assert_eq!((document.get_str("name"), *version), (Ok(name), Some(v)), "{document}");
     }
     assert_eq!(store.count(kind).await.unwrap(), 400);
+
+    // A batch of keys scattered over the collection (its range holds far
+    // more documents than it has keys): read by key instead, same counts.
+    let scattered: Vec<Record> = [0, 150, 399]
+        .iter()
+        .map(|i| customer(&format!("C{i:05}"), "Fay").with_version(5))
+        .chain([customer("C00200", "Old").with_version(1)])
+        .collect();
+    assert_eq!(counts(&store.write(kind, &scattered).await.unwrap()), (0, 3, 1, 0));
+    let names: Vec<(String, Option<i64>)> = versions(&store, kind)
+        .await
+        .into_iter()
+        .map(|(d, v)| (d.get_str("name").unwrap().to_string(), v))
+        .collect();
+    assert_eq!(names[0], ("Fay".to_string(), Some(5)));
+    assert_eq!(names[150], ("Fay".to_string(), Some(5)));
+    assert_eq!(names[200], ("Cy".to_string(), Some(3)));
+    assert_eq!(names[399], ("Fay".to_string(), Some(5)));
+    assert_eq!(
+        names.iter().filter(|(n, _)| n == "Fay").count(),
+        3,
+        "nothing else in the range changed"
+    );
+    assert_eq!(store.count(kind).await.unwrap(), 400);
     env.cleanup().await;
 }
 

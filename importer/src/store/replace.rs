@@ -47,7 +47,7 @@ use mongodb::error::{Error as MongoError, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_T
 use mongodb::options::ReadConcern;
 use mongodb::ClientSession;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Times a transaction is run again after a write conflict before its
 /// records go the guarded way.
@@ -57,27 +57,59 @@ const CONFLICT_ATTEMPTS: usize = 4;
 /// applies a transaction's commit once however often it is sent).
 const COMMIT_ATTEMPTS: usize = 4;
 
-/// What each collection's last batch met: whether most of its keys were
-/// stored already. Shared by every writer of a store (the partitions of a
-/// collection see the same mix).
+/// What each collection's last batches met: whether most of their keys
+/// were stored already, and whether their keys were scattered over the
+/// collection (see [`KeySpan`]). Shared by every writer of a store (the
+/// partitions of a collection see the same mix).
 #[derive(Debug, Default)]
-pub struct KeysSeen([AtomicBool; 3]);
+pub struct KeysSeen([Seen; 3]);
+
+#[derive(Debug, Default)]
+struct Seen {
+    mostly_stored: AtomicBool,
+    /// Batches left before a range is read again after one held too much.
+    skip_ranges: AtomicU32,
+}
+
+/// Batches that read their keys by `$in` after one whose range held too
+/// many other documents, before a range is tried again: a collection's
+/// keys stay scattered or ordered for a whole export, and a range read
+/// that held too much cost a scan of the range (the server we measure on
+/// does not stop at the limit; a real `mongod` does).
+const SKIP_RANGES_AFTER_SCATTERED: u32 = 256;
 
 impl KeysSeen {
-    fn slot(&self, kind: RecordKind) -> &AtomicBool {
+    fn slot(&self, kind: RecordKind) -> &Seen {
         &self.0[RecordKind::ALL.iter().position(|k| *k == kind).expect("a kind of ALL")]
     }
 
     /// Whether the last batch of `kind` found most of its keys stored.
     pub fn mostly_stored(&self, kind: RecordKind) -> bool {
-        self.slot(kind).load(Ordering::Relaxed)
+        self.slot(kind).mostly_stored.load(Ordering::Relaxed)
     }
 
     /// Note what a batch of `kind` met: `stored` of its `written` keys existed.
     pub fn met(&self, kind: RecordKind, stored: u64, written: u64) {
         if written > 0 {
-            self.slot(kind).store(stored * 2 >= written, Ordering::Relaxed);
+            self.slot(kind)
+                .mostly_stored
+                .store(stored * 2 >= written, Ordering::Relaxed);
         }
+    }
+
+    /// Whether this batch of `kind` reads its keys' range (counting down
+    /// the batches left after a scattered one).
+    fn reads_range(&self, kind: RecordKind) -> bool {
+        let skip = &self.slot(kind).skip_ranges;
+        skip.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+            .is_err()
+    }
+
+    /// A range of `kind` held more documents than it could read whole.
+    fn scattered(&self, kind: RecordKind) {
+        self.slot(kind)
+            .skip_ranges
+            .store(SKIP_RANGES_AFTER_SCATTERED, Ordering::Relaxed);
     }
 }
 
@@ -193,20 +225,27 @@ impl Store {
     ) -> Result<WriteOutcome, Abandoned> {
         let collection = self.db.collection::<RawDocumentBuf>(kind.collection());
         let keys: Vec<Bson> = run.iter().map(|(i, _)| key_id(&records[*i])).collect();
-        let not_owned: Document = owned_fields(kind)
-            .filter(|field| *field != VERSION_FIELD)
-            .map(|field| (field.to_string(), Bson::Int32(0)))
-            .collect();
-        let stored: Vec<RawDocumentBuf> = collection
-            .find(doc! {"_id": {"$in": &keys}})
-            .projection(not_owned)
-            .session(&mut *session)
-            .await
-            .map_err(abandoned)?
-            .stream(&mut *session)
-            .try_collect()
-            .await
-            .map_err(abandoned)?;
+        let span = KeySpan::of(&keys).filter(|_| self.seen.reads_range(kind));
+        // The keys' range first (see `KeySpan`); all the keys by `$in` when
+        // the range holds too many other documents to be read whole.
+        let mut stored = match &span {
+            Some(span) => self.read_stored(session, kind, span.filter(), Some(span.limit)).await?,
+            None => Vec::new(),
+        };
+        let whole_range = span.as_ref().is_some_and(|span| stored.len() < span.limit);
+        if span.is_some() && !whole_range {
+            self.seen.scattered(kind);
+        }
+        if !whole_range {
+            stored.clear();
+            for some in keys.chunks(IN_CHUNK) {
+                stored.extend(
+                    self.read_stored(session, kind, doc! {"_id": {"$in": some}}, None)
+                        .await?,
+                );
+            }
+        }
+        let in_range = stored.len();
         let stored: HashMap<&str, &RawDocumentBuf> = stored
             .iter()
             .filter_map(|document| Some((document.get_str("_id").ok()?, document)))
@@ -233,8 +272,15 @@ impl Store {
         }
         if !replaced.is_empty() {
             let expected = replaced.len() as u64;
+            // Every document the range holds is replaced: delete the range,
+            // as the snapshot saw it (a key another writer adds to it after
+            // the snapshot is not seen, one it changes is a write conflict).
+            let which = match &span {
+                Some(span) if whole_range && in_range == replaced.len() => span.filter(),
+                _ => doc! {"_id": {"$in": replaced}},
+            };
             let deleted = collection
-                .delete_many(doc! {"_id": {"$in": replaced}})
+                .delete_many(which)
                 .session(&mut *session)
                 .await
                 .map_err(abandoned)?
@@ -255,6 +301,34 @@ impl Store {
         Ok(outcome)
     }
 
+    /// The stored documents matching `filter` (at most `limit`), without
+    /// the fields the import owns but the version, read in the transaction.
+    async fn read_stored(
+        &self,
+        session: &mut ClientSession,
+        kind: RecordKind,
+        filter: Document,
+        limit: Option<usize>,
+    ) -> Result<Vec<RawDocumentBuf>, Abandoned> {
+        let not_owned: Document = owned_fields(kind)
+            .filter(|field| *field != VERSION_FIELD)
+            .map(|field| (field.to_string(), Bson::Int32(0)))
+            .collect();
+        let collection = self.db.collection::<RawDocumentBuf>(kind.collection());
+        let mut find = collection.find(filter).projection(not_owned);
+        if let Some(limit) = limit {
+            // One round trip: the whole answer in the first batch.
+            find = find.limit(limit as i64).batch_size(limit as u32 + 1);
+        }
+        find.session(&mut *session)
+            .await
+            .map_err(abandoned)?
+            .stream(&mut *session)
+            .try_collect()
+            .await
+            .map_err(abandoned)
+    }
+
     /// Commit, sending the commit again while its outcome is unknown.
     async fn commit(&self, session: &mut ClientSession) -> Result<(), Abandoned> {
         let mut attempt = 1;
@@ -269,6 +343,51 @@ impl Store {
         }
     }
 }
+
+/// The range of `_id`s from a run's lowest key to its highest, the cheap
+/// way to read its stored versions: an export comes in key order, so a
+/// batch's keys are most of what its range holds, and on the server we
+/// measure on a range costs a fraction of a `$in` of the same keys, to
+/// read and to delete. The range is read up to [`RANGE_SLACK`] times the
+/// run's size; a range holding more (keys scattered over the collection,
+/// as rentals keyed by product come in customer order) is read by `$in`
+/// instead, and so are the collection's next batches (see [`KeysSeen`]).
+struct KeySpan {
+    low: Bson,
+    high: Bson,
+    /// At most this many documents are read from the range.
+    limit: usize,
+}
+
+/// How many documents per key of a run its range may hold and still be
+/// read whole: room for the partitions of a few writers per collection
+/// (each writer's keys interleave with the others').
+const RANGE_SLACK: usize = 4;
+
+impl KeySpan {
+    /// The span of `keys` (strings, as every `_id` the import writes);
+    /// `None` for an empty run.
+    fn of(keys: &[Bson]) -> Option<KeySpan> {
+        let texts = || keys.iter().filter_map(Bson::as_str);
+        let (low, high) = (texts().min()?, texts().max()?);
+        Some(KeySpan {
+            low: Bson::String(low.to_string()),
+            high: Bson::String(high.to_string()),
+            limit: RANGE_SLACK * keys.len(),
+        })
+    }
+
+    fn filter(&self) -> Document {
+        doc! {"_id": {"$gte": &self.low, "$lte": &self.high}}
+    }
+}
+
+/// Keys per `$in` when a run's stored versions are read by key: the
+/// server we measure on takes longer per key the longer the `$in`, so
+/// several short ones cost it less than one long one (a real `mongod`
+/// costs a round trip per read more). The re-import's figures are
+/// findings.md's (`hpn-bench reimport`).
+const IN_CHUNK: usize = 250;
 
 /// Which way a failed transaction goes (see [`Abandoned`]).
 fn abandoned(error: MongoError) -> Abandoned {
@@ -329,6 +448,28 @@ mod tests {
         assert!(seen.mostly_stored(RecordKind::Customer), "an empty batch says nothing");
         seen.met(RecordKind::Customer, 999, 2_000);
         assert!(!seen.mostly_stored(RecordKind::Customer));
+    }
+
+    #[test]
+    fn after_a_scattered_range_the_collection_reads_by_key_for_a_while() {
+        let seen = KeysSeen::default();
+        assert!(seen.reads_range(RecordKind::Rental) && seen.reads_range(RecordKind::Rental));
+        seen.scattered(RecordKind::Rental);
+        for _ in 0..SKIP_RANGES_AFTER_SCATTERED {
+            assert!(!seen.reads_range(RecordKind::Rental));
+        }
+        assert!(seen.reads_range(RecordKind::Customer), "each collection its own");
+        assert!(seen.reads_range(RecordKind::Rental), "then a range is tried again");
+    }
+
+    #[test]
+    fn a_span_runs_from_the_lowest_key_to_the_highest() {
+        let keys: Vec<Bson> = ["C5", "C10", "C7"].map(Bson::from).into();
+        let span = KeySpan::of(&keys).unwrap();
+        // Byte order, as MongoDB compares strings: "C10" < "C5" < "C7".
+        assert_eq!(span.filter(), doc! {"_id": {"$gte": "C10", "$lte": "C7"}});
+        assert_eq!(span.limit, RANGE_SLACK * 3);
+        assert!(KeySpan::of(&[]).is_none());
     }
 
     #[test]
