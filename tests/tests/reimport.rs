@@ -144,8 +144,12 @@ async fn a_reimport_keeps_the_fields_it_does_not_own_and_revives_tombstones() {
 }
 
 /// Several connections race re-imports of the same keys, each with its own
-/// versions in a shuffled order: whatever the interleaving, every key ends
-/// at the highest version written, and every record is counted once.
+/// versions in a shuffled order, half through the re-import's transaction
+/// (`write`, once the keys are met) and half through guarded statements
+/// (`upsert`): a guarded statement beside a transaction that deletes and
+/// inserts its document can miss it and then meet the new one, and must
+/// not take that for stale. Whatever the interleaving, every key ends at
+/// the highest version written, and every record is counted once.
 #[tokio::test]
 async fn racing_reimports_end_with_the_newest_version_of_every_key() {
     let env = TestEnv::new("reimport_race");
@@ -153,46 +157,59 @@ async fn racing_reimports_end_with_the_newest_version_of_every_key() {
     let setup = env.store().await;
     setup.write(kind, &versioned(customers(400, "v0"), 0)).await.unwrap();
     let writers = 4;
-    let rounds = 6;
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let store = hpn_importer::Store::connect(&env.settings.mongodb_uri, &env.settings.database)
-            .await
-            .unwrap();
-        tasks.push(tokio::spawn(async move {
-            let mut total = WriteOutcome::default();
-            for round in 0..rounds {
-                // Writer w's versions interleave with the others': w + 4 × round.
-                let version = (w + writers * ((round * 7 + w * 3) % rounds)) as i64 + 1;
-                let batch = versioned(customers(400, &format!("v{version}")), version);
-                let outcome = store.write(kind, &batch).await.unwrap();
-                total.inserted += outcome.inserted;
-                total.updated += outcome.updated;
-                total.stale += outcome.stale;
-                assert!(outcome.failed.is_empty());
-            }
-            total
-        }));
-    }
-    let mut total = WriteOutcome::default();
-    for task in tasks {
-        let outcome = task.await.unwrap();
-        total.updated += outcome.updated;
-        total.stale += outcome.stale;
-        total.inserted += outcome.inserted;
-    }
-    let newest = (writers * rounds) as i64;
-    assert_eq!(total.inserted, 0);
-    assert_eq!(
-        total.updated + total.stale,
-        (writers * rounds * 400) as u64,
-        "each record counted once"
-    );
-    let stored = versions(&setup, kind).await;
-    assert_eq!(stored.len(), 400);
-    for (document, version) in &stored {
-        assert_eq!(*version, Some(newest), "{document}");
-        assert_eq!(document.get_str("name"), Ok(format!("v{newest}").as_str()));
+    let rounds = 12;
+    // The race is timing: three runs of it, each above the last's versions.
+    for repetition in 0..3_i64 {
+        let base = repetition * 1_000;
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let store = hpn_importer::Store::connect(&env.settings.mongodb_uri, &env.settings.database)
+                .await
+                .unwrap();
+            tasks.push(tokio::spawn(async move {
+                let mut total = WriteOutcome::default();
+                for round in 0..rounds {
+                    // Writer w's versions interleave with the others': w + 4 × round.
+                    let version = base + (w + writers * ((round * 7 + w * 3) % rounds)) as i64 + 1;
+                    let batch = versioned(customers(400, &format!("v{version}")), version);
+                    let outcome = if w % 2 == 0 {
+                        store.write(kind, &batch).await
+                    } else {
+                        store.upsert(kind, &batch).await
+                    };
+                    // A key that kept changing fails the batch, to be tried again.
+                    let outcome = match outcome {
+                        Err(e) if e.is_transient() => store.write(kind, &batch).await.unwrap(),
+                        other => other.unwrap(),
+                    };
+                    total.inserted += outcome.inserted;
+                    total.updated += outcome.updated;
+                    total.stale += outcome.stale;
+                    assert!(outcome.failed.is_empty());
+                }
+                total
+            }));
+        }
+        let mut total = WriteOutcome::default();
+        for task in tasks {
+            let outcome = task.await.unwrap();
+            total.updated += outcome.updated;
+            total.stale += outcome.stale;
+            total.inserted += outcome.inserted;
+        }
+        let newest = base + (writers * rounds) as i64;
+        assert_eq!(total.inserted, 0);
+        assert_eq!(
+            total.updated + total.stale,
+            (writers * rounds * 400) as u64,
+            "each record counted once"
+        );
+        let stored = versions(&setup, kind).await;
+        assert_eq!(stored.len(), 400);
+        for (document, version) in &stored {
+            assert_eq!(*version, Some(newest), "run {repetition}: {document}");
+            assert_eq!(document.get_str("name"), Ok(format!("v{newest}").as_str()));
+        }
     }
     env.cleanup().await;
 }

@@ -54,6 +54,13 @@ pub enum StoreError {
     /// The connection string asks for something the importer cannot work with.
     #[error("MongoDB settings: {0}")]
     Settings(String),
+    /// Records whose key other writers kept changing under their guarded
+    /// statements, past the retries: the batch fails, to be tried again.
+    #[error(
+        "MongoDB: {records} record(s) of {collection} met keys that other writers kept changing; \
+         the batch is tried again"
+    )]
+    Contended { collection: &'static str, records: usize },
     /// The store holds a collection of the shape before the business key
     /// became the `_id`; nothing is written to it until it is migrated.
     #[error(
@@ -99,7 +106,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Mongo(e) => is_transient(e),
-            StoreError::WriteConcern(_) => true,
+            StoreError::WriteConcern(_) | StoreError::Contended { .. } => true,
             StoreError::Refused { code, .. } => TRANSIENT_CODES.contains(code),
             StoreError::Reply { .. } | StoreError::OldShape { .. } | StoreError::Settings(_) => false,
         }

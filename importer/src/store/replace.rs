@@ -387,7 +387,7 @@ impl KeySpan {
 /// several short ones cost it less than one long one (a real `mongod`
 /// costs a round trip per read more). The re-import's figures are
 /// findings.md's (`hpn-bench reimport`).
-const IN_CHUNK: usize = 250;
+pub(super) const IN_CHUNK: usize = 250;
 
 /// Which way a failed transaction goes (see [`Abandoned`]).
 fn abandoned(error: MongoError) -> Abandoned {
@@ -412,7 +412,7 @@ fn is_outage(error: &MongoError) -> bool {
 }
 
 /// The version a stored document holds (`None`: written without one).
-fn stored_version(document: &RawDocumentBuf) -> Option<i64> {
+pub(super) fn stored_version(document: &RawDocumentBuf) -> Option<i64> {
     match document.get(VERSION_FIELD).ok().flatten()? {
         RawBsonRef::Int64(v) => Some(v),
         RawBsonRef::Int32(v) => Some(v.into()),

@@ -1,12 +1,15 @@
 //! The importer's write: a batch of one kind, keyed and guarded by version.
 
 use super::batch::{guarded_upsert, latest_per_key, split_deletes};
-use super::document::{on_key_index, stored_raw, VERSION_FIELD};
+use super::document::{key_id, on_key_index, stored_raw, VERSION_FIELD};
 use super::error::{is_transient, DUPLICATE_KEY, RECORD_REFUSALS};
+use super::replace::{stored_version, IN_CHUNK};
 use super::{Store, StoreError};
-use hpn_common::record::{Record, RecordKind};
-use mongodb::bson::{doc, Document, RawDocumentBuf};
+use futures::TryStreamExt;
+use hpn_common::record::{replaces, Record, RecordKind};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::error::ErrorKind;
+use std::collections::HashMap;
 
 /// One record of a batch the server refused on its merits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,16 +42,9 @@ pub struct WriteOutcome {
 }
 
 /// How many times a statement is sent again after a duplicate-key error
-/// from racing upserts (see [`Store::upsert`]).
+/// from a racing writer (see [`Store::upsert`]) before the batch fails, to
+/// be tried again whole.
 const DUPLICATE_KEY_RETRIES: usize = 3;
-
-/// Whether the keys of a guarded write are known to have documents already
-/// (an insert of them just failed with E11000).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum KeysExist {
-    Yes,
-    Unknown,
-}
 
 impl WriteOutcome {
     /// Add what another write of the same batch did (its indexes are already
@@ -149,12 +145,7 @@ impl Store {
         self.seen.met(kind, conflicts.len() as u64, latest.len() as u64);
         if !conflicts.is_empty() {
             conflicts.sort_unstable();
-            // The insert said these keys exist, so a versioned statement that
-            // hits the key index again found a version at least its own.
-            // (Only a document removed in between, which nothing but `reset`
-            // and `compact` do, would make that wrong: the record would
-            // count as stale.)
-            let guarded = self.apply(kind, records, conflicts, KeysExist::Yes).await?;
+            let guarded = self.apply(kind, records, conflicts).await?;
             outcome.add(guarded);
         }
         Ok(outcome)
@@ -172,11 +163,15 @@ impl Store {
     /// nothing changed. A record without a version matches on its key alone
     /// and clears the stored version (see `docs/message-format.md`).
     ///
-    /// Two upserts of the same new key racing on different connections can
-    /// both miss the document and both try to insert; the `_id` index lets
-    /// one win and gives the other E11000 too. So a statement's first E11000
-    /// is sent again: the document now exists, and the retry either updates
-    /// it (the record was newer) or gets E11000 again (stale).
+    /// So E11000 alone does not say "stale": another writer may have put
+    /// the document there after the statement looked (two upserts of a new
+    /// key racing), or be replacing it (the re-import's transaction deletes
+    /// and inserts a document, so a statement running beside it can miss
+    /// the document and then meet the new one). A statement that met E11000
+    /// is settled by reading its key's stored version: stale when that is
+    /// equal or newer, else sent again, up to [`DUPLICATE_KEY_RETRIES`]
+    /// times; a key that keeps changing fails the batch as contended (a
+    /// transient error: the writer tries it again).
     ///
     /// A delete is the same statement with the tombstone's fields (see
     /// [`document`]): applied only over an older version, it unsets the
@@ -189,7 +184,7 @@ impl Store {
         if !deletes.is_empty() {
             outcome.add(self.delete(kind, records, deletes).await?);
         }
-        outcome.add(self.apply(kind, records, latest, KeysExist::Unknown).await?);
+        outcome.add(self.apply(kind, records, latest).await?);
         Ok(outcome)
     }
 
@@ -201,7 +196,7 @@ impl Store {
         records: &[Record],
         pending: Vec<usize>,
     ) -> Result<WriteOutcome, StoreError> {
-        let applied = self.apply(kind, records, pending, KeysExist::Unknown).await?;
+        let applied = self.apply(kind, records, pending).await?;
         Ok(WriteOutcome {
             inserted: 0,
             updated: 0,
@@ -210,18 +205,21 @@ impl Store {
         })
     }
 
-    /// Send guarded upserts for `records[i]`, `i` in `pending` (one per key).
+    /// Send guarded upserts for `records[i]`, `i` in `pending` (one per key),
+    /// settling each duplicate-key error (see [`Store::upsert`]).
     async fn apply(
         &self,
         kind: RecordKind,
         records: &[Record],
         mut pending: Vec<usize>,
-        keys: KeysExist,
     ) -> Result<WriteOutcome, StoreError> {
         let mut outcome = WriteOutcome::default();
         for attempt in 0..=DUPLICATE_KEY_RETRIES {
             if pending.is_empty() {
-                break;
+                return Ok(outcome);
+            }
+            if attempt > 0 {
+                outcome.retried += pending.len() as u64;
             }
             let statements: Vec<Document> = pending
                 .iter()
@@ -233,37 +231,76 @@ impl Store {
             let reply = self.run_update(kind.collection(), statements).await?;
             outcome.inserted += reply.upserted;
             outcome.updated += reply.matched.saturating_sub(reply.upserted);
-            let mut retry = Vec::new();
+            let mut conflicts = Vec::new();
             let mut unknown = Vec::new();
             for error in reply.errors {
                 let record_index = pending[error.index];
-                let versioned = records[record_index].version().is_some();
-                if error.key_conflict && versioned && (keys == KeysExist::Yes || attempt > 0) {
-                    outcome.stale += 1;
-                } else if error.key_conflict && attempt < DUPLICATE_KEY_RETRIES {
-                    retry.push(record_index);
+                if error.key_conflict {
+                    conflicts.push(record_index);
+                    continue;
+                }
+                let failed = FailedWrite {
+                    index: record_index,
+                    code: error.code,
+                    message: error.message,
+                };
+                if RECORD_REFUSALS.contains(&error.code) {
+                    outcome.failed.push(failed);
                 } else {
-                    let failed = FailedWrite {
-                        index: record_index,
-                        code: error.code,
-                        message: error.message,
-                    };
-                    if RECORD_REFUSALS.contains(&error.code) {
-                        outcome.failed.push(failed);
-                    } else {
-                        unknown.push(failed);
-                    }
+                    unknown.push(failed);
                 }
             }
             let all_refused = unknown.len() == pending.len();
             outcome
                 .failed
                 .extend(self.whose_refusal(kind, unknown, all_refused).await?);
-            retry.sort_unstable();
-            outcome.retried += retry.len() as u64;
-            pending = retry;
+            let stored = self.stored_versions(kind, records, &conflicts).await?;
+            pending = conflicts
+                .into_iter()
+                .filter(|&i| {
+                    let key = key_id(&records[i]);
+                    let stale = stored
+                        .get(key.as_str().unwrap_or_default())
+                        .is_some_and(|stored| !replaces(records[i].version(), *stored));
+                    outcome.stale += u64::from(stale);
+                    !stale
+                })
+                .collect();
+            pending.sort_unstable();
         }
-        Ok(outcome)
+        if pending.is_empty() {
+            return Ok(outcome);
+        }
+        Err(StoreError::Contended {
+            collection: kind.collection(),
+            records: pending.len(),
+        })
+    }
+
+    /// The stored version of each key of `records[i]`, `i` in `which`, that
+    /// has a document (`None` inside: a document written without one).
+    async fn stored_versions(
+        &self,
+        kind: RecordKind,
+        records: &[Record],
+        which: &[usize],
+    ) -> Result<HashMap<String, Option<i64>>, StoreError> {
+        let mut stored = HashMap::with_capacity(which.len());
+        let keys: Vec<Bson> = which.iter().map(|&i| key_id(&records[i])).collect();
+        let collection = self.db.collection::<RawDocumentBuf>(kind.collection());
+        for some in keys.chunks(IN_CHUNK) {
+            let mut cursor = collection
+                .find(doc! {"_id": {"$in": some}})
+                .projection(doc! {VERSION_FIELD: 1})
+                .await?;
+            while let Some(document) = cursor.try_next().await? {
+                // Every `_id` the import writes is a string (see `key_id`).
+                if let Ok(id) = document.get_str("_id") {
+                    stored.insert(id.to_string(), stored_version(&document));
+                }
+            }
+        }
+        Ok(stored)
     }
 
     /// Whose fault the `refused` records are, refused with codes not known
