@@ -5,7 +5,7 @@
 
 use hpn_common::{Deletion, Record, RecordKind};
 use hpn_importer::store::WriteOutcome;
-use hpn_tests::{customer, documents, expected_documents, product, versions, TestEnv};
+use hpn_tests::{customer, documents, expected_documents, product, rental, versions, TestEnv};
 use mongodb::bson::{doc, Document};
 
 /// MongoDB's limit on a command's body: `maxBsonObjectSize` plus 16 KiB.
@@ -299,4 +299,45 @@ fn bson_len(document: &Document) -> usize {
     let mut bytes = Vec::new();
     document.to_writer(&mut bytes).expect("a command encodes");
     bytes.len()
+}
+
+/// An importer's first batch over a filled collection takes the
+/// re-import's way, though the process has seen no batch of it yet: no
+/// doomed insert and no guarded update per record. And a batch whose keys
+/// arrive scattered (rentals keyed by product, exported by customer)
+/// reaches the server in key order, which it writes far faster.
+#[tokio::test]
+async fn a_fresh_importers_first_batch_over_a_filled_store_is_a_reimport_in_key_order() {
+    let env = TestEnv::new("reimport_first_batch");
+    let kind = RecordKind::Rental;
+    let batch = |version: i64| -> Vec<Record> {
+        (0..200)
+            .map(|i| rental(&format!("P{:03}", (i * 37) % 200), &format!("U{i:03}")).with_version(version))
+            .collect()
+    };
+    let loader = env.store().await;
+    assert_eq!(counts(&loader.write(kind, &batch(1)).await.unwrap()), (200, 0, 0, 0));
+    loader.shutdown().await;
+
+    let (store, sent) = env
+        .monitored_store(|started| (started.command_name.clone(), started.command.clone()))
+        .await;
+    assert_eq!(counts(&store.write(kind, &batch(2)).await.unwrap()), (0, 200, 0, 0));
+    let sent = sent.lock().unwrap().clone();
+    let names: Vec<&str> = sent.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(
+        names.contains(&"commitTransaction") && !names.contains(&"update"),
+        "one transaction, no guarded update: {names:?}"
+    );
+    let inserted: Vec<String> = sent
+        .iter()
+        .filter(|(name, _)| name == "insert")
+        .flat_map(|(_, command)| command.get_array("documents").unwrap().clone())
+        .map(|document| document.as_document().unwrap().get_str("_id").unwrap().to_string())
+        .collect();
+    assert_eq!(inserted.len(), 200);
+    assert!(inserted.is_sorted(), "in key order: {inserted:?}");
+    assert_eq!(documents(&store, kind).await, expected_documents(kind, &batch(2)));
+    store.shutdown().await;
+    env.cleanup().await;
 }

@@ -34,7 +34,11 @@
 //!
 //! Which path a batch takes is decided by what the collection's last batch
 //! met ([`KeysSeen`]): a first load stays on the insert-first path, which
-//! is cheapest for new keys.
+//! is cheapest for new keys. A collection's first batch in a process goes
+//! this way when the collection holds documents: a wrong guess costs a
+//! read of keys that are not there, the other wrong guess (a batch of
+//! stored keys sent insert-first) a failed insert and a guarded update of
+//! every record.
 
 use super::document::{key_id, owned_fields, stored_raw, VERSION_FIELD};
 use super::error::is_transient;
@@ -47,7 +51,7 @@ use mongodb::error::{Error as MongoError, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_T
 use mongodb::options::ReadConcern;
 use mongodb::ClientSession;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 /// Times a transaction is run again after a write conflict before its
 /// records go the guarded way.
@@ -66,10 +70,15 @@ pub struct KeysSeen([Seen; 3]);
 
 #[derive(Debug, Default)]
 struct Seen {
-    mostly_stored: AtomicBool,
+    /// [`UNSEEN`] until the collection's first batch, then [`FEW`] or [`MOSTLY`].
+    stored: AtomicU8,
     /// Batches left before a range is read again after one held too much.
     skip_ranges: AtomicU32,
 }
+
+const UNSEEN: u8 = 0;
+const FEW: u8 = 1;
+const MOSTLY: u8 = 2;
 
 /// Batches that read their keys by `$in` after one whose range held too
 /// many other documents, before a range is tried again: a collection's
@@ -83,17 +92,20 @@ impl KeysSeen {
         &self.0[RecordKind::ALL.iter().position(|k| *k == kind).expect("a kind of ALL")]
     }
 
-    /// Whether the last batch of `kind` found most of its keys stored.
-    pub fn mostly_stored(&self, kind: RecordKind) -> bool {
-        self.slot(kind).mostly_stored.load(Ordering::Relaxed)
+    /// Whether the last batch of `kind` found most of its keys stored;
+    /// `None` before its first batch.
+    pub fn mostly_stored(&self, kind: RecordKind) -> Option<bool> {
+        match self.slot(kind).stored.load(Ordering::Relaxed) {
+            UNSEEN => None,
+            met => Some(met == MOSTLY),
+        }
     }
 
     /// Note what a batch of `kind` met: `stored` of its `written` keys existed.
     pub fn met(&self, kind: RecordKind, stored: u64, written: u64) {
         if written > 0 {
-            self.slot(kind)
-                .mostly_stored
-                .store(stored * 2 >= written, Ordering::Relaxed);
+            let met = if stored * 2 >= written { MOSTLY } else { FEW };
+            self.slot(kind).stored.store(met, Ordering::Relaxed);
         }
     }
 
@@ -116,7 +128,7 @@ impl KeysSeen {
 /// What [`Store::replace`] did, and the records it left to the guarded path.
 pub struct Replaced {
     pub outcome: WriteOutcome,
-    /// Indexes into the batch, in batch order.
+    /// Indexes into the batch, in the order they were given.
     pub left: Vec<usize>,
 }
 
@@ -275,16 +287,23 @@ impl Store {
             // Every document the range holds is replaced: delete the range,
             // as the snapshot saw it (a key another writer adds to it after
             // the snapshot is not seen, one it changes is a write conflict).
-            let which = match &span {
-                Some(span) if whole_range && in_range == replaced.len() => span.filter(),
-                _ => doc! {"_id": {"$in": replaced}},
+            // Else by key, in chunks as they were read.
+            let which: Vec<Document> = match &span {
+                Some(span) if whole_range && in_range == replaced.len() => vec![span.filter()],
+                _ => replaced
+                    .chunks(IN_CHUNK)
+                    .map(|some| doc! {"_id": {"$in": some}})
+                    .collect(),
             };
-            let deleted = collection
-                .delete_many(which)
-                .session(&mut *session)
-                .await
-                .map_err(abandoned)?
-                .deleted_count;
+            let mut deleted = 0;
+            for filter in which {
+                deleted += collection
+                    .delete_many(filter)
+                    .session(&mut *session)
+                    .await
+                    .map_err(abandoned)?
+                    .deleted_count;
+            }
             if deleted != expected {
                 // The snapshot said they were there: a server that does not
                 // isolate as MongoDB documents. Let the guarded path decide.
@@ -437,17 +456,18 @@ mod tests {
     #[test]
     fn the_hint_follows_the_last_batch() {
         let seen = KeysSeen::default();
-        assert!(
-            !seen.mostly_stored(RecordKind::Customer),
-            "a first load starts insert-first"
-        );
+        assert_eq!(seen.mostly_stored(RecordKind::Customer), None, "nothing seen yet");
         seen.met(RecordKind::Customer, 1_500, 2_000);
-        assert!(seen.mostly_stored(RecordKind::Customer));
-        assert!(!seen.mostly_stored(RecordKind::Product), "each collection its own");
+        assert_eq!(seen.mostly_stored(RecordKind::Customer), Some(true));
+        assert_eq!(seen.mostly_stored(RecordKind::Product), None, "each collection its own");
         seen.met(RecordKind::Customer, 0, 0);
-        assert!(seen.mostly_stored(RecordKind::Customer), "an empty batch says nothing");
+        assert_eq!(
+            seen.mostly_stored(RecordKind::Customer),
+            Some(true),
+            "an empty batch says nothing"
+        );
         seen.met(RecordKind::Customer, 999, 2_000);
-        assert!(!seen.mostly_stored(RecordKind::Customer));
+        assert_eq!(seen.mostly_stored(RecordKind::Customer), Some(false));
     }
 
     #[test]
