@@ -12,8 +12,11 @@ use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Attempts before giving up (None: never give up).
+    /// Attempts before giving up (None: no limit on attempts).
     pub max_attempts: Option<u32>,
+    /// How long a failure may last, from the first failed attempt, before
+    /// giving up (None: no limit in time).
+    pub window: Option<Duration>,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
     /// Also retry what the store refuses on its merits, not only outages:
@@ -29,24 +32,30 @@ impl RetryPolicy {
     /// prefetch fills, the broker stops delivering).
     pub const FOREVER: RetryPolicy = RetryPolicy {
         max_attempts: None,
+        window: None,
         first_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(2),
         hold_refused: true,
     };
 
-    /// For one-shot runs: a few attempts at an outage over about ten
-    /// seconds, then fail the run (its messages stay in the queue); a
-    /// refusal fails it at once, with the store's own words.
-    pub const ONE_SHOT: RetryPolicy = RetryPolicy {
-        max_attempts: Some(6),
-        first_backoff: Duration::from_millis(200),
-        max_backoff: Duration::from_secs(4),
-        hold_refused: false,
-    };
+    /// For one-shot runs: an outage is retried for `window` from its first
+    /// failed attempt (a replica-set election, a failover: MongoDB's take
+    /// about ten seconds), then the run fails (its messages stay in the
+    /// queue); a refusal fails it at once, with the store's own words.
+    pub const fn one_shot(window: Duration) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: None,
+            window: Some(window),
+            first_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(4),
+            hold_refused: false,
+        }
+    }
 
     /// For reconnecting to a server that went away.
     pub const RECONNECT: RetryPolicy = RetryPolicy {
         max_attempts: None,
+        window: None,
         first_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(5),
         hold_refused: false,
@@ -57,6 +66,7 @@ impl RetryPolicy {
     /// times over about half a minute, then fail the run.
     pub const FAILOVER: RetryPolicy = RetryPolicy {
         max_attempts: Some(8),
+        window: None,
         first_backoff: Duration::from_millis(200),
         max_backoff: Duration::from_secs(5),
         hold_refused: false,
@@ -70,9 +80,10 @@ impl RetryPolicy {
         capped.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 
-    /// Whether attempt `attempt + 1` may follow a failure of attempt `attempt`.
-    pub fn may_retry(&self, attempt: u32) -> bool {
-        self.max_attempts.is_none_or(|max| attempt + 1 < max)
+    /// Whether attempt `attempt + 1` may follow a failure of attempt
+    /// `attempt`, the failures having lasted `failing_for` since the first.
+    pub fn may_retry(&self, attempt: u32, failing_for: Duration) -> bool {
+        self.max_attempts.is_none_or(|max| attempt + 1 < max) && self.window.is_none_or(|window| failing_for < window)
     }
 }
 
@@ -82,7 +93,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {
-        let p = RetryPolicy::ONE_SHOT;
+        let p = RetryPolicy::one_shot(Duration::from_secs(60));
         let mut seen = std::collections::BTreeSet::new();
         for attempt in 0..20 {
             let wait = p.backoff(attempt);
@@ -98,9 +109,12 @@ mod tests {
     }
 
     #[test]
-    fn one_shot_gives_up_and_forever_does_not() {
-        assert!(RetryPolicy::ONE_SHOT.may_retry(4));
-        assert!(!RetryPolicy::ONE_SHOT.may_retry(5));
-        assert!(RetryPolicy::FOREVER.may_retry(u32::MAX - 1));
+    fn one_shot_gives_up_after_its_window_failover_after_its_attempts_and_forever_never() {
+        let one_shot = RetryPolicy::one_shot(Duration::from_secs(30));
+        assert!(one_shot.may_retry(1_000, Duration::from_millis(29_999)));
+        assert!(!one_shot.may_retry(1, Duration::from_secs(30)));
+        assert!(RetryPolicy::FAILOVER.may_retry(6, Duration::from_secs(3_600)));
+        assert!(!RetryPolicy::FAILOVER.may_retry(7, Duration::ZERO));
+        assert!(RetryPolicy::FOREVER.may_retry(u32::MAX - 1, Duration::MAX));
     }
 }

@@ -112,6 +112,12 @@ pub struct Tuning {
     /// takes the silence for "empty".
     #[arg(long, env = env::DRAIN_PATIENCE_MS, default_value_t = Tuning::DEFAULT.drain_patience_ms)]
     pub drain_patience_ms: u64,
+    /// One-shot runs: how long MongoDB may stay away or refuse writes as
+    /// an outage (an election, a failover: `NotWritablePrimary` and the
+    /// like) before the run stops, with the store's exit code (3). `serve`
+    /// waits for as long as it takes.
+    #[arg(long, env = env::STORE_PATIENCE_MS, default_value_t = Tuning::DEFAULT.store_patience_ms)]
+    pub store_patience_ms: u64,
     /// The importer's memory budget in MiB: half of it for message bodies on
     /// their way or in hand, shared by the consumers of the process, each
     /// consumer's prefetch kept so that its bodies fit its share (see
@@ -158,6 +164,10 @@ impl Tuning {
         writers: 1,
         idle_ms: 10,
         drain_patience_ms: 30_000,
+        // Twice what a replica set takes to elect a new primary after its
+        // primary fails (about ten seconds with MongoDB's defaults), with
+        // room for the driver to find it.
+        store_patience_ms: 60_000,
         memory_budget_mib: 256,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         // A message may fail five deliveries (see `source::attempts`).
@@ -184,6 +194,10 @@ impl Tuning {
 
     pub fn drain_patience(&self) -> Duration {
         Duration::from_millis(self.drain_patience_ms)
+    }
+
+    pub fn store_patience(&self) -> Duration {
+        Duration::from_millis(self.store_patience_ms)
     }
 }
 

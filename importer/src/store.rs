@@ -152,6 +152,31 @@ impl Store {
         Ok(self.collection(kind).count_documents(live()).await?)
     }
 
+    /// [`Store::count`], asked again through an outage (an election, a
+    /// failover) for up to `patience` from the first failure: the counts a
+    /// one-shot run reports.
+    pub async fn count_within(&self, kind: RecordKind, patience: Duration) -> Result<u64, StoreError> {
+        let policy = hpn_common::retry::RetryPolicy::one_shot(patience);
+        let mut first_failure = None;
+        let mut attempt = 0;
+        loop {
+            let e = match self.count(kind).await {
+                Ok(count) => return Ok(count),
+                Err(e) if !e.is_transient() => return Err(e),
+                Err(e) => e,
+            };
+            let failing_for = first_failure.get_or_insert_with(std::time::Instant::now).elapsed();
+            if !policy.may_retry(attempt, failing_for) {
+                return Err(StoreError::GaveUp {
+                    after: failing_for,
+                    last: Box::new(e),
+                });
+            }
+            tokio::time::sleep(policy.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
     /// Remove the tombstones of `kind` written more than `older_than` ago
     /// (by the importer's clock); returns how many. Once a key's tombstone
     /// is gone, a record of the key older than the delete that arrives

@@ -224,12 +224,14 @@ pub async fn publish_files(
     let mut done: Vec<Option<FileSummary>> = vec![None; files.len()];
     let mut confirmed = vec![Confirmed::default(); files.len()];
     let mut attempt = 0;
+    let mut first_failure = None;
     loop {
         let failing_over = attempt > 0;
         match publish_pass(settings, files, options, &bars, &mut done, &mut confirmed, failing_over).await {
             Ok(()) => break,
             Err((error, lost)) => {
-                if !(lost && RetryPolicy::FAILOVER.may_retry(attempt)) {
+                let failing_for = first_failure.get_or_insert_with(std::time::Instant::now).elapsed();
+                if !(lost && RetryPolicy::FAILOVER.may_retry(attempt, failing_for)) {
                     return Err(error);
                 }
                 let wait = RetryPolicy::FAILOVER.backoff(attempt);

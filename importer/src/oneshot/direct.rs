@@ -61,7 +61,7 @@ pub async fn import_files(config: &Config, files: &[PathBuf], mode: Mode) -> Res
 async fn import_file(store: &Store, config: &Config, file: &Path, writers: usize) -> Result<ImportStats> {
     let source = CsvSource::open(file)?;
     let kind = source.kind();
-    let count_before = store.count(kind).await?;
+    let count_before = store.count_within(kind, config.tuning.store_patience()).await?;
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let mut tasks = JoinSet::new();
@@ -69,7 +69,7 @@ async fn import_file(store: &Store, config: &Config, file: &Path, writers: usize
         store,
         config,
         dead_letters: None,
-        retry: RetryPolicy::ONE_SHOT,
+        retry: RetryPolicy::one_shot(config.tuning.store_patience()),
         health: None,
     };
     let (router, partition) = write::writers(kind, writers, &counters, setup);
@@ -106,7 +106,7 @@ async fn import_file(store: &Store, config: &Config, file: &Path, writers: usize
         joined.map_err(|e| Error::Task(e.to_string()))??;
     }
     let elapsed = started.elapsed();
-    let count_after = store.count(kind).await?;
+    let count_after = store.count_within(kind, config.tuning.store_patience()).await?;
     // No queue: nothing can be left in one.
     Ok(counters.stats(kind, count_before, count_after, elapsed, Some(0)))
 }

@@ -192,7 +192,10 @@ impl Consumed {
                 config.tuning.drain_patience(),
             )
             .await?;
-            let count_after = services.store.count(self.kind).await?;
+            let count_after = services
+                .store
+                .count_within(self.kind, config.tuning.store_patience())
+                .await?;
             Ok(self
                 .counters
                 .stats(self.kind, self.count_before, count_after, self.elapsed, left))
@@ -213,7 +216,10 @@ async fn consume_collection(
     progress: &Progress,
 ) -> Result<Consumed> {
     let tuning = &config.tuning;
-    let count_before = services.store.count(kind).await?;
+    let count_before = services
+        .store
+        .count_within(kind, config.tuning.store_patience())
+        .await?;
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let line = progress
@@ -229,7 +235,7 @@ async fn consume_collection(
         store: &services.store,
         config,
         dead_letters: Some(&services.dead_letters),
-        retry: RetryPolicy::ONE_SHOT,
+        retry: RetryPolicy::one_shot(config.tuning.store_patience()),
         health: None,
     };
     let (router, partition) = write::writers(kind, writers, &counters, setup);

@@ -250,6 +250,7 @@ impl Writer {
         Fut: Future<Output = std::result::Result<T, StoreError>>,
     {
         let mut attempt = 0;
+        let mut first_failure = None;
         // Set while the store refuses this batch (the refusal is logged once).
         let mut refused = false;
         loop {
@@ -266,8 +267,16 @@ impl Writer {
                 Err(e) => e,
             };
             let transient = e.is_transient();
-            if !(transient || self.retry.hold_refused) || !self.retry.may_retry(attempt) {
+            let failing_for = first_failure.get_or_insert_with(Instant::now).elapsed();
+            if !(transient || self.retry.hold_refused) {
                 return Err(e.into());
+            }
+            if !self.retry.may_retry(attempt, failing_for) {
+                return Err(StoreError::GaveUp {
+                    after: failing_for,
+                    last: Box::new(e),
+                }
+                .into());
             }
             let wait = self.retry.backoff(attempt);
             self.counters.mongodb_retried();

@@ -61,6 +61,17 @@ pub enum StoreError {
          the batch is tried again"
     )]
     Contended { collection: &'static str, records: usize },
+    /// A one-shot run retried an outage for as long as it may (its store
+    /// patience) and stops: the last error says what the server said.
+    #[error(
+        "MongoDB did not answer or take writes for {:.0} s, the run's patience (--store-patience-ms); \
+         the records not written stay in their queue. Last error: {last}",
+        after.as_secs_f64()
+    )]
+    GaveUp {
+        after: std::time::Duration,
+        last: Box<StoreError>,
+    },
     /// The store holds a collection of the shape before the business key
     /// became the `_id`; nothing is written to it until it is migrated.
     #[error(
@@ -108,7 +119,10 @@ impl StoreError {
             StoreError::Mongo(e) => is_transient(e),
             StoreError::WriteConcern(_) | StoreError::Contended { .. } => true,
             StoreError::Refused { code, .. } => TRANSIENT_CODES.contains(code),
-            StoreError::Reply { .. } | StoreError::OldShape { .. } | StoreError::Settings(_) => false,
+            StoreError::Reply { .. }
+            | StoreError::OldShape { .. }
+            | StoreError::Settings(_)
+            | StoreError::GaveUp { .. } => false,
         }
     }
 }
