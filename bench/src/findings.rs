@@ -13,6 +13,7 @@ use crate::measure::{
 use crate::results::{LayoutResults, ModeResult, Results, SizeResults};
 use std::fmt::Write;
 
+mod durability;
 mod reimport;
 
 fn mib(bytes: Option<u64>) -> String {
@@ -510,6 +511,9 @@ pub fn render(results: &Results, results_file: &str) -> String {
     if let Some(reimport) = &results.reimport {
         reimport::section(&mut md, reimport);
     }
+    if let Some(durability) = &results.durability {
+        durability::section(&mut md, durability);
+    }
 
     let _ = writeln!(md, "## Targets\n");
     let _ = writeln!(md, "| target | measured | bar | met |");
@@ -541,6 +545,9 @@ pub fn render(results: &Results, results_file: &str) -> String {
         .collect();
     if let Some(reimport) = &results.reimport {
         reimport::recommendation(&mut md, reimport);
+    }
+    if let Some(durability) = &results.durability {
+        durability::recommendation(&mut md, durability);
     }
     if let Some(size) = largest {
         if let (Some(lin), Some(par), Some(base)) = (find(size, LINEAR), find(size, PARALLEL), find(size, BASELINE)) {

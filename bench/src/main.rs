@@ -15,6 +15,7 @@
 mod budget;
 mod chart;
 mod cpu;
+mod durability;
 mod findings;
 mod latency;
 mod layout;
@@ -79,6 +80,10 @@ enum Command {
         /// Also write a CPU flamegraph of the importer (needs hpn-importer built with --features profiling).
         #[arg(long)]
         profile: bool,
+        /// A MongoDB-compatible server started with --sync-on-commit: measure
+        /// what it costs the pipeline against the bench's own (scripts/bench starts one).
+        #[arg(long, env = "HPN_BENCH_SYNCED_MONGODB_URI")]
+        synced_mongodb_uri: Option<String>,
         #[command(flatten)]
         workload: Workload,
         /// Where results, chart and flamegraph go.
@@ -141,6 +146,25 @@ enum Command {
         #[command(flatten)]
         workload: Workload,
     },
+    /// Only the cost of `--sync-on-commit`: the pipeline's first load and
+    /// changed export on a server started with it against the bench's own,
+    /// recorded into a results file (default: the newest in bench/results).
+    Durability {
+        /// Records per file.
+        #[arg(long, default_value_t = TARGET_SIZE)]
+        size: usize,
+        /// Runs per server.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// The MongoDB-compatible server started with --sync-on-commit.
+        #[arg(long, env = "HPN_BENCH_SYNCED_MONGODB_URI")]
+        synced_mongodb_uri: String,
+        /// The results file to record into.
+        #[arg(long)]
+        into: Option<PathBuf>,
+        #[command(flatten)]
+        workload: Workload,
+    },
     /// Write findings.md from a results file (default: the newest in bench/results).
     Findings {
         #[arg(long)]
@@ -161,6 +185,7 @@ async fn main() -> Result<()> {
             million,
             repeats,
             profile,
+            synced_mongodb_uri,
             workload,
             out,
         } => {
@@ -170,6 +195,7 @@ async fn main() -> Result<()> {
                 million,
                 repeats.max(1),
                 profile,
+                synced_mongodb_uri.as_deref(),
                 workload.rows_per_message,
                 workload.tuning,
                 &workload.data,
@@ -218,19 +244,21 @@ async fn main() -> Result<()> {
             into,
             workload,
         } => {
-            let path = match into {
-                Some(path) => path,
-                None => newest_results(Path::new("bench/results"))?,
-            };
-            let mut results: Results =
-                serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
             let mut bench = Bench::new(connection, workload.tuning, workload.rows_per_message)?;
             let reimport = reimport::measure(&mut bench, &workload.data, size, repeats.max(1)).await?;
-            results.reimport = Some(reimport);
-            results.targets = targets(&results);
-            std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
-            say(format!("re-import recorded in {}", path.display()));
-            print_summary(&results);
+            record_into(into, "re-import", |results| results.reimport = Some(reimport))?;
+        }
+        Command::Durability {
+            size,
+            repeats,
+            synced_mongodb_uri,
+            into,
+            workload,
+        } => {
+            let mut bench = Bench::new(connection, workload.tuning, workload.rows_per_message)?;
+            let durability =
+                durability::measure(&mut bench, &synced_mongodb_uri, &workload.data, size, repeats.max(1)).await?;
+            record_into(into, "durability", |results| results.durability = Some(durability))?;
         }
         Command::Findings { results, out } => {
             let path = match results {
@@ -334,6 +362,7 @@ async fn run(
     million: bool,
     repeats: usize,
     profile: bool,
+    synced_mongodb_uri: Option<&str>,
     rows_per_message: usize,
     tuning: Tuning,
     data: &Path,
@@ -514,6 +543,10 @@ async fn run(
         .await?;
 
     let reimport = reimport::measure(&mut bench, data, REIMPORT_SIZE, repeats).await?;
+    let durability = match synced_mongodb_uri {
+        Some(uri) => Some(durability::measure(&mut bench, uri, data, TARGET_SIZE, repeats).await?),
+        None => None,
+    };
 
     let chart = format!("{stem}.svg");
     let mut results = Results {
@@ -547,6 +580,7 @@ async fn run(
         flamegraph,
         one_record_flamegraph,
         reimport: Some(reimport),
+        durability,
     };
     results.targets = targets(&results);
     chart::draw(&results, &out.join(&chart))?;
@@ -787,6 +821,23 @@ fn ratio_target(name: &str, description: &str, measured: Option<f64>, bar: f64) 
         bar: format!("≥ {bar}"),
         met: measured.map(|m| m >= bar),
     }
+}
+
+/// Put one measurement into a results file (`into`, or the newest in
+/// bench/results), its targets recomputed, and print them.
+fn record_into(into: Option<PathBuf>, what: &str, put: impl FnOnce(&mut Results)) -> Result<()> {
+    let path = match into {
+        Some(path) => path,
+        None => newest_results(Path::new("bench/results"))?,
+    };
+    let mut results: Results =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    put(&mut results);
+    results.targets = targets(&results);
+    std::fs::write(&path, serde_json::to_string_pretty(&results)?)?;
+    say(format!("{what} recorded in {}", path.display()));
+    print_summary(&results);
+    Ok(())
 }
 
 /// Issue 35's bars: the re-import against the careful upsert loader.
@@ -1081,6 +1132,7 @@ fn targets(results: &Results) -> Vec<Target> {
         });
     }
     targets.extend(reimport_targets(results));
+    targets.extend(results.durability.as_ref().map(durability::targets).unwrap_or_default());
     targets
 }
 

@@ -97,13 +97,13 @@ impl ReimportResults {
 }
 
 /// The four exports (customers, products, rentals each), in load order.
-struct Exports {
-    first: Vec<PathBuf>,
-    delta: Vec<PathBuf>,
-    changed: Vec<PathBuf>,
+pub(crate) struct Exports {
+    pub first: Vec<PathBuf>,
+    pub delta: Vec<PathBuf>,
+    pub changed: Vec<PathBuf>,
 }
 
-fn exports(data: &Path, size: usize) -> Result<Exports> {
+pub(crate) fn exports(data: &Path, size: usize) -> Result<Exports> {
     let generate = |name: &str, seed| -> Result<Vec<PathBuf>> {
         let generated = hpn_producer::generate::generate(&data.join(format!("{size}-{name}")), size, seed)?;
         Ok(generated.paths().iter().map(|p| p.to_path_buf()).collect())

@@ -53,6 +53,10 @@ pub struct Results {
     /// [`crate::reimport`]); absent from runs before it was measured.
     #[serde(default)]
     pub reimport: Option<crate::reimport::ReimportResults>,
+    /// What `--sync-on-commit` costs the pipeline (see
+    /// [`crate::durability`]); absent from runs before it was measured.
+    #[serde(default)]
+    pub durability: Option<crate::durability::DurabilityResults>,
 }
 
 /// Modes measured in one layout of the processes on the cores.

@@ -9,7 +9,9 @@
 set -e
 auth=
 if [ -n "${MONGO_INITDB_ROOT_USERNAME:-}" ]; then auth=--auth; fi
-secantusd-rs --standalone $auth --host 0.0.0.0 --port 27017 --storage-path /data/db --cache-size 512M "$@" &
+# --sync-on-commit: j:true acknowledged only once the journal is on disk (off
+# by default in secantusd-rs; the importer relies on it, see scripts/services).
+secantusd-rs --standalone $auth --sync-on-commit --host 0.0.0.0 --port 27017 --storage-path /data/db --cache-size 512M "$@" &
 server=$!
 trap 'kill -TERM $server; wait $server' TERM INT
 rm -f /tmp/hpn-users-made
