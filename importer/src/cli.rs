@@ -304,9 +304,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         println!("{:#}", query::products_json(&products));
                     } else {
                         println!(
-                            "{}\n{} products available",
+                            "{}\n{}",
                             query::products_table(&products),
-                            products.len()
+                            query::products_summary(&products)
                         );
                     }
                 }
@@ -316,9 +316,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         println!("{:#}", query::customers_json(&customers));
                     } else {
                         println!(
-                            "{}\n{} customers rented {product_id}",
+                            "{}\n{}",
                             query::customers_table(&customers),
-                            customers.len()
+                            query::renters_summary(&customers, &product_id)
                         );
                     }
                 }

@@ -111,6 +111,24 @@ pub fn orphans_summary(found: &Orphans) -> String {
     )
 }
 
+/// The line under the products table: how many are available.
+pub fn products_summary(products: &[Product]) -> String {
+    format!("{} available", counted(products.len(), "product", "products"))
+}
+
+/// The line under the customers table of a product's rentals.
+pub fn renters_summary(customers: &[Customer], product_id: &str) -> String {
+    format!(
+        "{} rented {product_id}",
+        counted(customers.len(), "customer", "customers")
+    )
+}
+
+/// `n` and the noun in the number it takes.
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// What `migrate` did, one row per collection.
 pub fn migrated_table(done: &[Migrated]) -> Table {
     let mut table = Table::new();
@@ -188,5 +206,13 @@ mod tests {
             orphans_summary(&found),
             "1 of 3 rentals name a customer or product that is not in the store, or deleted"
         );
+    }
+
+    #[test]
+    fn one_is_said_in_the_singular() {
+        assert_eq!(counted(1, "customer", "customers"), "1 customer");
+        assert_eq!(counted(0, "customer", "customers"), "0 customers");
+        assert_eq!(counted(2, "product", "products"), "2 products");
+        assert_eq!(renters_summary(&[], "P1"), "0 customers rented P1");
     }
 }
