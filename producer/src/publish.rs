@@ -33,7 +33,10 @@
 //! importer's keyed, versioned writes make the copies harmless. A nack is
 //! resumed the same way (a quorum queue nacks publishes while it elects a
 //! new leader); an unroutable message or a queue of the other type fails the
-//! run at once.
+//! run at once. The rows sent again get later versions than the first
+//! connection gave; the file's summary lists each connection's first and
+//! last version (`version_passes`), so that a check of the store knows
+//! every version the file was published with.
 //!
 //! Every record gets a version from the line it was read on (see
 //! [`crate::version`]), so whatever order the importer's consumers write in,
@@ -116,8 +119,12 @@ pub struct FileSummary {
     /// both lines): the later row wins.
     pub duplicate_keys: u64,
     /// The versions given to the first and last record published (none for
-    /// a file without valid rows).
+    /// a file without valid rows), over every connection it took.
     pub versions: Option<(i64, i64)>,
+    /// Each connection's first and last version given, in order: after a
+    /// reconnect the rows confirmed before it keep the earlier stamp, and
+    /// the rest are sent again with a later one.
+    pub version_passes: Vec<(i64, i64)>,
     /// Connections lost while publishing it, each resumed after the last
     /// confirmed row (see the module documentation).
     pub resumed: u32,
@@ -251,7 +258,7 @@ pub async fn publish_files(
 }
 
 /// How far into a file the broker has confirmed, over every connection so far.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Confirmed {
     /// The source line of the last record confirmed (0: none yet).
     through_line: u64,
@@ -259,6 +266,8 @@ struct Confirmed {
     messages: u64,
     /// Connections that were lost before the file was done.
     lost: u32,
+    /// The first and last version each connection gave.
+    versions: Vec<(i64, i64)>,
 }
 
 /// One connection's worth of publishing: the files not done yet,
@@ -403,6 +412,12 @@ async fn publish_file(
     // way, so that a resumed pass never writes the rejects file beside it.
     drop(rx);
     let read = reader.await.map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    if let Ok(ReadSummary {
+        versions: Some(given), ..
+    }) = &read
+    {
+        confirmed.versions.push(*given);
+    }
     published?;
     let read = read?;
     let rejected = read.rejected;
@@ -412,7 +427,7 @@ async fn publish_file(
         messages,
         lost,
         ..
-    } = *confirmed;
+    } = confirmed.clone();
     bar.finish_with_message(format!(
         "{records} rows in {:.2}s, {rejected} rejected",
         elapsed.as_secs_f64()
@@ -425,7 +440,12 @@ async fn publish_file(
         messages,
         rejected,
         rejects_file: read.rejects_file,
-        versions: read.versions,
+        versions: confirmed
+            .versions
+            .first()
+            .zip(confirmed.versions.last())
+            .map(|((first, _), (_, last))| (*first, *last)),
+        version_passes: confirmed.versions.clone(),
         duplicate_keys: read.duplicate_keys,
         resumed: lost,
         elapsed,

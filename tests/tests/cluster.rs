@@ -9,7 +9,7 @@ use hpn_importer::{fetch, run_linear, run_parallel};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::process::{assert_exact, count, customers_file, eventually, publish, services, Importer};
-use hpn_tests::{customer_ids, next_dead_letter, publish_raw, TestEnv};
+use hpn_tests::{customer_ids, next_dead_letter, publish_raw, versions, TestEnv};
 use lapin::options::{BasicGetOptions, BasicRejectOptions, QueueDeclareOptions};
 use lapin::types::AMQPValue;
 use std::path::PathBuf;
@@ -191,6 +191,24 @@ async fn the_producer_resumes_on_another_node_when_its_node_stops() {
     );
     assert_eq!(stats[0].count_after, RECORDS as u64);
     assert_exact(&env, &file).await;
+    // Every version stored was given by one of the connections the report
+    // lists, the rows confirmed before the stop keeping the first one's.
+    let passes = &summaries[0].version_passes;
+    assert!(
+        passes.len() >= 2 && passes.len() <= resumed as usize + 1,
+        "one range per connection that sent rows: {passes:?}, resumed {resumed}"
+    );
+    assert_eq!(summaries[0].versions, Some((passes[0].0, passes[passes.len() - 1].1)));
+    let stored = versions(&env.store().await, RecordKind::Customer).await;
+    let given = |v: i64| passes.iter().any(|(first, last)| (*first..=*last).contains(&v));
+    assert!(
+        stored.iter().all(|(_, v)| v.is_some_and(given)),
+        "every stored version in a listed range"
+    );
+    assert!(
+        stored.iter().any(|(_, v)| v.is_some_and(|v| v <= passes[0].1)),
+        "rows confirmed before the stop keep the first connection's versions"
+    );
     services(&["cluster", "start-node", "1"]);
     env.cleanup().await;
 }
