@@ -169,3 +169,31 @@ async fn dead_letters_are_listed_by_reason_and_replayed_by_reason_through_a_sigk
     eprintln!("dead letters left: {left:?}");
     env.cleanup().await;
 }
+
+/// A message set aside whole counts every record it held as rejected (an
+/// array over the limit: its length), one where it cannot say (not JSON),
+/// so processed is still inserted + rejected, record for record.
+#[tokio::test]
+async fn a_message_set_aside_whole_counts_every_record_it_held() {
+    let env = TestEnv::new("dead_letters_whole");
+    let (_connection, channel) = env.channel().await;
+    let topology = env.settings.topology();
+    let props = || message::properties(RecordKind::Customer, None);
+    let over = message::MAX_RECORDS_PER_MESSAGE + 1;
+    let too_many = format!("[{}]", vec!["{}"; over].join(","));
+    let good: Vec<hpn_common::Record> = (0..GOOD)
+        .map(|i| hpn_tests::customer(&format!("G{i:03}"), "Good"))
+        .collect();
+    for body in [too_many.into_bytes(), b"not JSON {".to_vec(), message::encode(&good)] {
+        publish_raw(&channel, &topology, RecordKind::Customer, &body, props()).await;
+    }
+    let stats = hpn_importer::run_parallel(&env.config()).await.expect("import");
+    let customers = &stats[0];
+    assert_eq!(
+        (customers.processed, customers.inserted, customers.rejected),
+        ((over + 1 + GOOD) as u64, GOOD as u64, (over + 1) as u64),
+        "{customers:?}"
+    );
+    assert_eq!(env.ready(&topology.dead_letter_queue(RecordKind::Customer)).await, 2);
+    env.cleanup().await;
+}

@@ -353,9 +353,10 @@ impl ConsumerTask {
                 self.dead_letters
                     .send(self.kind, &properties, &data, &reason, None)
                     .await?;
-                self.counters.add_rejected(1);
+                let held = records_held(self.kind, &properties, &data, self.max_message_bytes);
+                self.counters.add_rejected(held as u64);
                 let _ = done.send(delivery_tag);
-                return Ok(1);
+                return Ok(held);
             }
         }
         let decoded = {
@@ -367,9 +368,10 @@ impl ConsumerTask {
                 self.dead_letters
                     .send_poison(self.kind, &properties, &data, &poison)
                     .await?;
-                self.counters.add_rejected(1);
+                let held = poison_held(&poison);
+                self.counters.add_rejected(held as u64);
                 let _ = done.send(delivery_tag);
-                Ok(1)
+                Ok(held)
             }
             Ok(decoded) => {
                 // A few bad records of a good array (the decoder sets larger
@@ -427,5 +429,42 @@ impl ConsumerTask {
                 Ok(records)
             }
         }
+    }
+}
+
+/// The records a message set aside whole held, each counted as rejected:
+/// an array's length where it was read as one (over the limit, mostly
+/// invalid), else one (not JSON, too large to read, not an array).
+fn poison_held(poison: &message::Poison) -> usize {
+    poison.counts().map_or(1, |(_, records)| records.max(1))
+}
+
+/// The records a message given up after too many deliveries held: it is
+/// read for the count alone (it was never written, whatever it holds).
+fn records_held(kind: RecordKind, properties: &lapin::BasicProperties, data: &[u8], max_bytes: usize) -> usize {
+    match message::decode(kind, properties, data, max_bytes) {
+        Ok(decoded) => (decoded.records.len() + decoded.invalid.len()).max(1),
+        Err(poison) => poison_held(&poison),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_set_aside_whole_counts_every_record_it_held() {
+        let props = message::properties(RecordKind::Customer, None);
+        let too_many = format!("[{}]", vec!["{}"; message::MAX_RECORDS_PER_MESSAGE + 1].join(","));
+        let poison = message::decode(RecordKind::Customer, &props, too_many.as_bytes(), usize::MAX).unwrap_err();
+        assert_eq!(poison_held(&poison), message::MAX_RECORDS_PER_MESSAGE + 1);
+        let not_json = message::decode(RecordKind::Customer, &props, b"{not json", usize::MAX).unwrap_err();
+        assert_eq!(poison_held(&not_json), 1, "nothing to count: one");
+        let rentals = message::properties(RecordKind::Rental, None);
+        let good = message::encode(&[
+            hpn_common::Record::Rental(hpn_common::Rental::new("P1", "C1")),
+            hpn_common::Record::Rental(hpn_common::Rental::new("P1", "C2")),
+        ]);
+        assert_eq!(records_held(RecordKind::Rental, &rentals, &good, usize::MAX), 2);
     }
 }
