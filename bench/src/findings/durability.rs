@@ -2,7 +2,7 @@
 //! recommendation: what `--sync-on-commit` (our own stack keeping `j: true`)
 //! costs the pipeline.
 
-use super::thousands;
+use super::{short_commit, thousands};
 use crate::durability::{DurabilityResults, DurabilityScenario, SYNCED, UNSYNCED};
 use std::fmt::Write;
 
@@ -15,7 +15,7 @@ pub fn section(md: &mut String, durability: &DurabilityResults) {
         thousands(durability.records_per_file as f64),
         durability.repeats,
         durability.started,
-        durability.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("unknown")
+        short_commit(&durability.commit)
     );
     let _ = writeln!(
         md,

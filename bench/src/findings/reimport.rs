@@ -1,7 +1,7 @@
 //! The re-import's section of findings.md and its line in the
 //! recommendation: what HP Norton runs every day, beside the first load.
 
-use super::thousands;
+use super::{short_commit, thousands};
 use crate::layout::Layout;
 use crate::reimport::{ReimportResults, ReimportScenario, CAREFUL_UPSERT, CHANGED, FIRST_LOAD, OURS, REPLAY};
 use crate::results::ModeResult;
@@ -17,7 +17,7 @@ pub fn section(md: &mut String, reimport: &ReimportResults) {
         thousands(reimport.records_per_file as f64),
         reimport.repeats,
         reimport.started,
-        reimport.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("unknown")
+        short_commit(&reimport.commit)
     );
     let _ = writeln!(
         md,
