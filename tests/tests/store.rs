@@ -281,3 +281,34 @@ async fn every_write_command_is_sent_journaled() {
     store.shutdown().await;
     env.cleanup().await;
 }
+
+/// Records folded into a key's winner count as the winner does against the
+/// store: updates when it wins, stale when the store holds a newer version
+/// (stored v5, a batch of v3 and v4: nothing changed, both stale), whichever
+/// write path takes the batch.
+#[tokio::test]
+async fn records_folded_into_a_stale_winner_are_stale_too() {
+    let env = TestEnv::new("store_folded_stale");
+    let store = env.store().await;
+    let kind = RecordKind::Customer;
+    let at = |name: &str, v: i64| customer("C1", name).with_version(v);
+    let counts = |o: &hpn_importer::store::WriteOutcome| (o.inserted, o.updated, o.stale);
+    assert_eq!(counts(&store.write(kind, &[at("Five", 5)]).await.unwrap()), (1, 0, 0));
+    let older = [at("Three", 3), at("Four", 4)];
+    assert_eq!(counts(&store.write(kind, &older).await.unwrap()), (0, 0, 2), "write");
+    assert_eq!(counts(&store.upsert(kind, &older).await.unwrap()), (0, 0, 2), "upsert");
+    let fresh = env.store().await;
+    assert_eq!(
+        counts(&fresh.write(kind, &older).await.unwrap()),
+        (0, 0, 2),
+        "a new importer's first batch"
+    );
+    // The winner newer than the store: the record folded into it counts as
+    // applied, then overwritten.
+    let newer = [at("Six", 6), at("Seven", 7)];
+    assert_eq!(counts(&store.write(kind, &newer).await.unwrap()), (0, 2, 0));
+    let stored = versions(&store, kind).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].0.get_str("name"), stored[0].1), (Ok("Seven"), Some(7)));
+    env.cleanup().await;
+}

@@ -20,6 +20,11 @@ pub struct BatchWinners {
     /// Records that lost to an earlier record of their key with an equal or
     /// newer version: stored alone, they would have changed nothing.
     pub stale: u64,
+    /// For each winner that took the place of earlier records of its key:
+    /// how many (records, deletes). Counted as updates (deletes) above; if
+    /// the store turns out to hold a newer version than the winner, they
+    /// changed nothing either (see [`settle`]).
+    pub folded_into: HashMap<usize, (u64, u64), foldhash::fast::RandomState>,
 }
 
 /// A batch's winners (indexes into `records`) split into deletes and the
@@ -45,6 +50,7 @@ pub fn latest_per_key(records: &[Record]) -> BatchWinners {
     let mut winner: HashMap<(&str, &str), usize, foldhash::fast::RandomState> =
         HashMap::with_capacity_and_hasher(records.len(), Default::default());
     let (mut superseded, mut superseded_deletes, mut stale) = (0, 0, 0);
+    let mut folded_into: HashMap<usize, (u64, u64), foldhash::fast::RandomState> = HashMap::default();
     for (i, record) in records.iter().enumerate() {
         match winner.entry(record.key_parts()) {
             Entry::Vacant(slot) => {
@@ -52,10 +58,19 @@ pub fn latest_per_key(records: &[Record]) -> BatchWinners {
             }
             Entry::Occupied(mut slot) => {
                 if replaces(record.version(), records[*slot.get()].version()) {
-                    match records[slot.insert(i)].is_deletion() {
-                        true => superseded_deletes += 1,
-                        false => superseded += 1,
+                    let beaten = slot.insert(i);
+                    let (mut records_folded, mut deletes_folded) = folded_into.remove(&beaten).unwrap_or_default();
+                    match records[beaten].is_deletion() {
+                        true => {
+                            superseded_deletes += 1;
+                            deletes_folded += 1;
+                        }
+                        false => {
+                            superseded += 1;
+                            records_folded += 1;
+                        }
                     }
+                    folded_into.insert(i, (records_folded, deletes_folded));
                 } else {
                     stale += 1;
                 }
@@ -69,6 +84,27 @@ pub fn latest_per_key(records: &[Record]) -> BatchWinners {
         superseded,
         superseded_deletes,
         stale,
+        folded_into,
+    }
+}
+
+/// Once a batch is written: the records folded into a winner the store
+/// found stale (it held an equal or newer version) changed nothing either,
+/// so they count as stale, not as updates or deletes (stored K v5, a batch
+/// of K v3 and K v4: both stale).
+pub(super) fn settle(
+    outcome: &mut WriteOutcome,
+    folded_into: &HashMap<usize, (u64, u64), foldhash::fast::RandomState>,
+) {
+    if folded_into.is_empty() {
+        return;
+    }
+    for winner in &outcome.stale_records {
+        if let Some((records, deletes)) = folded_into.get(winner) {
+            outcome.updated = outcome.updated.saturating_sub(*records);
+            outcome.deleted = outcome.deleted.saturating_sub(*deletes);
+            outcome.stale += records + deletes;
+        }
     }
 }
 
@@ -262,5 +298,28 @@ mod tests {
             extra: Default::default(),
             version: Some(version),
         })
+    }
+
+    #[test]
+    fn records_folded_into_a_winner_the_store_found_stale_are_stale() {
+        let c = |v: i64| {
+            Record::Rental(Rental {
+                product_id: "P1".into(),
+                user_id: "C1".into(),
+                extra: Default::default(),
+                version: Some(v),
+            })
+        };
+        let batch = latest_per_key(&[c(3), c(4), c(2)]);
+        assert_eq!((batch.superseded, batch.stale), (1, 1));
+        assert_eq!(batch.folded_into.get(&1), Some(&(1, 0)), "v3 folded into v4");
+        let mut outcome = batch.folded();
+        outcome.stale += 1;
+        outcome.stale_records.push(1);
+        settle(&mut outcome, &batch.folded_into);
+        assert_eq!((outcome.updated, outcome.stale), (0, 3), "v4 stale, so v3 too");
+        let mut won = batch.folded();
+        settle(&mut won, &batch.folded_into);
+        assert_eq!((won.updated, won.stale), (1, 1), "v4 won: v3 applied, then overwritten");
     }
 }

@@ -272,6 +272,7 @@ impl Store {
                 None => outcome.inserted += 1,
                 Some(old) if !replaces(record.version(), stored_version(old)) => {
                     outcome.stale += 1;
+                    outcome.stale_records.push(*i);
                     continue;
                 }
                 Some(old) => {

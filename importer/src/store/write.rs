@@ -1,6 +1,6 @@
 //! The importer's write: a batch of one kind, keyed and guarded by version.
 
-use super::batch::{guarded_upsert, latest_per_key, split_deletes};
+use super::batch::{guarded_upsert, latest_per_key, settle, split_deletes};
 use super::document::{key_id, on_key_index, stored_raw, VERSION_FIELD};
 use super::error::{is_transient, DUPLICATE_KEY, RECORD_REFUSALS};
 use super::replace::{stored_version, IN_CHUNK};
@@ -39,6 +39,10 @@ pub struct WriteOutcome {
     /// Statements sent again after a duplicate-key error from a racing
     /// upsert (they then succeeded or are in `failed`).
     pub retried: u64,
+    /// Indexes into the batch of the records found stale against the
+    /// store: what a key's records folded into them count as too (see
+    /// [`BatchWinners::settle`]).
+    pub stale_records: Vec<usize>,
 }
 
 /// How many times a statement is sent again after a duplicate-key error
@@ -56,6 +60,7 @@ impl WriteOutcome {
         self.stale += other.stale;
         self.retried += other.retried;
         self.failed.extend(other.failed);
+        self.stale_records.extend(other.stale_records);
     }
 }
 
@@ -87,8 +92,22 @@ impl Store {
     /// document or an older one.
     pub async fn write(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
         let batch = latest_per_key(records);
-        let mut outcome = batch.folded();
-        let (deletes, mut latest) = split_deletes(batch.latest, records);
+        let folded = batch.folded();
+        let mut outcome = self.write_winners(kind, records, batch.latest, folded).await?;
+        settle(&mut outcome, &batch.folded_into);
+        Ok(outcome)
+    }
+
+    /// [`Store::write`] of a batch's winners, `outcome` holding what was
+    /// folded away.
+    async fn write_winners(
+        &self,
+        kind: RecordKind,
+        records: &[Record],
+        winners: Vec<usize>,
+        mut outcome: WriteOutcome,
+    ) -> Result<WriteOutcome, StoreError> {
+        let (deletes, mut latest) = split_deletes(winners, records);
         if !deletes.is_empty() {
             outcome.add(self.delete(kind, records, deletes).await?);
         }
@@ -199,6 +218,7 @@ impl Store {
             outcome.add(self.delete(kind, records, deletes).await?);
         }
         outcome.add(self.apply(kind, records, latest).await?);
+        settle(&mut outcome, &batch.folded_into);
         Ok(outcome)
     }
 
@@ -276,7 +296,10 @@ impl Store {
                     let stale = stored
                         .get(key.as_str().unwrap_or_default())
                         .is_some_and(|stored| !replaces(records[i].version(), *stored));
-                    outcome.stale += u64::from(stale);
+                    if stale {
+                        outcome.stale += 1;
+                        outcome.stale_records.push(i);
+                    }
                     !stale
                 })
                 .collect();
