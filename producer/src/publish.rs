@@ -422,12 +422,7 @@ async fn publish_file(
     let read = read?;
     let rejected = read.rejected;
     let elapsed = started.elapsed();
-    let Confirmed {
-        records,
-        messages,
-        lost,
-        ..
-    } = confirmed.clone();
+    let (records, messages, lost) = (confirmed.records, confirmed.messages, confirmed.lost);
     bar.finish_with_message(format!(
         "{records} rows in {:.2}s, {rejected} rejected",
         elapsed.as_secs_f64()
