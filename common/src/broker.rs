@@ -18,6 +18,7 @@
 //! beside the system's roots (set `SSL_CERT_FILE` to the same file to trust
 //! it alone); a client certificate and key make the connection mutual TLS.
 
+use crate::address::redacted;
 use lapin::options::BasicConsumeOptions;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
@@ -39,27 +40,15 @@ pub fn addresses(urls: &str) -> Vec<&str> {
     urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
 }
 
-/// An AMQP URL without its password, for logs.
-pub fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// One address: the URL lapin is given (the TLS files taken out of its
 /// query, the heartbeat added when it names none) and the TLS settings read
 /// from those files.
 fn address_and_tls(url: &str) -> lapin::Result<(String, OwnedTLSConfig)> {
     let invalid = |message: String| io_error(std::io::ErrorKind::InvalidInput, message);
-    // What is no URL to us is lapin's to refuse, in its words.
-    let Ok(parsed) = url::Url::parse(url) else {
-        return Ok((url.to_string(), OwnedTLSConfig::default()));
-    };
+    // The settings checked it already; a library caller may not have, and
+    // lapin's own words would print the whole address, password and all.
+    crate::address::check_amqp_urls(url).map_err(invalid)?;
+    let parsed = url::Url::parse(url).map_err(|e| invalid(format!("RabbitMQ address {}: {e}", redacted(url))))?;
     let (files, mut rest): (Vec<_>, Vec<_>) = parsed
         .query_pairs()
         .into_owned()
@@ -124,7 +113,7 @@ pub fn refused_for_good(error: &lapin::Error) -> bool {
         "ACCESS_REFUSED",
         "Login was refused",
         "RabbitMQ TLS:",
-        "TLS files are given",
+        "RabbitMQ address",
     ]
     .iter()
     .any(|needle| text.contains(needle))

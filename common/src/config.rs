@@ -92,18 +92,22 @@ impl BrokerSettings {
         Topology::new(&self.queue_prefix, self.queue_type)
     }
 
-    /// Take the address from `--amqp-url-file` when one is given.
-    pub fn resolve(mut self) -> std::io::Result<Self> {
+    /// Take the address from `--amqp-url-file` when one is given, and
+    /// check it: a malformed address is a settings error, its password
+    /// hidden ([`crate::address`]).
+    pub fn resolve(mut self) -> crate::Result<Self> {
         if let Some(path) = self.amqp_url_file.take() {
             self.amqp_url = read_secret(&path, "RabbitMQ address")?;
         }
+        crate::address::check_amqp_urls(&self.amqp_url).map_err(crate::Error::Settings)?;
         Ok(self)
     }
 }
 
 impl StoreSettings {
-    /// Take the connection string from `--mongodb-uri-file` when one is given.
-    pub fn resolve(mut self) -> std::io::Result<Self> {
+    /// Take the connection string from `--mongodb-uri-file` when one is
+    /// given. (The importer, which links the MongoDB driver, checks it.)
+    pub fn resolve(mut self) -> crate::Result<Self> {
         if let Some(path) = self.mongodb_uri_file.take() {
             self.mongodb_uri = read_secret(&path, "MongoDB connection string")?;
         }
@@ -113,15 +117,15 @@ impl StoreSettings {
 
 /// The content of a secret file, without the line end an editor leaves;
 /// an error names the file and what it should hold, never the content.
-fn read_secret(path: &std::path::Path, what: &str) -> std::io::Result<String> {
+fn read_secret(path: &std::path::Path, what: &str) -> crate::Result<String> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("reading the {what} from {}: {e}", path.display())))?;
+        .map_err(|e| crate::Error::Settings(format!("reading the {what} from {}: {e}", path.display())))?;
     let value = text.trim();
     if value.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{} is empty: it should hold the {what}", path.display()),
-        ));
+        return Err(crate::Error::Settings(format!(
+            "{} is empty: it should hold the {what}",
+            path.display()
+        )));
     }
     Ok(value.to_string())
 }

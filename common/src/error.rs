@@ -49,6 +49,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A setting that can never work (an address malformed, a secret file
+    /// unreadable): refused at start, never retried, its secret hidden.
+    #[error("settings: {0}")]
+    Settings(String),
 }
 
 /// Where a failure came from: what an operator has to look at.
@@ -63,7 +67,31 @@ pub enum Origin {
     Input,
     /// This program: a task that panicked or stopped early.
     Internal,
+    /// The settings it was started with: wrong before any server was asked.
+    Settings,
 }
+
+impl Origin {
+    /// The exit code a run that failed for this reason ends with (README,
+    /// "Exit codes"): a script can tell a wrong setting from a server away.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Origin::Settings => EXIT_SETTINGS,
+            Origin::Store => EXIT_STORE,
+            Origin::Broker => EXIT_BROKER,
+            Origin::Input | Origin::Internal => EXIT_FAILED,
+        }
+    }
+}
+
+/// Exit codes of a failed run, by where the failure came from.
+pub const EXIT_FAILED: u8 = 1;
+/// The command line or a setting is wrong (clap's own code for a usage error).
+pub const EXIT_SETTINGS: u8 = 2;
+/// MongoDB did not answer or refused, past the run's patience.
+pub const EXIT_STORE: u8 = 6;
+/// RabbitMQ did not answer or refused, past the run's patience.
+pub const EXIT_BROKER: u8 = 7;
 
 impl Error {
     /// A broker refusal that trying again cannot mend (see
@@ -82,6 +110,7 @@ impl Error {
             | Error::SubscriptionEnded(_) => Origin::Broker,
             Error::Source(_) | Error::Io(_) | Error::Inequivalent { .. } => Origin::Input,
             Error::Task(_) => Origin::Internal,
+            Error::Settings(_) => Origin::Settings,
         }
     }
 }
@@ -103,10 +132,20 @@ pub fn one_line(error: &anyhow::Error) -> String {
 }
 
 /// What a binary's `main` does with the error that ends it: prints it once
-/// to stderr, on one line, and exits 1.
-pub fn exit_with(error: &anyhow::Error) -> std::process::ExitCode {
+/// to stderr, on one line, and exits with the code of where it came from
+/// ([`Origin::exit_code`]; 1 when nothing says).
+pub fn exit_with(error: &anyhow::Error, origin: Option<Origin>) -> std::process::ExitCode {
     eprintln!("Error: {}", one_line(error));
-    std::process::ExitCode::FAILURE
+    std::process::ExitCode::from(origin.map_or(EXIT_FAILED, Origin::exit_code))
+}
+
+/// Where an error of the shared code or of the broker's client, anywhere
+/// in `error`'s chain, came from.
+pub fn origin_of(error: &anyhow::Error) -> Option<Origin> {
+    error.chain().find_map(|cause| {
+        (cause.downcast_ref::<Error>().map(Error::origin))
+            .or_else(|| cause.is::<lapin::Error>().then_some(Origin::Broker))
+    })
 }
 
 #[cfg(test)]
@@ -129,5 +168,18 @@ mod tests {
         assert!(broker.to_string().starts_with("RabbitMQ"), "{broker}");
         assert_eq!(Error::Task("panicked".into()).origin(), Origin::Internal);
         assert_eq!(Error::Io(std::io::Error::other("gone")).origin(), Origin::Input);
+        let settings = Error::Settings("RabbitMQ address h: it has no scheme".into());
+        assert_eq!(settings.origin(), Origin::Settings);
+        assert!(settings.to_string().starts_with("settings: "), "{settings}");
+    }
+
+    #[test]
+    fn a_failed_run_exits_with_its_origins_code_apart_from_the_outcome_codes() {
+        let failures = [Origin::Settings, Origin::Store, Origin::Broker, Origin::Input].map(Origin::exit_code);
+        assert_eq!(failures, [2, 6, 7, 1]);
+        // 0 done, 3 and 4 a publish's outcomes, 5 an import not done.
+        assert!(failures.iter().all(|code| ![0, 3, 4, 5].contains(code)));
+        let error = anyhow::Error::from(Error::Settings("x".into())).context("reading the settings");
+        assert_eq!(origin_of(&error), Some(Origin::Settings), "found beneath a context");
     }
 }

@@ -19,6 +19,7 @@
 //! - [`message`]: the message format on the queues (a public contract);
 //! - [`topology`]: exchange, queue and dead-letter names and their declaration;
 //! - [`broker`]: connecting to RabbitMQ;
+//! - [`address`]: server addresses checked at start, shown without their password;
 //! - [`publisher`]: publishing with confirms, the one way we publish;
 //! - [`retry`]: how long to wait before trying again, for every retry;
 //! - [`config`]: settings per server, and every `HPN_*` variable name;
@@ -27,6 +28,7 @@
 //! - [`profile`]: per-stage timings from tracing spans, and peak memory;
 //! - [`error`]: the error type, and where an error came from ([`Origin`]).
 
+pub mod address;
 pub mod broker;
 pub mod config;
 pub mod csv_source;

@@ -33,18 +33,23 @@ struct Servers {
 }
 
 impl Servers {
-    /// The settings, with the addresses read from their `_FILE` secrets.
+    /// The settings, with the addresses read from their `_FILE` secrets
+    /// and checked.
     fn settings(self) -> crate::Result<ConnectionSettings> {
-        let broker = self
-            .broker
-            .resolve()
-            .map_err(|e| crate::Error::Settings(e.to_string()))?;
-        let store = self
-            .store
-            .resolve()
-            .map_err(|e| crate::Error::Settings(e.to_string()))?;
-        Ok(ConnectionSettings::new(broker, store))
+        Ok(ConnectionSettings::new(
+            self.broker.resolve()?,
+            store_settings(self.store)?,
+        ))
     }
+}
+
+/// The store's settings, the connection string read from its `_FILE`
+/// secret and checked: a malformed one is refused here, once, as a
+/// settings error with its password hidden.
+fn store_settings(store: StoreSettings) -> crate::Result<StoreSettings> {
+    let store = store.resolve()?;
+    Store::check_uri(&store.mongodb_uri).map_err(crate::Error::Settings)?;
+    Ok(store)
 }
 
 #[derive(Subcommand)]
@@ -237,7 +242,7 @@ pub async fn main() -> Result<ExitCode> {
     hpn_common::telemetry::init();
     match run(Cli::parse()).await {
         Ok(code) => Ok(code),
-        Err(e) => Ok(hpn_common::error::exit_with(&e)),
+        Err(e) => Ok(hpn_common::error::exit_with(&e, crate::error::origin_of(&e))),
     }
 }
 
@@ -295,7 +300,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             None => anyhow::bail!("nothing answers on http://{listen}/healthz"),
         },
         Command::Query { query, store, json } => {
-            let store = store.resolve()?;
+            let store = store_settings(store)?;
             let store = Store::connect(&store.mongodb_uri, &store.database).await?;
             match query {
                 Query::AvailableProducts => {
@@ -341,7 +346,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Migrate { store, json } => {
-            let store = store.resolve()?;
+            let store = store_settings(store)?;
             let store = Store::connect(&store.mongodb_uri, &store.database).await?;
             let mut done = Vec::new();
             for kind in hpn_common::RecordKind::ALL {
@@ -419,7 +424,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             collections,
             json,
         } => {
-            let store = store.resolve()?;
+            let store = store_settings(store)?;
             let store = Store::connect(&store.mongodb_uri, &store.database).await?;
             let kinds: Vec<hpn_common::RecordKind> = match collections.is_empty() {
                 true => hpn_common::RecordKind::ALL.to_vec(),

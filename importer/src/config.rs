@@ -29,8 +29,11 @@ impl Config {
         }
     }
 
-    /// Settings that cannot work together, said before anything connects.
+    /// Settings that cannot work together, or addresses no client can
+    /// read, said before anything connects.
     pub fn check(&self) -> Result<(), String> {
+        hpn_common::address::check_amqp_urls(&self.connection.amqp_url)?;
+        crate::store::Store::check_uri(&self.connection.mongodb_uri)?;
         if self.connection.queue_type == QueueType::Quorum {
             if self.tuning.prefetch_scope == PrefetchScope::Channel {
                 return Err(
@@ -114,7 +117,7 @@ pub struct Tuning {
     pub drain_patience_ms: u64,
     /// One-shot runs: how long MongoDB may stay away or refuse writes as
     /// an outage (an election, a failover: `NotWritablePrimary` and the
-    /// like) before the run stops, with the store's exit code (3). `serve`
+    /// like) before the run stops, with the store's exit code (6). `serve`
     /// waits for as long as it takes.
     #[arg(long, env = env::STORE_PATIENCE_MS, default_value_t = Tuning::DEFAULT.store_patience_ms)]
     pub store_patience_ms: u64,

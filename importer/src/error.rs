@@ -17,7 +17,8 @@ pub enum Error {
     WriterStopped(RecordKind),
     #[error("internal task failed: {0}")]
     Task(String),
-    /// Settings that cannot work together (see `Config::check`).
+    /// Settings that cannot work together or cannot work at all (see
+    /// `Config::check`), said before anything connects.
     #[error("settings: {0}")]
     Settings(String),
 }
@@ -52,12 +53,26 @@ impl Error {
             Error::Common(e) => e.origin(),
             Error::Store(_) => Origin::Store,
             Error::WriterStopped(_) | Error::Task(_) => Origin::Internal,
-            Error::Settings(_) => Origin::Input,
+            Error::Settings(_) => Origin::Settings,
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the error that ends a command came from, whichever of the
+/// importer's, the store's or the shared code's errors it is (the exit
+/// code follows it: `Origin::exit_code`).
+pub fn origin_of(error: &anyhow::Error) -> Option<Origin> {
+    let ours = |cause: &(dyn std::error::Error + 'static)| {
+        (cause.downcast_ref::<Error>().map(Error::origin))
+            .or_else(|| (cause.is::<StoreError>() || cause.is::<mongodb::error::Error>()).then_some(Origin::Store))
+    };
+    error
+        .chain()
+        .find_map(ours)
+        .or_else(|| hpn_common::error::origin_of(error))
+}
 
 #[cfg(test)]
 mod tests {

@@ -86,6 +86,26 @@ pub struct Store {
 }
 
 impl Store {
+    /// Whether the driver reads `uri` as a MongoDB connection string (no
+    /// DNS asked, no server): a settings check, said before anything
+    /// connects, with the password hidden (see `hpn_common::address`).
+    pub fn check_uri(uri: &str) -> Result<(), String> {
+        use hpn_common::address::{hide_password, redacted};
+        let Err(error) = mongodb::options::ConnectionString::parse(uri) else {
+            return Ok(());
+        };
+        let why = match *error.kind {
+            mongodb::error::ErrorKind::InvalidArgument { message, .. } => message,
+            other => other.to_string(),
+        };
+        Err(format!(
+            "MongoDB connection string {}: {} (the forms: mongodb://host:port,… or mongodb+srv://host, \
+             docs/security.md)",
+            redacted(uri),
+            hide_password(&why, uri)
+        ))
+    }
+
     /// Connect and check that the server answers.
     pub async fn connect(uri: &str, database: &str) -> Result<Store, StoreError> {
         Store::connect_with(ClientOptions::parse(uri).await?, database).await

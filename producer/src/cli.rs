@@ -3,8 +3,9 @@
 //! can run exactly this program as a child process (see `tests/src/bin`).
 //!
 //! `publish` exits with a code a script can act on (see [`Outcome`] and
-//! the README): 0 all published, 3 a file refused whole, 4 rows rejected,
-//! 1 the run failed, 2 a wrong command line.
+//! the README): 0 all published, 3 a file refused whole, 4 rows rejected;
+//! a failed run exits by where it failed (`Origin::exit_code`): 2 a wrong
+//! command line or setting, 7 the broker, 1 anything else.
 
 use crate::generate::{generate, DEFAULT_SEED};
 use crate::{publish_files, FileSummary, PublishOptions, Refused, VersionClock};
@@ -149,7 +150,7 @@ pub async fn main() -> Result<ExitCode> {
     hpn_common::telemetry::init();
     match run(Cli::parse()).await {
         Ok(code) => Ok(code),
-        Err(e) => Ok(hpn_common::error::exit_with(&e)),
+        Err(e) => Ok(hpn_common::error::exit_with(&e, hpn_common::error::origin_of(&e))),
     }
 }
 

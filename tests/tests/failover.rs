@@ -171,7 +171,11 @@ async fn a_failover_longer_than_the_patience_stops_the_run_with_the_stores_error
         "the run stopped within its patience, not at the failover's end ({:?})",
         stepped.elapsed()
     );
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(hpn_common::error::EXIT_STORE.into()),
+        "the store's exit code: {stderr}"
+    );
     assert!(
         stderr.contains("MongoDB did not answer or take writes") && stderr.contains("--store-patience-ms"),
         "the store's error, naming the patience: {stderr}"

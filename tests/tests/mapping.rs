@@ -273,7 +273,7 @@ async fn a_message_the_broker_refuses_fails_the_publish_with_its_reason() {
     let (mapping_file, file, _) = wide_customers(&env);
 
     let ran = publish_with_mapping(&env, &mapping_file, &file, &["--max-message-bytes", "16777216"]);
-    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert_eq!(ran.code, Some(hpn_common::error::EXIT_BROKER.into()), "{}", ran.stderr);
     assert!(
         ran.stderr.contains("RabbitMQ refused a message for good")
             && ran.stderr.contains("larger than configured max size"),

@@ -15,6 +15,7 @@
 //! - No password reaches any output: `--help` with the variables set,
 //!   logs at debug level, errors, reports, `/healthz`, `/metrics`.
 
+use hpn_common::error::{EXIT_BROKER, EXIT_STORE};
 use hpn_common::{broker, message, ConnectionSettings, RecordKind};
 use hpn_tests::process::{customers_file, importer_program, producer_program, run_with, Ran};
 use hpn_tests::secure::{unknown_ca, Secured, Tls};
@@ -209,7 +210,13 @@ async fn tls_refusals_are_one_clear_error_naming_the_server_and_serve_stops_on_t
             started.elapsed(),
             ran.stderr.trim()
         );
-        assert_eq!(ran.code, Some(1), "{case}: {}", ran.stderr);
+        let code = if *server == "RabbitMQ" { EXIT_BROKER } else { EXIT_STORE };
+        assert_eq!(
+            ran.code,
+            Some(code.into()),
+            "{case}: the exit code of its server: {}",
+            ran.stderr
+        );
         assert!(ran.stderr.contains(server), "{case}: names the server: {}", ran.stderr);
         assert_eq!(giving(&ran.stderr, cause), 1, "{case}: the cause, once: {}", ran.stderr);
         let blamed = if *server == "RabbitMQ" { "MongoDB:" } else { "RabbitMQ:" };
@@ -271,7 +278,7 @@ async fn a_store_user_without_read_write_gets_not_authorized_from_the_store_and_
     }
     let ran = importer(&reading, &["run"]);
     eprintln!("a read-only store user: exit {:?}: {}", ran.code, ran.stderr.trim());
-    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert_eq!(ran.code, Some(EXIT_STORE.into()), "{}", ran.stderr);
     assert!(
         ran.stderr.contains("MongoDB") && ran.stderr.contains("not authorized"),
         "the store's own words: {}",
@@ -412,7 +419,7 @@ async fn no_password_reaches_any_output() {
         "wrong broker password",
         run_with(&wrong, &importer_program(), &["run"], &debug),
     );
-    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert_eq!(ran.code, Some(EXIT_BROKER.into()), "{}", ran.stderr);
     let wrong = ConnectionSettings {
         mongodb_uri: roles
             .importer
@@ -425,7 +432,7 @@ async fn no_password_reaches_any_output() {
         "wrong store password",
         run_with(&wrong, &importer_program(), &["run"], &debug),
     );
-    assert_eq!(ran.code, Some(1), "{}", ran.stderr);
+    assert_eq!(ran.code, Some(EXIT_STORE.into()), "{}", ran.stderr);
     let gone = ConnectionSettings {
         amqp_url: format!("amqp://hpn:{}@127.0.0.1:1/%2f", roles.passwords[0]),
         ..roles.importer.clone()
