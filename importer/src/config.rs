@@ -121,6 +121,13 @@ pub struct Tuning {
     /// waits for as long as it takes.
     #[arg(long, env = env::STORE_PATIENCE_MS, default_value_t = Tuning::DEFAULT.store_patience_ms)]
     pub store_patience_ms: u64,
+    /// One-shot runs: how long RabbitMQ may stay away once the run's
+    /// connection is lost (a node stopped or cut off, a rolling restart)
+    /// while the run tries every address it was given, in order, to go on
+    /// draining; then the run stops with the broker's exit code (7) and
+    /// prints its report. `serve` waits for as long as it takes.
+    #[arg(long, env = env::BROKER_PATIENCE_MS, default_value_t = Tuning::DEFAULT.broker_patience_ms)]
+    pub broker_patience_ms: u64,
     /// The importer's memory budget in MiB: half of it for message bodies on
     /// their way or in hand, shared by the consumers of the process, each
     /// consumer's prefetch kept so that its bodies fit its share (see
@@ -171,6 +178,7 @@ impl Tuning {
         // primary fails (about ten seconds with MongoDB's defaults), with
         // room for the driver to find it.
         store_patience_ms: 60_000,
+        broker_patience_ms: 60_000,
         memory_budget_mib: 256,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         // A message may fail five deliveries (see `source::attempts`).
@@ -201,6 +209,10 @@ impl Tuning {
 
     pub fn store_patience(&self) -> Duration {
         Duration::from_millis(self.store_patience_ms)
+    }
+
+    pub fn broker_patience(&self) -> Duration {
+        Duration::from_millis(self.broker_patience_ms)
     }
 }
 

@@ -386,6 +386,86 @@ async fn a_paused_queue_leader_never_makes_a_one_shot_run_report_done_early() {
     env.cleanup().await;
 }
 
+/// A one-shot run whose node (the first of its addresses, and the queue's
+/// leader) is killed (SIGKILL) or stopped in the middle goes on on another
+/// node and ends done, with a report that counts every record once: every
+/// one inserted, none stale though messages handled before the loss come
+/// again, nothing left, the count after the store's (issue 36).
+#[tokio::test]
+async fn a_one_shot_run_goes_on_on_another_node_when_its_node_is_lost() {
+    let _serial = SERIAL.lock().await;
+    const RECORDS: u64 = 60_000;
+    let env = TestEnv::on_cluster("cluster_oneshot_failover");
+    let file = customers_file(&env, RECORDS as usize);
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    let dead = env.settings.topology().dead_letter_queue(RecordKind::Customer);
+    let mut rounds = Vec::new();
+    for how in ["kill-node", "stop-node"] {
+        env.store().await.drop_collections().await.unwrap();
+        publish(&env, &file, 1).await;
+        let node = leader(&queue);
+        let mut urls: Vec<String> = env.settings.amqp_url.split(',').map(str::to_string).collect();
+        urls.rotate_left(node - 1);
+        let mut importer_env = env.settings.clone();
+        importer_env.amqp_url = urls.join(",");
+        let child = Command::new(hpn_tests::process::importer_program())
+            .args(["run", "--json", "--batch-size", "200", "--broker-patience-ms", "60000"])
+            .envs(importer_env.env_vars())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the importer");
+        eventually(Duration::from_secs(60), "the run under way", || async {
+            count(&env).await >= RECORDS / 10
+        })
+        .await;
+        let at_loss = count(&env).await;
+        services(&["cluster", how, &node.to_string()]);
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        services(&["cluster", "start-node", &node.to_string()]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(at_loss < RECORDS, "{how}: the run was done before the node was lost");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{how}: the run goes on and ends done\n{stderr}"
+        );
+        assert!(stderr.contains("connecting again"), "{how}: the loss is said: {stderr}");
+        let report: serde_json::Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{how}: not JSON ({e}): {stdout}\n{stderr}"));
+        let customers = &report["collections"][0];
+        let figures = |name: &str| customers[name].as_u64();
+        assert_eq!(
+            (
+                figures("processed"),
+                figures("inserted"),
+                figures("stale"),
+                figures("rejected")
+            ),
+            (Some(RECORDS), Some(RECORDS), Some(0), Some(0)),
+            "{how}: every record counted once: {customers}"
+        );
+        assert_eq!(figures("messages_left"), Some(0), "{how}: {customers}");
+        assert_eq!(
+            figures("count_after"),
+            Some(count(&env).await),
+            "{how}: the store's count"
+        );
+        assert_exact(&env, &file).await;
+        assert_eq!(env.ready(&dead).await, 0, "{how}: nothing dead-lettered");
+        rounds.push(format!(
+            "{how} of node {node} at {at_loss} stored: exit 0, {RECORDS} processed once"
+        ));
+    }
+    eprintln!("one-shot failover: {}", rounds.join("; "));
+    env.cleanup().await;
+}
+
 /// The cluster's addresses with node `skip` (1-3) left out.
 fn cluster_urls_without(skip: usize) -> Vec<String> {
     hpn_tests::cluster_urls()

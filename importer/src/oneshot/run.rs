@@ -18,21 +18,27 @@
 //! queues are empty is not done, and says so) and the count after. A
 //! linear run asks the last two for its three queues together, once the
 //! last queue is drained.
+//!
+//! A lost broker connection does not end a run (see `session`): the
+//! collection's consumers stop after the message each is on, its writers
+//! write what they were given, and the run connects again and goes on
+//! draining. The figures carry on across connections, each message counted
+//! once (see `source::handled`).
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::observe::counters::Counters;
 use crate::observe::progress::{Line, Progress};
+use crate::oneshot::session::{Broker, Session};
 use crate::report::{ImportReport, ImportStats};
-use crate::route::dead_letter::DeadLetters;
 use crate::sink::write::{self, WriterSetup};
 use crate::source::consume::{ConsumerTask, StopWhen};
 use crate::source::drain::left_in_queue;
+use crate::source::handled::Handled;
 use crate::store::Store;
 use crate::supervise;
 use hpn_common::retry::RetryPolicy;
-use hpn_common::{broker, RecordKind, Topology};
-use lapin::Connection;
+use hpn_common::{Origin, RecordKind};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinSet;
@@ -67,9 +73,7 @@ pub async fn run_parallel(config: &Config) -> Result<Vec<ImportStats>> {
 /// The connections a run shares between its tasks.
 pub(crate) struct Services {
     pub store: Store,
-    pub connection: Connection,
-    pub topology: Topology,
-    pub dead_letters: DeadLetters,
+    pub broker: Broker,
 }
 
 impl Services {
@@ -78,17 +82,15 @@ impl Services {
         let settings = &config.connection;
         let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
         store.check_shape().await?;
-        let connection = broker::connect(&settings.amqp_url, name).await?;
-        let topology = settings.topology();
-        topology.declare(&connection).await?;
-        let dead_letters = DeadLetters::open(&connection, topology.clone()).await?;
-        Ok(Services {
-            store,
-            connection,
-            topology,
-            dead_letters,
-        })
+        let broker = Broker::connect(config, name).await?;
+        Ok(Services { store, broker })
     }
+}
+
+/// A failure the run rides out by connecting again: the broker's, unless
+/// no retry mends it (a login, a certificate, a permission).
+fn lost_connection(error: &Error) -> bool {
+    error.origin() == Origin::Broker && !error.broker_refused_for_good()
 }
 
 /// Drain the queues in `mode` and report per collection (customers first).
@@ -155,7 +157,7 @@ pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progre
 
 async fn close_with<T>(services: Services, result: Result<T>) -> Result<T> {
     // Closing the connection returns anything unacknowledged to its queue.
-    let _ = services.connection.close(200, "done".into()).await;
+    services.broker.close().await;
     services.store.shutdown().await;
     result
 }
@@ -185,13 +187,21 @@ impl Consumed {
     /// and what the broker holds then is what the run leaves.
     async fn finish(self, services: &Services, config: &Config) -> Result<ImportStats> {
         let stats = async {
-            let left = left_in_queue(
-                &services.connection,
-                &self.queue,
-                services.topology.queue_type(),
-                config.tuning.drain_patience(),
-            )
-            .await?;
+            let mut session = services.broker.session().await;
+            let left = loop {
+                let asked = left_in_queue(
+                    &session.connection,
+                    &self.queue,
+                    services.broker.topology.queue_type(),
+                    config.tuning.drain_patience(),
+                )
+                .await
+                .map_err(Error::from);
+                match asked {
+                    Err(e) if lost_connection(&e) => session = services.broker.reconnect(&session, &e).await?,
+                    asked => break asked?,
+                }
+            };
             let count_after = services
                 .store
                 .count_within(self.kind, config.tuning.store_patience())
@@ -206,7 +216,8 @@ impl Consumed {
     }
 }
 
-/// Consume one collection's queue until it is drained.
+/// Consume one collection's queue until it is drained, on as many
+/// connections as that takes.
 async fn consume_collection(
     services: &Services,
     config: &Config,
@@ -215,74 +226,40 @@ async fn consume_collection(
     writers: usize,
     progress: &Progress,
 ) -> Result<Consumed> {
-    let tuning = &config.tuning;
     let count_before = services
         .store
         .count_within(kind, config.tuning.store_patience())
         .await?;
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
+    let handled = Arc::new(Handled::default());
+    let queue = services.broker.topology.queue(kind);
+    let mut session = services.broker.session().await;
     let line = progress
-        .track(
-            kind,
-            counters.clone(),
-            &services.connection,
-            services.topology.queue(kind),
-        )
+        .track(kind, counters.clone(), &session.connection, queue.clone())
         .await;
-    let (mut writer_tasks, mut consumer_tasks) = (JoinSet::new(), JoinSet::new());
-    let setup = WriterSetup {
-        store: &services.store,
+    let pipeline = Pipeline {
+        services,
         config,
-        dead_letters: Some(&services.dead_letters),
-        retry: RetryPolicy::one_shot(config.tuning.store_patience()),
-        health: None,
+        kind,
+        consumers,
+        writers,
+        counters: &counters,
+        handled: &handled,
     };
-    let (router, partition) = write::writers(kind, writers, &counters, setup);
-    for writer in partition {
-        writer_tasks.spawn(writer.run());
-    }
-    let first = services.connection.create_channel().await?;
-    let queue = services.topology.queue(kind);
-    let backlog = backlog(&first, &queue).await?;
-    // The consumers ask whether the queue is drained here, not on the
-    // channels their acknowledgements go out on.
-    let checker = services.connection.create_channel().await?;
-    let consumers = match backlog {
-        Some(messages) if messages <= u32::from(tuning.prefetch) => 1,
-        _ => consumers,
-    };
-    for i in 0..consumers {
-        let channel = match i {
-            0 => first.clone(),
-            _ => services.connection.create_channel().await?,
+    loop {
+        let drained = match pipeline.drain_on(&session).await {
+            Err(e) if lost_connection(&e) => services.broker.reconnect(&session, &e).await.map(Some),
+            drained => drained.map(|()| None),
         };
-        let mut consumer = ConsumerTask::new(
-            kind,
-            channel,
-            services.topology.clone(),
-            router.clone(),
-            services.dead_letters.clone(),
-            counters.clone(),
-            tuning,
-            StopWhen::Drained {
-                idle: tuning.idle(),
-                patience: tuning.drain_patience(),
-                checker: checker.clone(),
-            },
-        );
-        consumer.backlog = backlog;
-        consumer_tasks.spawn(consumer.run());
-    }
-    // The writers stop once every consumer (holding a router) has finished.
-    drop(router);
-    let outcome = supervise::finish(&mut consumer_tasks, &mut writer_tasks).await;
-    consumer_tasks.abort_all();
-    writer_tasks.abort_all();
-    let _ = checker.close(200, "done".into()).await;
-    if let Err(e) = outcome {
-        line.finish(None);
-        return Err(e);
+        match drained {
+            Ok(None) => break,
+            Ok(Some(next)) => session = next,
+            Err(e) => {
+                line.finish(None);
+                return Err(e);
+            }
+        }
     }
     Ok(Consumed {
         kind,
@@ -292,6 +269,102 @@ async fn consume_collection(
         elapsed: started.elapsed(),
         line,
     })
+}
+
+/// What one collection's consumers and writers are made of, on whichever
+/// connection the run has.
+struct Pipeline<'a> {
+    services: &'a Services,
+    config: &'a Config,
+    kind: RecordKind,
+    consumers: usize,
+    writers: usize,
+    counters: &'a Arc<Counters>,
+    handled: &'a Arc<Handled>,
+}
+
+impl Pipeline<'_> {
+    /// Drain the queue on `session`'s connection. When that is lost, the
+    /// consumers stop after the message each is on and the writers write
+    /// everything they were given before the error is returned, so that
+    /// every message handled is noted (see `source::handled`).
+    async fn drain_on(&self, session: &Session) -> Result<()> {
+        let (config, kind, tuning) = (self.config, self.kind, &self.config.tuning);
+        let (mut writer_tasks, mut consumer_tasks) = (JoinSet::new(), JoinSet::new());
+        let setup = WriterSetup {
+            store: &self.services.store,
+            config,
+            dead_letters: Some(&session.dead_letters),
+            retry: RetryPolicy::one_shot(tuning.store_patience()),
+            health: None,
+        };
+        let (router, partition) = write::writers(kind, self.writers, self.counters, setup);
+        for writer in partition {
+            writer_tasks.spawn(writer.run());
+        }
+        let topology = &self.services.broker.topology;
+        let queue = topology.queue(kind);
+        let channels = async {
+            let first = session.connection.create_channel().await?;
+            let backlog = backlog(&first, &queue).await?;
+            // The consumers ask whether the queue is drained here, not on
+            // the channels their acknowledgements go out on.
+            let checker = session.connection.create_channel().await?;
+            let consumers = match backlog {
+                Some(messages) if messages <= u32::from(tuning.prefetch) => 1,
+                _ => self.consumers,
+            };
+            let mut channels = vec![first];
+            for _ in 1..consumers {
+                channels.push(session.connection.create_channel().await?);
+            }
+            Ok::<_, Error>((channels, checker, backlog))
+        };
+        let (channels, checker, backlog) = channels.await?;
+        for channel in channels {
+            let mut consumer = ConsumerTask::new(
+                kind,
+                channel,
+                topology.clone(),
+                router.clone(),
+                session.dead_letters.clone(),
+                self.counters.clone(),
+                tuning,
+                StopWhen::Drained {
+                    idle: tuning.idle(),
+                    patience: tuning.drain_patience(),
+                    checker: checker.clone(),
+                },
+            );
+            consumer.backlog = backlog;
+            // Twice the prefetch: a re-subscription's deliveries may overlap the old one's.
+            consumer.handled = Some((
+                self.handled.clone(),
+                self.handled.ring(2 * usize::from(tuning.prefetch)),
+            ));
+            consumer_tasks.spawn(consumer.run());
+        }
+        // The writers stop once every consumer (holding a router) has finished.
+        drop(router);
+        let mut outcome = supervise::finish(&mut consumer_tasks, &mut writer_tasks).await;
+        if matches!(&outcome, Err(e) if lost_connection(e)) {
+            // Every consumer ends after the message it is on once the
+            // connection is closed; then the writers write what they hold.
+            let _ = session.connection.close(200, "lost".into()).await;
+            while consumer_tasks.join_next().await.is_some() {}
+            while let Some(done) = writer_tasks.join_next().await {
+                match done {
+                    Ok(Err(e)) if !lost_connection(&e) => outcome = Err(e),
+                    Err(e) => outcome = Err(Error::Task(e.to_string())),
+                    Ok(_) => {}
+                }
+            }
+        }
+        consumer_tasks.abort_all();
+        writer_tasks.abort_all();
+        let _ = checker.close(200, "done".into()).await;
+        outcome
+    }
 }
 
 /// The messages in `queue` as the run begins; `None` when the broker's

@@ -9,6 +9,7 @@
 //! highest completed one below the oldest still outstanding, so a tag is
 //! never acknowledged while an older message on the channel is unwritten.
 
+use crate::source::handled::Noted;
 use lapin::BasicProperties;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,21 +24,36 @@ pub struct Ticket {
     done: UnboundedSender<u64>,
     /// The delivery's properties, for dead-lettering one of its records.
     properties: BasicProperties,
+    /// Noted as handled when done (a one-shot run's, see `source::handled`).
+    note: Option<Noted>,
 }
 
 impl Ticket {
     /// A ticket for `records` records of delivery `tag`; when the last is
     /// written, `tag` is sent on `done`. A ticket for no records is done at once.
     pub fn new(tag: u64, records: usize, done: UnboundedSender<u64>, properties: BasicProperties) -> Arc<Ticket> {
-        if records == 0 {
-            let _ = done.send(tag);
-        }
-        Arc::new(Ticket {
+        Ticket::noting(tag, records, done, properties, None)
+    }
+
+    /// [`Ticket::new`], noting the message as handled when it is done.
+    pub fn noting(
+        tag: u64,
+        records: usize,
+        done: UnboundedSender<u64>,
+        properties: BasicProperties,
+        note: Option<Noted>,
+    ) -> Arc<Ticket> {
+        let ticket = Arc::new(Ticket {
             tag,
             remaining: AtomicUsize::new(records),
             done,
             properties,
-        })
+            note,
+        });
+        if records == 0 {
+            ticket.finish();
+        }
+        ticket
     }
 
     pub fn properties(&self) -> &BasicProperties {
@@ -47,10 +63,18 @@ impl Ticket {
     /// One of the ticket's records is written (or dead-lettered).
     pub fn complete_one(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // The consumer may be gone if the run is failing; then the
-            // channel closes and the broker redelivers, which is safe.
-            let _ = self.done.send(self.tag);
+            self.finish();
         }
+    }
+
+    /// Every record is written: noted as handled, then acknowledged. The
+    /// consumer may be gone (its connection lost, or the run failing); then
+    /// the broker redelivers, which the note makes count nothing twice.
+    fn finish(&self) {
+        if let Some(note) = &self.note {
+            note.note();
+        }
+        let _ = self.done.send(self.tag);
     }
 }
 

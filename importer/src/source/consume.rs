@@ -59,6 +59,7 @@ use crate::route::partition::Router;
 use crate::route::partition::WorkItem;
 use crate::source::attempts::{self, Verdict};
 use crate::source::drain::{self, Drain, Step};
+use crate::source::handled::{self, Handled, Noted, Ring};
 use crate::source::prefetch::Prefetch;
 use futures::StreamExt;
 use hpn_common::message;
@@ -138,6 +139,10 @@ pub struct ConsumerTask {
     /// Messages in the queue when a one-shot run began, if known: the first
     /// message routed sizes the router for them (see [`Router::size_for`]).
     pub backlog: Option<u32>,
+    /// A one-shot run's record of the messages its consumers handled, and
+    /// this consumer's place in it: a message delivered again after a lost
+    /// connection is acknowledged, not counted twice (see [`Handled`]).
+    pub handled: Option<(Arc<Handled>, Ring)>,
     pub stop: StopWhen,
 }
 
@@ -169,6 +174,7 @@ impl ConsumerTask {
             max_attempts: tuning.max_attempts,
             batch_size: tuning.batch_size,
             backlog: None,
+            handled: None,
             stop,
         }
     }
@@ -329,10 +335,43 @@ impl ConsumerTask {
         }
     }
 
+    /// Handle one delivery, unless it is a message this run handled before
+    /// a lost connection (see [`Handled`]): that one is acknowledged as it
+    /// is. Returns how many records the message held (1 for one skipped).
+    async fn handle(&self, delivery: Delivery, done: &mpsc::UnboundedSender<u64>) -> Result<usize> {
+        let Some((handled, ring)) = &self.handled else {
+            return self.handle_new(delivery, done, None).await;
+        };
+        let digest = handled::digest(&delivery.properties, &delivery.data);
+        if delivery.redelivered && handled.contains(digest) {
+            tracing::debug!(kind = %self.kind, "a message handled before the connection was lost came again: acknowledged");
+            let _ = done.send(delivery.delivery_tag);
+            return Ok(1);
+        }
+        let note = Noted {
+            handled: handled.clone(),
+            ring: ring.clone(),
+            digest,
+        };
+        self.handle_new(delivery, done, Some(note)).await
+    }
+
     /// Decode one delivery; dead-letter what cannot be used; route the rest
     /// (the first message routed sizes the router for the backlog, see
     /// [`Router::size_for`]). Returns how many records the message held.
-    async fn handle(&self, delivery: Delivery, done: &mpsc::UnboundedSender<u64>) -> Result<usize> {
+    async fn handle_new(
+        &self,
+        delivery: Delivery,
+        done: &mpsc::UnboundedSender<u64>,
+        note: Option<Noted>,
+    ) -> Result<usize> {
+        // Set aside or put back whole: handled once that is confirmed.
+        let set_aside = |tag: u64| {
+            if let Some(note) = &note {
+                note.note();
+            }
+            let _ = done.send(tag);
+        };
         let Delivery {
             delivery_tag,
             properties,
@@ -345,7 +384,7 @@ impl ConsumerTask {
             Verdict::Retry { failed } => {
                 // Counted and put back; acknowledged only once the copy is confirmed.
                 self.dead_letters.retry(self.kind, &properties, &data, failed).await?;
-                let _ = done.send(delivery_tag);
+                set_aside(delivery_tag);
                 return Ok(1);
             }
             Verdict::GiveUp { failed } => {
@@ -355,7 +394,7 @@ impl ConsumerTask {
                     .await?;
                 let held = records_held(self.kind, &properties, &data, self.max_message_bytes);
                 self.counters.add_rejected(held as u64);
-                let _ = done.send(delivery_tag);
+                set_aside(delivery_tag);
                 return Ok(held);
             }
         }
@@ -370,7 +409,7 @@ impl ConsumerTask {
                     .await?;
                 let held = poison_held(&poison);
                 self.counters.add_rejected(held as u64);
-                let _ = done.send(delivery_tag);
+                set_aside(delivery_tag);
                 Ok(held)
             }
             Ok(decoded) => {
@@ -412,7 +451,7 @@ impl ConsumerTask {
                     self.router
                         .size_for(u64::from(messages) * records.max(1) as u64, self.batch_size);
                 }
-                let ticket = Ticket::new(delivery_tag, decoded.records.len(), done.clone(), properties);
+                let ticket = Ticket::noting(delivery_tag, decoded.records.len(), done.clone(), properties, note);
                 let route = async {
                     for record in decoded.records {
                         let item = WorkItem {
