@@ -232,6 +232,15 @@ enum Query {
     Orphans,
 }
 
+/// A run's report on stdout: JSON for scripts, else a table.
+fn print_report(report: &crate::report::ImportReport, json: bool) {
+    if json {
+        println!("{}", report.to_json());
+    } else {
+        println!("{}", report.to_table());
+    }
+}
+
 /// The exit code of a one-shot run that is not done: records are left in a
 /// queue, or the broker could not say whether any are (README, "Exit codes").
 pub const EXIT_NOT_DRAINED: u8 = 5;
@@ -264,15 +273,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             // The live lines go to stderr, and only to a terminal.
             let progress = Progress::on_terminal();
-            let mut report = import_with_progress(&config, mode, &progress).await?;
+            let mut report = match import_with_progress(&config, mode, &progress).await {
+                Ok(report) => report,
+                // Stopped part-way: what it did, then why it stopped.
+                Err(crate::Error::Unfinished { cause, report }) => {
+                    print_report(&report, json);
+                    return Err((*cause).into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             report.peak_rss_bytes = hpn_common::profile::peak_rss_bytes();
             report.stages = hpn_common::profile::stage_times();
             cpu_profile::finish(profiler, profile_cpu.as_deref())?;
-            if json {
-                println!("{}", report.to_json());
-            } else {
-                println!("{}", report.to_table());
-            }
+            print_report(&report, json);
             if let Some(why) = report.not_drained() {
                 eprintln!("hpn-importer: {why}");
                 return Ok(ExitCode::from(EXIT_NOT_DRAINED));

@@ -17,6 +17,13 @@ pub enum Error {
     WriterStopped(RecordKind),
     #[error("internal task failed: {0}")]
     Task(String),
+    /// A one-shot run that stopped part-way, and what it did: its report,
+    /// with nothing known of what is left. Where it came from is its cause's.
+    #[error("{cause}")]
+    Unfinished {
+        cause: Box<Error>,
+        report: Box<crate::report::ImportReport>,
+    },
     /// Settings that cannot work together or cannot work at all (see
     /// `Config::check`), said before anything connects.
     #[error("settings: {0}")]
@@ -54,6 +61,7 @@ impl Error {
             Error::Store(_) => Origin::Store,
             Error::WriterStopped(_) | Error::Task(_) => Origin::Internal,
             Error::Settings(_) => Origin::Settings,
+            Error::Unfinished { cause, .. } => cause.origin(),
         }
     }
 }

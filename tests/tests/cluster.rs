@@ -466,6 +466,76 @@ async fn a_one_shot_run_goes_on_on_another_node_when_its_node_is_lost() {
     env.cleanup().await;
 }
 
+/// A one-shot run given one node, which is killed in the middle and not
+/// back within the run's patience: the run stops with the broker's exit
+/// code and prints its report (what it imported, the store's count after,
+/// nothing known of what is left); a second run, the node back, finishes
+/// the queue and the store holds exactly the file.
+#[tokio::test]
+async fn a_one_shot_run_no_node_answers_for_stops_with_the_brokers_code_and_its_report() {
+    let _serial = SERIAL.lock().await;
+    const RECORDS: u64 = 60_000;
+    let env = TestEnv::on_cluster("cluster_oneshot_gives_up");
+    let file = customers_file(&env, RECORDS as usize);
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    publish(&env, &file, 1).await;
+    // A node that does not lead the queue: the queue itself stays up.
+    let node = (leader(&queue) % 3) + 1;
+    let mut importer_env = env.settings.clone();
+    importer_env.amqp_url = env.settings.amqp_url.split(',').nth(node - 1).unwrap().to_string();
+    let child = Command::new(hpn_tests::process::importer_program())
+        .args(["run", "--json", "--batch-size", "200", "--broker-patience-ms", "3000"])
+        .envs(importer_env.env_vars())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the importer");
+    eventually(Duration::from_secs(60), "the run under way", || async {
+        count(&env).await >= RECORDS / 10
+    })
+    .await;
+    services(&["cluster", "kill-node", &node.to_string()]);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    services(&["cluster", "start-node", &node.to_string()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(hpn_common::error::EXIT_BROKER.into()),
+        "the broker's exit code\n{stderr}"
+    );
+    assert!(stderr.contains("Error: RabbitMQ"), "the broker's error: {stderr}");
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("a report ({e}): {stdout}\n{stderr}"));
+    let customers = &report["collections"][0];
+    let stored = count(&env).await;
+    assert!(stored < RECORDS, "the run was done before the node was lost");
+    assert_eq!(
+        customers["count_after"].as_u64(),
+        Some(stored),
+        "the store's count: {customers}"
+    );
+    assert_eq!(customers["inserted"].as_u64(), Some(stored), "{customers}");
+    assert!(
+        customers["messages_left"].is_null(),
+        "nothing known of what is left: {customers}"
+    );
+    let again = hpn_tests::process::run(&env, &hpn_tests::process::importer_program(), &["run", "--json"]);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert_eq!(
+        again.json()["collections"][0]["inserted"].as_u64(),
+        Some(RECORDS - stored),
+        "the second run inserts the rest"
+    );
+    assert_exact(&env, &file).await;
+    eprintln!("no node for 3 s: exit 7 with {stored} of {RECORDS} reported and stored; the second run took the rest");
+    env.cleanup().await;
+}
+
 /// The cluster's addresses with node `skip` (1-3) left out.
 fn cluster_urls_without(skip: usize) -> Vec<String> {
     hpn_tests::cluster_urls()

@@ -99,9 +99,15 @@ pub async fn import(config: &Config, mode: Mode) -> Result<ImportReport> {
 }
 
 /// [`import`], drawing a live line per collection on `progress`.
+///
+/// A run that stops part-way (no broker address answered within its
+/// patience, the store gave up) returns [`Error::Unfinished`] with what it
+/// did, when the store still answers for the counts after.
 pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progress) -> Result<ImportReport> {
     let services = Services::connect(config, &format!("hpn-importer ({})", mode.as_str())).await?;
     let started = Instant::now();
+    let tallies = RecordKind::ALL.map(|kind| (kind, Tally::default()));
+    let tally = |kind: RecordKind| &tallies.iter().find(|(k, _)| *k == kind).expect("every kind").1;
     let result = match mode {
         Mode::Linear => {
             // One queue at a time; what each queue has left is asked once
@@ -109,13 +115,14 @@ pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progre
             // [`Consumed::finish`]).
             let mut consumed = Vec::new();
             for kind in RecordKind::ALL {
-                match consume_collection(&services, config, kind, 1, 1, progress).await {
+                match consume_collection(&services, config, kind, tally(kind), (1, 1), progress).await {
                     Ok(queue) => consumed.push(queue),
                     Err(e) => {
                         // The queues drained before stay unreported: the run failed.
                         for queue in consumed {
                             queue.line.finish(None);
                         }
+                        let e = unfinished(&services, &tallies, started, mode, e).await;
                         return close_with(services, Err(e)).await;
                     }
                 }
@@ -126,7 +133,7 @@ pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progre
             let (consumers, writers) = (config.tuning.consumers.max(1), config.tuning.writers.max(1));
             let services = &services;
             let import = |kind| async move {
-                consume_collection(services, config, kind, consumers, writers, progress)
+                consume_collection(services, config, kind, tally(kind), (consumers, writers), progress)
                     .await?
                     .finish(services, config)
                     .await
@@ -145,14 +152,65 @@ pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progre
             }
         }
     };
-    let report = result.map(|collections| ImportReport {
-        mode: mode.as_str().to_string(),
-        collections,
-        total: started.elapsed(),
-        peak_rss_bytes: None,
-        stages: Vec::new(),
-    });
+    let report = match result {
+        Ok(collections) => Ok(ImportReport {
+            mode: mode.as_str().to_string(),
+            collections,
+            total: started.elapsed(),
+            peak_rss_bytes: None,
+            stages: Vec::new(),
+        }),
+        Err(e) => Err(unfinished(&services, &tallies, started, mode, e).await),
+    };
     close_with(services, report).await
+}
+
+/// One collection's figures so far, kept outside its import so that a run
+/// that stops part-way can still say what it did.
+#[derive(Default)]
+struct Tally {
+    counters: Arc<Counters>,
+    /// The count before and when the import began, once it has.
+    begun: std::sync::OnceLock<(u64, Instant)>,
+}
+
+/// How long a failed run waits for each count after, for its report.
+const COUNT_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `cause`, with the report of what the run did: every collection that
+/// began, its count after asked now, nothing known of what is left. Only
+/// `cause` when the store failed or does not answer for a count: a report
+/// must not guess.
+async fn unfinished(
+    services: &Services,
+    tallies: &[(RecordKind, Tally)],
+    started: Instant,
+    mode: Mode,
+    cause: Error,
+) -> Error {
+    if cause.origin() == Origin::Store {
+        return cause;
+    }
+    let mut collections = Vec::new();
+    for (kind, tally) in tallies {
+        let Some((before, began)) = tally.begun.get() else {
+            continue;
+        };
+        let Ok(Ok(after)) = tokio::time::timeout(COUNT_AFTER_FAILURE, services.store.count(*kind)).await else {
+            return cause;
+        };
+        collections.push(tally.counters.stats(*kind, *before, after, began.elapsed(), None));
+    }
+    Error::Unfinished {
+        cause: Box::new(cause),
+        report: Box::new(ImportReport {
+            mode: mode.as_str().to_string(),
+            collections,
+            total: started.elapsed(),
+            peak_rss_bytes: None,
+            stages: Vec::new(),
+        }),
+    }
 }
 
 async fn close_with<T>(services: Services, result: Result<T>) -> Result<T> {
@@ -222,8 +280,8 @@ async fn consume_collection(
     services: &Services,
     config: &Config,
     kind: RecordKind,
-    consumers: usize,
-    writers: usize,
+    tally: &Tally,
+    (consumers, writers): (usize, usize),
     progress: &Progress,
 ) -> Result<Consumed> {
     let count_before = services
@@ -231,7 +289,8 @@ async fn consume_collection(
         .count_within(kind, config.tuning.store_patience())
         .await?;
     let started = Instant::now();
-    let counters = Arc::new(Counters::default());
+    let _ = tally.begun.set((count_before, started));
+    let counters = tally.counters.clone();
     let handled = Arc::new(Handled::default());
     let queue = services.broker.topology.queue(kind);
     let mut session = services.broker.session().await;
