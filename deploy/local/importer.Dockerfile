@@ -7,6 +7,8 @@ ARG BASE=hpn-local/debian:bookworm
 FROM ${BASE}
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY hpn-producer hpn-importer /usr/local/bin/
+# The producer's version clock lives here (a volume in the compose stack).
+RUN mkdir -p /var/lib/hpnorton && chown nobody:nogroup /var/lib/hpnorton
 USER nobody
 ENTRYPOINT ["hpn-importer"]
 CMD ["serve", "--listen", "0.0.0.0:9464"]

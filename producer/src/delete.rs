@@ -10,7 +10,7 @@
 //! are read twice (check, then send) rather than held, so a keys file of any
 //! length is bounded in memory.
 
-use crate::version::{FileVersions, VersionClock};
+use crate::version::{PublishVersions, VersionClock};
 use hpn_common::message::{self, Origin};
 use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::record::Deletion;
@@ -105,7 +105,7 @@ where
         file: "hpn-producer delete".into(),
         line: 1,
     };
-    let mut versions = FileVersions::start(clock);
+    let versions = PublishVersions::reserve(&clock, 1).file(0);
     let mut sent = 0u64;
     let mut chunk = Vec::with_capacity(DELETES_PER_MESSAGE);
     let mut keys = keys()?;

@@ -33,17 +33,17 @@
 //! importer's keyed, versioned writes make the copies harmless. A nack is
 //! resumed the same way (a quorum queue nacks publishes while it elects a
 //! new leader); an unroutable message or a queue of the other type fails the
-//! run at once. The rows sent again get later versions than the first
-//! connection gave; the file's summary lists each connection's first and
-//! last version (`version_passes`), so that a check of the store knows
-//! every version the file was published with.
+//! run at once. The rows sent again keep the versions their lines had (a
+//! version is its file's stamp and its line); the file's summary lists each
+//! connection's first and last version (`version_passes`).
 //!
-//! Every record gets a version from the line it was read on (see
-//! [`crate::version`]), so whatever order the importer's consumers write in,
-//! the store ends with the last line of each key of the newest publish.
+//! Every record gets a version from its file's place in the publish and the
+//! line it was read on (see [`crate::version`]), so whatever order the
+//! importer's consumers write in, the store ends with the last line of each
+//! key of the last file that has it, of the newest publish.
 
 use crate::pack::{Packed, Packer};
-use crate::version::{FileVersions, VersionClock};
+use crate::version::{FileVersions, PublishVersions, VersionClock};
 use hpn_common::csv_source::{CsvSource, Duplicate, DuplicateKeys, RejectsWriter, SourceError};
 use hpn_common::message::{self, Origin};
 use hpn_common::publisher::ConfirmedPublisher;
@@ -122,8 +122,9 @@ pub struct FileSummary {
     /// a file without valid rows), over every connection it took.
     pub versions: Option<(i64, i64)>,
     /// Each connection's first and last version given, in order: after a
-    /// reconnect the rows confirmed before it keep the earlier stamp, and
-    /// the rest are sent again with a later one.
+    /// reconnect, the rest of the file is sent again with the versions its
+    /// lines had, so the passes' ranges follow on (or overlap, for the rows
+    /// in flight at the loss).
     pub version_passes: Vec<(i64, i64)>,
     /// Connections lost while publishing it, each resumed after the last
     /// confirmed row (see the module documentation).
@@ -223,6 +224,12 @@ pub async fn publish_files(
         });
     }
     let files = accepted.as_slice();
+    // One step of the clock for the whole publish: the files' versions in
+    // the order given, whatever order their threads take them in.
+    let versions = options
+        .version_clock
+        .as_ref()
+        .map(|clock| PublishVersions::reserve(clock, files.len()));
     let bars = MultiProgress::with_draw_target(if options.progress && std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
@@ -234,7 +241,13 @@ pub async fn publish_files(
     let mut first_failure = None;
     loop {
         let failing_over = attempt > 0;
-        match publish_pass(settings, files, options, &bars, &mut done, &mut confirmed, failing_over).await {
+        let pass = Pass {
+            settings,
+            options,
+            versions,
+            bars: &bars,
+        };
+        match pass.publish(files, &mut done, &mut confirmed, failing_over).await {
             Ok(()) => break,
             Err((error, lost)) => {
                 let failing_for = first_failure.get_or_insert_with(std::time::Instant::now).elapsed();
@@ -270,59 +283,81 @@ struct Confirmed {
     versions: Vec<(i64, i64)>,
 }
 
-/// One connection's worth of publishing: the files not done yet,
-/// concurrently. On failure, says whether it was the connection that was
-/// lost (worth connecting again) rather than a refusal. Reaching no broker
-/// at all is worth retrying only when `failing_over` from a lost one.
-async fn publish_pass(
-    settings: &BrokerSettings,
-    files: &[PathBuf],
-    options: &PublishOptions,
-    bars: &MultiProgress,
-    done: &mut [Option<FileSummary>],
-    confirmed: &mut [Confirmed],
-    failing_over: bool,
-) -> std::result::Result<(), (Error, bool)> {
-    let connection = broker::connect(&settings.amqp_url, "hpn-producer")
-        .await
-        .map_err(|e| (e.into(), failing_over))?;
-    settings
-        .topology()
-        .declare_if_allowed(&connection)
-        .await
-        .map_err(|e| (e, false))?;
-    let tasks = files
-        .iter()
-        .zip(confirmed.iter_mut())
-        .zip(done.iter())
-        .filter(|(_, summary)| summary.is_none())
-        .map(|((file, confirmed), _)| publish_file(&connection, settings, file, options, bars, confirmed));
-    let outcomes = futures::future::join_all(tasks).await;
-    let pending = done.iter_mut().filter(|s| s.is_none());
-    let mut first_error = None;
-    for (slot, outcome) in pending.zip(outcomes) {
-        match outcome {
-            Ok(summary) => *slot = Some(summary),
-            Err(e) => {
-                first_error.get_or_insert(e);
+/// What every connection's pass of a publish shares.
+struct Pass<'a> {
+    settings: &'a BrokerSettings,
+    options: &'a PublishOptions,
+    /// The publish's stamps (none without versions).
+    versions: Option<PublishVersions>,
+    bars: &'a MultiProgress,
+}
+
+impl Pass<'_> {
+    /// One connection's worth of publishing: the files not done yet,
+    /// concurrently. On failure, says whether it was the connection that was
+    /// lost (worth connecting again) rather than a refusal. Reaching no broker
+    /// at all is worth retrying only when `failing_over` from a lost one.
+    async fn publish(
+        &self,
+        files: &[PathBuf],
+        done: &mut [Option<FileSummary>],
+        confirmed: &mut [Confirmed],
+        failing_over: bool,
+    ) -> std::result::Result<(), (Error, bool)> {
+        let settings = self.settings;
+        let connection = broker::connect(&settings.amqp_url, "hpn-producer")
+            .await
+            .map_err(|e| (e.into(), failing_over))?;
+        settings
+            .topology()
+            .declare_if_allowed(&connection)
+            .await
+            .map_err(|e| (e, false))?;
+        let tasks = files
+            .iter()
+            .enumerate()
+            .zip(confirmed.iter_mut())
+            .zip(done.iter())
+            .filter(|(_, summary)| summary.is_none())
+            .map(|(((index, file), confirmed), _)| {
+                let versions = self.versions.map(|publish| publish.file(index));
+                publish_file(
+                    &connection,
+                    settings,
+                    file,
+                    self.options,
+                    versions,
+                    self.bars,
+                    confirmed,
+                )
+            });
+        let outcomes = futures::future::join_all(tasks).await;
+        let pending = done.iter_mut().filter(|s| s.is_none());
+        let mut first_error = None;
+        for (slot, outcome) in pending.zip(outcomes) {
+            match outcome {
+                Ok(summary) => *slot = Some(summary),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-    }
-    // Close only a connection that still works: closing one the broker has
-    // dropped can wait for ever for an answer.
-    if first_error.is_none() {
-        let _ = tokio::time::timeout(Duration::from_secs(5), connection.close(200, "done".into())).await;
-    }
-    match first_error {
-        None => Ok(()),
-        Some(error) => {
-            // A nack is the broker not taking a message for now (during a
-            // node's shutdown, a quorum queue nacks until its new leader is
-            // elected): resumed like a lost connection. A returned message
-            // (unroutable), a message the broker refused for good (over its
-            // max_message_size) or a queue of the other type is not.
-            let lost = matches!(error, Error::Broker(_) | Error::NotConfirmed(_));
-            Err((error, lost))
+        // Close only a connection that still works: closing one the broker has
+        // dropped can wait for ever for an answer.
+        if first_error.is_none() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), connection.close(200, "done".into())).await;
+        }
+        match first_error {
+            None => Ok(()),
+            Some(error) => {
+                // A nack is the broker not taking a message for now (during a
+                // node's shutdown, a quorum queue nacks until its new leader is
+                // elected): resumed like a lost connection. A returned message
+                // (unroutable), a message the broker refused for good (over its
+                // max_message_size) or a queue of the other type is not.
+                let lost = matches!(error, Error::Broker(_) | Error::NotConfirmed(_));
+                Err((error, lost))
+            }
         }
     }
 }
@@ -334,6 +369,7 @@ async fn publish_file(
     settings: &BrokerSettings,
     file: &Path,
     options: &PublishOptions,
+    versions: Option<FileVersions>,
     bars: &MultiProgress,
     confirmed: &mut Confirmed,
 ) -> Result<FileSummary> {
@@ -358,7 +394,6 @@ async fn publish_file(
     let rejects_path = RejectsWriter::path_for(file, options.rejects_dir.as_deref());
     let packer = Packer::new(options.rows_per_message, options.max_message_bytes);
     let reader_bar = bar.clone();
-    let clock = options.version_clock.clone();
     let skip_through = confirmed.through_line;
     let reader = tokio::task::spawn_blocking(move || {
         let to_publisher = ToPublisher {
@@ -368,7 +403,7 @@ async fn publish_file(
         };
         read_rows(
             source,
-            clock,
+            versions,
             packer,
             skip_through,
             rejects_path,
@@ -514,7 +549,7 @@ struct ReadSummary {
 /// and writes rejections as it meets them.
 fn read_rows(
     mut source: CsvSource,
-    clock: Option<VersionClock>,
+    versions: Option<FileVersions>,
     mut packer: Packer,
     skip_through: u64,
     rejects_path: PathBuf,
@@ -522,8 +557,7 @@ fn read_rows(
     bar: ProgressBar,
 ) -> Result<ReadSummary> {
     let mut rejects = RejectsWriter::new(&rejects_path, source.header());
-    let mut duplicates = Duplicates::new(clock.is_some());
-    let mut versions = clock.map(FileVersions::start);
+    let mut duplicates = Duplicates::new(versions.is_some());
     let mut first_and_last: Option<(i64, i64)> = None;
     let mut rows = 0u64;
     let mut read_to_the_end = true;
@@ -536,7 +570,7 @@ fn read_rows(
             Ok(row) if row.line <= skip_through => {}
             Ok(row) => {
                 let mut record = row.record;
-                if let Some(versions) = versions.as_mut() {
+                if let Some(versions) = &versions {
                     let version = versions.version(row.line);
                     first_and_last = Some((first_and_last.map_or(version, |(first, _)| first), version));
                     record.set_version(Some(version));

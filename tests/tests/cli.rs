@@ -7,6 +7,49 @@ use hpn_tests::process::{customers_file, importer_program, producer_program, run
 use hpn_tests::{documents, TestEnv};
 use std::process::Command;
 
+/// Files published together carry one key in the order given: the later
+/// file's record wins, whichever file's thread stamps first; given the
+/// other way round, the other wins. Two files of a thousand rows each, so
+/// the two threads overlap.
+#[tokio::test]
+async fn of_files_published_together_the_later_one_given_wins() {
+    let env = TestEnv::new("cli_file_order");
+    let header = "user_id,name,address,zip_code,phone_number,email\n";
+    let file = |name: &str| {
+        let path = env.path(&format!("{name}.csv"));
+        let rows: String = (0..1000)
+            .map(|i| format!("C{i},{name} {i},1 Main St,98101,555-0100,a@example.com\n"))
+            .collect();
+        std::fs::write(&path, format!("{header}{rows}")).unwrap();
+        path
+    };
+    let (early, late) = (file("Early"), file("Late"));
+    let clock = env.path("clock");
+    for (files, winner) in [([&early, &late], "Late"), ([&late, &early], "Early")] {
+        let mut args = vec!["publish", "--json", "--version-clock", clock.to_str().unwrap()];
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        let ran = run(&env, &producer_program(), &args);
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        let ran = run(&env, &importer_program(), &["run", "--json"]);
+        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+        let names: Vec<String> = documents(&env.store().await, RecordKind::Customer)
+            .await
+            .iter()
+            .map(|d| d.get_str("name").unwrap().to_string())
+            .collect();
+        assert_eq!(names.len(), 1000);
+        assert!(
+            names.iter().all(|n| n.starts_with(winner)),
+            "{winner}, the file given last, wins every key: {:?}",
+            names
+                .iter()
+                .filter(|n| !n.starts_with(winner))
+                .take(3)
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_key_twice_in_a_file_is_reported_with_both_lines_and_the_later_wins() {
     let env = TestEnv::new("cli_duplicates");

@@ -209,6 +209,10 @@ async fn the_producer_resumes_on_another_node_when_its_node_stops() {
         stored.iter().any(|(_, v)| v.is_some_and(|v| v <= passes[0].1)),
         "rows confirmed before the stop keep the first connection's versions"
     );
+    assert!(
+        passes.windows(2).all(|w| w[1].0 <= w[0].1 + 1),
+        "a resumed file goes on with the versions its lines had, not a later stamp: {passes:?}"
+    );
     services(&["cluster", "start-node", "1"]);
     env.cleanup().await;
 }
