@@ -7,6 +7,7 @@
 //! queues are removed when the test ends, passed or failed: explicitly with
 //! [`TestEnv::cleanup`], or when the `TestEnv` is dropped during a panic.
 
+pub mod lost_reply;
 pub mod process;
 pub mod secure;
 

@@ -6,7 +6,9 @@
 //! store holds; one longer than its patience stops it with the store's
 //! error, its records still queued for the next run; `serve` waits however
 //! long it takes. Each ends by checking the store against the source,
-//! record by record.
+//! record by record. And a write whose reply is lost on its way back (a
+//! proxy that drops it, see `hpn_tests::lost_reply`) is counted once, where
+//! it belongs.
 //!
 //! All tests here take one lock: a stepped-down server would fail a test
 //! running beside it.
@@ -206,5 +208,95 @@ async fn serve_rides_out_a_forty_second_failover() {
     let dead = env.settings.topology().dead_letter_queue(RecordKind::Customer);
     assert_eq!(env.ready(&dead).await, 0, "nothing dead-lettered for the failover");
     import.stop_and_check(&env).await;
+    env.cleanup().await;
+}
+
+/// A write whose reply is lost (the proxy lets the first guarded `update`
+/// reach the server, which applies it, and closes the connection before
+/// the answer comes back) is settled, not counted as if it had failed: the
+/// run reports every record once, each where it belongs. Two files of the
+/// same 2,000 customers published one after the other, the second changed,
+/// into an empty store: the first inserted, the second updated; before, the
+/// updates the lost reply covered were sent again as new statements, found
+/// their versions stored and were counted stale.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_whose_reply_is_lost_is_counted_once_where_it_belongs() {
+    let _serial = SERIAL.lock().await;
+    const RECORDS: usize = 2_000;
+    let env = TestEnv::new("failover_lost_reply");
+    writable(&env).await;
+    let header = "user_id,name,address,zip_code,phone_number,email\n";
+    let file = |name: &str| {
+        let rows: String = (0..RECORDS)
+            .map(|i| format!("C{i:05},{name} {i},1 Main St,98101,555-0100,a@example.com\n"))
+            .collect();
+        let path = env.path(&format!("{name}.csv"));
+        std::fs::write(&path, format!("{header}{rows}")).unwrap();
+        path
+    };
+    // One publish after the other: the queue holds the first file, then the
+    // changed one, each record of it newer than the first's of its key.
+    for file in [file("First"), file("Changed")] {
+        let published = hpn_tests::process::run(
+            &env,
+            &hpn_tests::process::producer_program(),
+            &[
+                "publish",
+                "--rows-per-message",
+                "100",
+                "--version-clock",
+                env.path("clock").to_str().unwrap(),
+                file.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(published.code, Some(0), "{}", published.stderr);
+    }
+
+    let upstream = env.settings.mongodb_uri.trim_start_matches("mongodb://");
+    let upstream = upstream.split(['/', '?']).next().unwrap();
+    let proxy = hpn_tests::lost_reply::LostReply::start(upstream, "update").await;
+    let through_proxy = ConnectionSettings {
+        mongodb_uri: format!("mongodb://{}/?directConnection=true", proxy.address),
+        ..env.settings.clone()
+    };
+    let args = [
+        "run",
+        "--json",
+        "--consumers",
+        "1",
+        "--writers",
+        "1",
+        "--batch-size",
+        "2000",
+    ];
+    let ran = tokio::task::spawn_blocking(move || {
+        hpn_tests::process::run_with(&through_proxy, &importer_program(), &args, &[("RUST_LOG", "warn")])
+    })
+    .await
+    .unwrap();
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(proxy.lost(), 1, "a reply was lost: {}", ran.stderr);
+    let customers = &ran.json()["collections"][0];
+    let figure = |name: &str| customers[name].as_u64();
+    assert_eq!(
+        (
+            figure("inserted"),
+            figure("updated"),
+            figure("stale"),
+            figure("count_after")
+        ),
+        (
+            Some(RECORDS as u64),
+            Some(RECORDS as u64),
+            Some(0),
+            Some(RECORDS as u64)
+        ),
+        "every record counted once, where it belongs: {customers}"
+    );
+    let names = hpn_tests::documents(&env.store().await, RecordKind::Customer).await;
+    assert!(
+        names.iter().all(|d| d.get_str("name").unwrap().starts_with("Changed")),
+        "the later file's records stored"
+    );
     env.cleanup().await;
 }

@@ -50,6 +50,16 @@ pub struct WriteOutcome {
 /// be tried again whole.
 const DUPLICATE_KEY_RETRIES: usize = 3;
 
+/// How long to wait before each read that settles a write whose answer was
+/// lost (see [`Store::settle_unknown`]): the first at once, then while a
+/// dropped connection is replaced or a new primary elected.
+const SETTLE_READ_WAITS: [std::time::Duration; 4] = [
+    std::time::Duration::ZERO,
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(2),
+];
+
 impl WriteOutcome {
     /// Add what another write of the same batch did (its indexes are already
     /// the batch's).
@@ -262,7 +272,15 @@ impl Store {
                     guarded_upsert(&records[i])
                 })
                 .collect();
-            let reply = self.run_update(kind.collection(), statements).await?;
+            let reply = match self.run_update(kind.collection(), statements).await {
+                Ok(reply) => reply,
+                // The statements' fate is unknown: settled from the store.
+                Err(e) if e.is_transient() => {
+                    pending = self.settle_unknown(kind, records, pending, &mut outcome, e).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             outcome.inserted += reply.upserted;
             outcome.updated += reply.matched.saturating_sub(reply.upserted);
             let mut conflicts = Vec::new();
@@ -312,6 +330,54 @@ impl Store {
             collection: kind.collection(),
             records: pending.len(),
         })
+    }
+
+    /// Settle `records[i]`, `i` in `pending`, whose guarded statements went
+    /// out but whose answer did not come back (`lost`: the connection
+    /// dropped, the primary stepped down): the server may have applied
+    /// any of them. Sent again as they are, those it applied would match
+    /// nothing and count as stale, and the batch's figures would be wrong.
+    /// So the stored versions are read: a key holding the record's own
+    /// version was written by the lost command and counts as updated (an
+    /// upsert that inserted it is counted as updated too: the store keeps
+    /// no trace of which it was); one holding a newer version counts as
+    /// stale; the rest are returned, to be sent again. When the store does
+    /// not answer the read either (after a few tries), the batch fails with
+    /// `lost`, to be tried again whole.
+    async fn settle_unknown(
+        &self,
+        kind: RecordKind,
+        records: &[Record],
+        pending: Vec<usize>,
+        outcome: &mut WriteOutcome,
+        lost: StoreError,
+    ) -> Result<Vec<usize>, StoreError> {
+        let mut stored = None;
+        for wait in SETTLE_READ_WAITS {
+            tokio::time::sleep(wait).await;
+            if let Ok(read) = self.stored_versions(kind, records, &pending).await {
+                stored = Some(read);
+                break;
+            }
+        }
+        let Some(stored) = stored else {
+            return Err(lost);
+        };
+        tracing::debug!(%kind, records = pending.len(), "settled a write whose answer was lost by reading the store");
+        let mut left = Vec::new();
+        for i in pending {
+            let key = key_id(&records[i]);
+            let version = records[i].version();
+            match stored.get(key.as_str().unwrap_or_default()) {
+                Some(held) if version.is_some() && *held == version => outcome.updated += 1,
+                Some(held) if !replaces(version, *held) => {
+                    outcome.stale += 1;
+                    outcome.stale_records.push(i);
+                }
+                _ => left.push(i),
+            }
+        }
+        Ok(left)
     }
 
     /// The stored version of each key of `records[i]`, `i` in `which`, that
