@@ -13,10 +13,16 @@
 /// The schemes of an AMQP 0-9-1 address, as lapin and RabbitMQ read them.
 const AMQP_SCHEMES: [&str; 2] = ["amqp", "amqps"];
 
+/// The addresses in a comma-separated list (the nodes of a cluster), blanks
+/// dropped.
+pub fn addresses(urls: &str) -> Vec<&str> {
+    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+}
+
 /// Check every address of a comma-separated RabbitMQ setting as lapin will
 /// read it. The error names the address's place and shows it redacted.
 pub fn check_amqp_urls(urls: &str) -> Result<(), String> {
-    let addresses = crate::broker::addresses(urls);
+    let addresses = addresses(urls);
     if addresses.is_empty() {
         return Err("the RabbitMQ address is empty".into());
     }

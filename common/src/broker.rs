@@ -18,7 +18,7 @@
 //! beside the system's roots (set `SSL_CERT_FILE` to the same file to trust
 //! it alone); a client certificate and key make the connection mutual TLS.
 
-use crate::address::redacted;
+use crate::address::{addresses, redacted};
 use lapin::options::BasicConsumeOptions;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FieldTable;
@@ -34,11 +34,6 @@ const HEARTBEAT_SECONDS: u16 = 10;
 
 /// How long one address may take to accept a connection before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The addresses in a comma-separated list, blanks dropped.
-pub fn addresses(urls: &str) -> Vec<&str> {
-    urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
-}
 
 /// One address: the URL lapin is given (the TLS files taken out of its
 /// query, the heartbeat added when it names none) and the TLS settings read

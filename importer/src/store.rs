@@ -45,7 +45,7 @@ mod replace;
 mod stock;
 mod write;
 
-pub use batch::{latest_per_key, BatchWinners};
+pub use batch::{latest_per_key, BatchWinners, FailedWrite, WriteOutcome};
 pub use document::{
     fields_raw, key_filter, key_id, key_of, live, stored_document, stored_raw, to_document, DELETED_AT_FIELD,
     DELETED_FIELD, EXTRA_FIELD, KEY_INDEX, VERSION_FIELD,
@@ -54,7 +54,6 @@ pub use error::{is_transient, StoreError, DUPLICATE_KEY};
 pub use migrate::{Migrated, OLD_KEY_INDEXES};
 pub use query::{Orphan, Orphans};
 pub use stock::StockOutcome;
-pub use write::{FailedWrite, WriteOutcome};
 
 use command::CommandLimits;
 use hpn_common::record::RecordKind;

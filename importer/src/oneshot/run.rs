@@ -23,7 +23,7 @@
 //! collection's consumers stop after the message each is on, its writers
 //! write what they were given, and the run connects again and goes on
 //! draining. The figures carry on across connections, each message counted
-//! once (see `source::handled`).
+//! once (see `route::handled`).
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -31,10 +31,10 @@ use crate::observe::counters::Counters;
 use crate::observe::progress::{Line, Progress};
 use crate::oneshot::session::{Broker, Session};
 use crate::report::{ImportReport, ImportStats};
+use crate::route::handled::Handled;
 use crate::sink::write::{self, WriterSetup};
 use crate::source::consume::{ConsumerTask, StopWhen};
 use crate::source::drain::left_in_queue;
-use crate::source::handled::Handled;
 use crate::store::Store;
 use crate::supervise;
 use hpn_common::retry::RetryPolicy;
@@ -118,7 +118,7 @@ pub async fn import_with_progress(config: &Config, mode: Mode, progress: &Progre
                 match consume_collection(&services, config, kind, tally(kind), (1, 1), progress).await {
                     Ok(queue) => consumed.push(queue),
                     Err(e) => {
-                        // The queues drained before stay unreported: the run failed.
+                        // The run failed: its report, if any, comes with the error.
                         for queue in consumed {
                             queue.line.finish(None);
                         }
@@ -346,7 +346,7 @@ impl Pipeline<'_> {
     /// Drain the queue on `session`'s connection. When that is lost, the
     /// consumers stop after the message each is on and the writers write
     /// everything they were given before the error is returned, so that
-    /// every message handled is noted (see `source::handled`).
+    /// every message handled is noted (see `route::handled`).
     async fn drain_on(&self, session: &Session) -> Result<()> {
         let (config, kind, tuning) = (self.config, self.kind, &self.config.tuning);
         let (mut writer_tasks, mut consumer_tasks) = (JoinSet::new(), JoinSet::new());

@@ -9,7 +9,7 @@
 //! highest completed one below the oldest still outstanding, so a tag is
 //! never acknowledged while an older message on the channel is unwritten.
 
-use crate::source::handled::Noted;
+use crate::route::handled::Noted;
 use lapin::BasicProperties;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +24,7 @@ pub struct Ticket {
     done: UnboundedSender<u64>,
     /// The delivery's properties, for dead-lettering one of its records.
     properties: BasicProperties,
-    /// Noted as handled when done (a one-shot run's, see `source::handled`).
+    /// Noted as handled when done (a one-shot run's, see `route::handled`).
     note: Option<Noted>,
 }
 

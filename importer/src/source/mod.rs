@@ -2,12 +2,9 @@
 //! delivery, sets aside what cannot be used (dead letters), counts
 //! redeliveries so a message cannot come back for ever, and hands each good
 //! record on to the route, with the delivery's ticket. Its prefetch, sized in
-//! records, keeps memory flat however deep the queue. A one-shot run
-//! remembers the messages it handled, so that one delivered again after a
-//! lost connection is not counted twice.
+//! records, keeps memory flat however deep the queue.
 
 pub mod attempts;
 pub mod consume;
 pub mod drain;
-pub mod handled;
 pub mod prefetch;

@@ -2,7 +2,6 @@
 //! guarded statement each winner becomes.
 
 use super::document::{absent_fields, guard_version, key_filter, to_document, versioned_fields, VERSION_FIELD};
-use super::write::WriteOutcome;
 use hpn_common::record::{replaces, Record};
 use mongodb::bson::{doc, Document};
 use std::collections::HashMap;
@@ -148,6 +147,57 @@ pub(super) fn guarded_upsert(record: &Record) -> Document {
         update.insert("$unset", unset);
     }
     doc! {"q": filter, "u": update, "upsert": true}
+}
+
+/// A record the server refused, with its words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedWrite {
+    /// Index of the record in the batch.
+    pub index: usize,
+    pub code: i32,
+    pub message: String,
+}
+
+/// What a batch write did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// Records that created a new document.
+    pub inserted: u64,
+    /// Records whose key already had a document (changed or not; a
+    /// tombstone too, which the record then brings back).
+    pub updated: u64,
+    /// Deletes applied: the key's document is now a tombstone at the
+    /// delete's version (it had none, an older one, or was a tombstone).
+    pub deleted: u64,
+    /// Records that changed nothing: the store, or an earlier record of the
+    /// same batch, held an equal or newer version of their key.
+    pub stale: u64,
+    /// Records the server refused; the caller dead-letters them.
+    pub failed: Vec<FailedWrite>,
+    /// Statements sent again after a duplicate-key error from a racing
+    /// upsert (they then succeeded or are in `failed`).
+    pub retried: u64,
+    /// Indexes into the batch of the records found stale against the
+    /// store: what a key's records folded into them count as too (see
+    /// [`super::batch::settle`]).
+    pub stale_records: Vec<usize>,
+}
+
+/// How many times a statement is sent again after a duplicate-key error
+/// from a racing writer (see [`Store::upsert`]) before the batch fails, to
+/// be tried again whole.
+impl WriteOutcome {
+    /// Add what another write of the same batch did (its indexes are already
+    /// the batch's).
+    pub(super) fn add(&mut self, other: WriteOutcome) {
+        self.inserted += other.inserted;
+        self.updated += other.updated;
+        self.deleted += other.deleted;
+        self.stale += other.stale;
+        self.retried += other.retried;
+        self.failed.extend(other.failed);
+        self.stale_records.extend(other.stale_records);
+    }
 }
 
 #[cfg(test)]

@@ -40,9 +40,9 @@
 //! stored keys sent insert-first) a failed insert and a guarded update of
 //! every record.
 
+use super::batch::WriteOutcome;
 use super::document::{key_id, owned_fields, stored_raw, VERSION_FIELD};
 use super::error::is_transient;
-use super::write::WriteOutcome;
 use super::{Store, StoreError};
 use futures::TryStreamExt;
 use hpn_common::record::{replaces, Record, RecordKind};

@@ -1,6 +1,6 @@
 //! The importer's write: a batch of one kind, keyed and guarded by version.
 
-use super::batch::{guarded_upsert, latest_per_key, settle, split_deletes};
+use super::batch::{guarded_upsert, latest_per_key, settle, split_deletes, FailedWrite, WriteOutcome};
 use super::document::{key_id, on_key_index, stored_raw, VERSION_FIELD};
 use super::error::{is_transient, DUPLICATE_KEY, RECORD_REFUSALS};
 use super::replace::{stored_version, IN_CHUNK};
@@ -12,42 +12,6 @@ use mongodb::error::ErrorKind;
 use std::collections::HashMap;
 
 /// One record of a batch the server refused on its merits.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FailedWrite {
-    /// Index of the record in the batch.
-    pub index: usize,
-    pub code: i32,
-    pub message: String,
-}
-
-/// What a batch write did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WriteOutcome {
-    /// Records that created a new document.
-    pub inserted: u64,
-    /// Records whose key already had a document (changed or not; a
-    /// tombstone too, which the record then brings back).
-    pub updated: u64,
-    /// Deletes applied: the key's document is now a tombstone at the
-    /// delete's version (it had none, an older one, or was a tombstone).
-    pub deleted: u64,
-    /// Records that changed nothing: the store, or an earlier record of the
-    /// same batch, held an equal or newer version of their key.
-    pub stale: u64,
-    /// Records the server refused; the caller dead-letters them.
-    pub failed: Vec<FailedWrite>,
-    /// Statements sent again after a duplicate-key error from a racing
-    /// upsert (they then succeeded or are in `failed`).
-    pub retried: u64,
-    /// Indexes into the batch of the records found stale against the
-    /// store: what a key's records folded into them count as too (see
-    /// [`super::batch::settle`]).
-    pub stale_records: Vec<usize>,
-}
-
-/// How many times a statement is sent again after a duplicate-key error
-/// from a racing writer (see [`Store::upsert`]) before the batch fails, to
-/// be tried again whole.
 const DUPLICATE_KEY_RETRIES: usize = 3;
 
 /// How long to wait before each read that settles a write whose answer was
@@ -59,20 +23,6 @@ const SETTLE_READ_WAITS: [std::time::Duration; 4] = [
     std::time::Duration::from_secs(1),
     std::time::Duration::from_secs(2),
 ];
-
-impl WriteOutcome {
-    /// Add what another write of the same batch did (its indexes are already
-    /// the batch's).
-    pub(super) fn add(&mut self, other: WriteOutcome) {
-        self.inserted += other.inserted;
-        self.updated += other.updated;
-        self.deleted += other.deleted;
-        self.stale += other.stale;
-        self.retried += other.retried;
-        self.failed.extend(other.failed);
-        self.stale_records.extend(other.stale_records);
-    }
-}
 
 impl Store {
     /// Write a batch of records of one kind, keyed on their business keys
