@@ -7,6 +7,17 @@ use hpn_tests::process::{customers_file, importer_program, producer_program, run
 use hpn_tests::{documents, TestEnv};
 use std::process::Command;
 
+/// Import what is queued, then the stored customers' names in key order.
+async fn import_names(env: &TestEnv) -> Vec<String> {
+    let ran = run(env, &importer_program(), &["run", "--json"]);
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    documents(&env.store().await, RecordKind::Customer)
+        .await
+        .iter()
+        .map(|d| d.get_str("name").unwrap().to_string())
+        .collect()
+}
+
 /// Files published together carry one key in the order given: the later
 /// file's record wins, whichever file's thread stamps first; given the
 /// other way round, the other wins. Two files of a thousand rows each, so
@@ -30,13 +41,7 @@ async fn of_files_published_together_the_later_one_given_wins() {
         args.extend(files.iter().map(|f| f.to_str().unwrap()));
         let ran = run(&env, &producer_program(), &args);
         assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-        let ran = run(&env, &importer_program(), &["run", "--json"]);
-        assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-        let names: Vec<String> = documents(&env.store().await, RecordKind::Customer)
-            .await
-            .iter()
-            .map(|d| d.get_str("name").unwrap().to_string())
-            .collect();
+        let names = import_names(&env).await;
         assert_eq!(names.len(), 1000);
         assert!(
             names.iter().all(|n| n.starts_with(winner)),
@@ -92,14 +97,7 @@ async fn a_key_twice_in_a_file_is_reported_with_both_lines_and_the_later_wins() 
         (&3.into(), &1.into(), &1.into())
     );
 
-    let ran = run(&env, &importer_program(), &["run", "--json"]);
-    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
-    let names: Vec<String> = documents(&env.store().await, RecordKind::Customer)
-        .await
-        .iter()
-        .map(|d| d.get_str("name").unwrap().to_string())
-        .collect();
-    assert_eq!(names, vec!["Ann New", "Bo"], "the later line won");
+    assert_eq!(import_names(&env).await, vec!["Ann New", "Bo"], "the later line won");
 
     // A clean file exits 0; a file refused alone exits 3.
     let clean = env.path("clean.csv");

@@ -321,22 +321,15 @@ async fn a_paused_queue_leader_never_makes_a_one_shot_run_report_done_early() {
         let urls: Vec<String> = cluster_urls_without(node);
         let mut importer_env = env.settings.clone();
         importer_env.amqp_url = urls.join(",");
-        let child = std::process::Command::new(hpn_tests::process::importer_program())
-            .args(["run", "--mode", "parallel", "--json", "--drain-patience-ms", "20000"])
-            .envs(importer_env.env_vars())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the importer");
+        let child = start_run(
+            &importer_env,
+            &["run", "--mode", "parallel", "--json", "--drain-patience-ms", "20000"],
+        );
         tokio::time::sleep(Duration::from_millis(1000 + 100 * round as u64)).await;
         services(&["cluster", "pause-node", &node.to_string()]);
         tokio::time::sleep(Duration::from_secs(3)).await;
         services(&["cluster", "resume-node", &node.to_string()]);
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
+        let output = finished(child).await;
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
         let report: serde_json::Value = serde_json::from_str(&stdout)
@@ -412,24 +405,17 @@ async fn a_one_shot_run_goes_on_on_another_node_when_its_node_is_lost() {
         urls.rotate_left(node - 1);
         let mut importer_env = env.settings.clone();
         importer_env.amqp_url = urls.join(",");
-        let child = Command::new(hpn_tests::process::importer_program())
-            .args(["run", "--json", "--batch-size", "200", "--broker-patience-ms", "60000"])
-            .envs(importer_env.env_vars())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the importer");
+        let child = start_run(
+            &importer_env,
+            &["run", "--json", "--batch-size", "200", "--broker-patience-ms", "60000"],
+        );
         eventually(Duration::from_secs(60), "the run under way", || async {
             count(&env).await >= RECORDS / 10
         })
         .await;
         let at_loss = count(&env).await;
         services(&["cluster", how, &node.to_string()]);
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
+        let output = finished(child).await;
         services(&["cluster", "start-node", &node.to_string()]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -487,23 +473,16 @@ async fn a_one_shot_run_no_node_answers_for_stops_with_the_brokers_code_and_its_
     let node = (leader(&queue) % 3) + 1;
     let mut importer_env = env.settings.clone();
     importer_env.amqp_url = env.settings.amqp_url.split(',').nth(node - 1).unwrap().to_string();
-    let child = Command::new(hpn_tests::process::importer_program())
-        .args(["run", "--json", "--batch-size", "200", "--broker-patience-ms", "3000"])
-        .envs(importer_env.env_vars())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the importer");
+    let child = start_run(
+        &importer_env,
+        &["run", "--json", "--batch-size", "200", "--broker-patience-ms", "3000"],
+    );
     eventually(Duration::from_secs(60), "the run under way", || async {
         count(&env).await >= RECORDS / 10
     })
     .await;
     services(&["cluster", "kill-node", &node.to_string()]);
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = finished(child).await;
     services(&["cluster", "start-node", &node.to_string()]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -538,6 +517,26 @@ async fn a_one_shot_run_no_node_answers_for_stops_with_the_brokers_code_and_its_
     assert_exact(&env, &file).await;
     eprintln!("no node for 3 s: exit 7 with {stored} of {RECORDS} reported and stored; the second run took the rest");
     env.cleanup().await;
+}
+
+/// `hpn-importer` with `args` against `settings`, its output piped.
+fn start_run(settings: &hpn_common::ConnectionSettings, args: &[&str]) -> std::process::Child {
+    Command::new(hpn_tests::process::importer_program())
+        .args(args)
+        .envs(settings.env_vars())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the importer")
+}
+
+/// What a child process said, once it has ended.
+async fn finished(child: std::process::Child) -> std::process::Output {
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// The cluster's addresses with node `skip` (1-3) left out.

@@ -436,14 +436,7 @@ fn every_schema_is_valid_and_its_examples_pass_it() {
 #[test]
 fn the_asyncapi_document_is_valid_to_the_official_parser() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let parser = std::env::var_os("HPN_ASYNCAPI_PARSER_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").expect("HOME")).join(".cache"));
-            cache.join("hpnorton/asyncapi")
-        });
+    let parser = contract_tools();
     assert!(
         parser.join("node_modules/@asyncapi/parser").exists(),
         "the AsyncAPI parser is not installed in {}: run scripts/contract",
