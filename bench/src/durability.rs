@@ -15,52 +15,15 @@
 
 use crate::measure::{self, Bench};
 use crate::reimport;
-use crate::results::{ModeResult, Target};
+use crate::results::Target;
+pub use crate::results::{DurabilityResults, DurabilityScenario, CHANGED, FIRST_LOAD, SYNCED, UNSYNCED};
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
+
 use std::path::Path;
 
-pub const UNSYNCED: &str = "without --sync-on-commit (j:true before the disk)";
-pub const SYNCED: &str = "with --sync-on-commit (as scripts/services starts it)";
 const SERVERS: [&str; 2] = [UNSYNCED, SYNCED];
 
-pub const FIRST_LOAD: &str = reimport::FIRST_LOAD;
-pub const CHANGED: &str = reimport::CHANGED;
 const SCENARIOS: [&str; 2] = [FIRST_LOAD, CHANGED];
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DurabilityResults {
-    /// When this measurement started, and at which commit.
-    pub started: String,
-    pub commit: Option<String>,
-    pub records_per_file: usize,
-    pub repeats: usize,
-    pub scenarios: Vec<DurabilityScenario>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DurabilityScenario {
-    pub scenario: String,
-    /// [`UNSYNCED`] first, then [`SYNCED`].
-    pub servers: Vec<ModeResult>,
-}
-
-impl DurabilityScenario {
-    /// The synced server's speed as a share of the other's (records per second).
-    pub fn ratio(&self) -> Option<f64> {
-        Some(self.server(SYNCED)?.records_per_s / self.server(UNSYNCED)?.records_per_s)
-    }
-
-    pub fn server(&self, name: &str) -> Option<&ModeResult> {
-        self.servers.iter().find(|s| s.mode == name)
-    }
-}
-
-impl DurabilityResults {
-    pub fn scenario(&self, name: &str) -> Option<&DurabilityScenario> {
-        self.scenarios.iter().find(|s| s.scenario == name)
-    }
-}
 
 /// Measure both loads on both servers, `repeats` times in alternating order.
 /// `synced_uri` is the server started with `--sync-on-commit`; the bench's
@@ -123,7 +86,7 @@ pub async fn measure(
 
 /// Issue 36's bar: the synced server keeps 0.9 of the other's speed.
 pub fn targets(durability: &DurabilityResults) -> Vec<Target> {
-    let size = crate::findings::thousands(durability.records_per_file as f64);
+    let size = crate::results::thousands(durability.records_per_file as f64);
     [(FIRST_LOAD, "first_load"), (CHANGED, "changed")]
         .into_iter()
         .map(|(scenario, name)| {

@@ -10,7 +10,7 @@ use crate::measure::{
     DIRECT_PARALLEL_UNJOURNALED, LINEAR, PARALLEL, PARALLEL_KEY_INDEX, PARALLEL_ONE_ROW, PARALLEL_UNJOURNALED,
     PARALLEL_UNVERSIONED,
 };
-use crate::results::{LayoutResults, ModeResult, Results, SizeResults};
+use crate::results::{thousands, LayoutResults, ModeResult, Results, SizeResults};
 use std::fmt::Write;
 
 mod durability;
@@ -29,23 +29,6 @@ fn find<'a>(size: &'a SizeResults, mode: &str) -> Option<&'a ModeResult> {
 /// A measured commit as findings.md names it: its first 12 characters.
 pub(crate) fn short_commit(commit: &Option<String>) -> &str {
     commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("unknown")
-}
-
-pub(crate) fn thousands(n: f64) -> String {
-    let n = n.round() as i64;
-    let digits = n.abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
 }
 
 /// The findings document for `results`, which was read from `results_file`.

@@ -60,7 +60,7 @@ pub async fn measure(bench: &mut Bench, length: Duration) -> Result<Latency> {
 }
 
 async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: Duration) -> Result<LatencyStep> {
-    let served = crate::served::Served::start(bench, settings).await?;
+    let served = crate::served::Served::start(bench.serve_command(settings)).await?;
 
     let watched = crate::cpu::pipeline_processes(&[
         ("importer", served.pid()),

@@ -846,7 +846,7 @@ fn reimport_targets(results: &Results) -> Vec<Target> {
     let Some(reimport) = &results.reimport else {
         return Vec::new();
     };
-    let size = findings::thousands(reimport.records_per_file as f64);
+    let size = results::thousands(reimport.records_per_file as f64);
     let ratio = |layout, scenario| reimport.scenario(layout, scenario).and_then(ReimportScenario::ratio);
     let mut targets = Vec::new();
     for (layout, name) in [(Layout::Shared, "shared"), (Layout::DatabaseOwnCore, "own_core")] {

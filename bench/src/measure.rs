@@ -336,7 +336,7 @@ impl Bench {
         for kind in RecordKind::ALL {
             before.push(store.count(kind).await?);
         }
-        let mut served = crate::served::Served::start(self, settings).await?;
+        let mut served = crate::served::Served::start(self.serve_command(settings)).await?;
         let started = Instant::now();
         let published = self
             .publish(settings, files, self.rows_per_message, true, stages)
@@ -398,6 +398,14 @@ impl Bench {
     }
 
     /// One of the pipeline's binaries, pointed at `settings`.
+    /// `hpn-importer serve` on `settings` with the bench's tuning, on a port it picks.
+    pub fn serve_command(&self, settings: &ConnectionSettings) -> Command {
+        let mut importer = self.command("hpn-importer", settings, false);
+        importer.args(["serve", "--listen", "127.0.0.1:0"]);
+        self.tuning_args(&mut importer);
+        importer
+    }
+
     pub fn command(&self, bin: &str, settings: &ConnectionSettings, stages: bool) -> Command {
         let mut command = Command::new(self.bin_dir.join(bin));
         command

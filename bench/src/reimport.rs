@@ -20,7 +20,10 @@
 
 use crate::layout::{self, Layout};
 use crate::measure::{self, Bench, Profile};
-use crate::results::{ModeResult, RunTimes};
+use crate::results::RunTimes;
+pub use crate::results::{
+    ReimportLayout, ReimportResults, ReimportScenario, CAREFUL_UPSERT, CHANGED, DELTA, FIRST_LOAD, OURS, REPLAY,
+};
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use hpn_common::csv_source::CsvSource;
@@ -30,20 +33,12 @@ use hpn_importer::{ImportStats, Store};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use mongodb::bson::{doc, Document};
-use serde::{Deserialize, Serialize};
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub const CAREFUL_UPSERT: &str =
-    "careful upsert loader: ReplaceOne upserts by _id, ordered batches of 1,000, a task per file (mongoimport --mode upsert)";
-pub const OURS: &str = "parallel (queue, end to end)";
 const MODES: [&str; 2] = [CAREFUL_UPSERT, OURS];
-
-pub const FIRST_LOAD: &str = "first load into an empty store";
-pub const REPLAY: &str = "unchanged replay (same versions: all stale)";
-pub const DELTA: &str = "daily delta (full export, one row in ten changed)";
-pub const CHANGED: &str = "changed export (every row changed)";
 const SCENARIOS: [&str; 4] = [FIRST_LOAD, REPLAY, DELTA, CHANGED];
 
 /// Seed of the changed export: other names, addresses and quantities for
@@ -52,49 +47,6 @@ const CHANGED_SEED: u64 = hpn_producer::generate::DEFAULT_SEED + 1;
 
 /// Rows per `update` command of the careful upsert loader (mongoimport's batch).
 const UPSERT_BATCH: usize = 1000;
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReimportResults {
-    /// When this measurement started, and at which commit.
-    pub started: String,
-    pub commit: Option<String>,
-    pub records_per_file: usize,
-    pub repeats: usize,
-    pub layouts: Vec<ReimportLayout>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReimportLayout {
-    pub layout: String,
-    pub scenarios: Vec<ReimportScenario>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ReimportScenario {
-    pub scenario: String,
-    /// [`CAREFUL_UPSERT`] first, then [`OURS`].
-    pub modes: Vec<ModeResult>,
-}
-
-impl ReimportScenario {
-    /// Ours against the careful upsert loader, by records per second end to end.
-    pub fn ratio(&self) -> Option<f64> {
-        let careful = self.modes.iter().find(|m| m.mode == CAREFUL_UPSERT)?;
-        let ours = self.modes.iter().find(|m| m.mode == OURS)?;
-        Some(ours.records_per_s / careful.records_per_s)
-    }
-}
-
-impl ReimportResults {
-    pub fn scenario(&self, layout: Layout, scenario: &str) -> Option<&ReimportScenario> {
-        self.layouts
-            .iter()
-            .find(|l| l.layout == layout.as_str())?
-            .scenarios
-            .iter()
-            .find(|s| s.scenario == scenario)
-    }
-}
 
 /// The four exports (customers, products, rentals each), in load order.
 pub(crate) struct Exports {

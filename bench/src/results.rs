@@ -1,7 +1,7 @@
 //! The results file: every figure of one benchmark run, written as JSON to
 //! `bench/results/<date>-<host>.json`, and read back to write `findings.md`.
 
-use crate::layout::Pinning;
+use crate::layout::{Layout, Pinning};
 use hpn_common::profile::StageTime;
 use hpn_importer::contention::ScenarioRow;
 use hpn_importer::ImportStats;
@@ -52,11 +52,11 @@ pub struct Results {
     /// The daily re-import against the careful upsert loader (see
     /// [`crate::reimport`]); absent from runs before it was measured.
     #[serde(default)]
-    pub reimport: Option<crate::reimport::ReimportResults>,
+    pub reimport: Option<ReimportResults>,
     /// What `--sync-on-commit` costs the pipeline (see
     /// [`crate::durability`]); absent from runs before it was measured.
     #[serde(default)]
-    pub durability: Option<crate::durability::DurabilityResults>,
+    pub durability: Option<DurabilityResults>,
 }
 
 /// Modes measured in one layout of the processes on the cores.
@@ -343,6 +343,114 @@ impl Latency {
     /// The highest rate sustained.
     pub fn max_sustained(&self) -> Option<&LatencyStep> {
         self.steps.iter().filter(|s| s.sustained).max_by_key(|s| s.target_rate)
+    }
+}
+
+/// `n` rounded, its thousands grouped with commas (1,234,567).
+pub fn thousands(n: f64) -> String {
+    let n = n.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// The re-import's modes and scenarios, as recorded (see [`crate::reimport`]).
+pub const CAREFUL_UPSERT: &str =
+    "careful upsert loader: ReplaceOne upserts by _id, ordered batches of 1,000, a task per file (mongoimport --mode upsert)";
+pub const OURS: &str = "parallel (queue, end to end)";
+
+pub const FIRST_LOAD: &str = "first load into an empty store";
+pub const REPLAY: &str = "unchanged replay (same versions: all stale)";
+pub const DELTA: &str = "daily delta (full export, one row in ten changed)";
+pub const CHANGED: &str = "changed export (every row changed)";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReimportResults {
+    /// When this measurement started, and at which commit.
+    pub started: String,
+    pub commit: Option<String>,
+    pub records_per_file: usize,
+    pub repeats: usize,
+    pub layouts: Vec<ReimportLayout>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReimportLayout {
+    pub layout: String,
+    pub scenarios: Vec<ReimportScenario>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReimportScenario {
+    pub scenario: String,
+    /// [`CAREFUL_UPSERT`] first, then [`OURS`].
+    pub modes: Vec<ModeResult>,
+}
+
+impl ReimportScenario {
+    /// Ours against the careful upsert loader, by records per second end to end.
+    pub fn ratio(&self) -> Option<f64> {
+        let careful = self.modes.iter().find(|m| m.mode == CAREFUL_UPSERT)?;
+        let ours = self.modes.iter().find(|m| m.mode == OURS)?;
+        Some(ours.records_per_s / careful.records_per_s)
+    }
+}
+
+impl ReimportResults {
+    pub fn scenario(&self, layout: Layout, scenario: &str) -> Option<&ReimportScenario> {
+        self.layouts
+            .iter()
+            .find(|l| l.layout == layout.as_str())?
+            .scenarios
+            .iter()
+            .find(|s| s.scenario == scenario)
+    }
+}
+
+/// The durability measurement's servers, as recorded (see [`crate::durability`]).
+pub const UNSYNCED: &str = "without --sync-on-commit (j:true before the disk)";
+pub const SYNCED: &str = "with --sync-on-commit (as scripts/services starts it)";
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DurabilityResults {
+    /// When this measurement started, and at which commit.
+    pub started: String,
+    pub commit: Option<String>,
+    pub records_per_file: usize,
+    pub repeats: usize,
+    pub scenarios: Vec<DurabilityScenario>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DurabilityScenario {
+    pub scenario: String,
+    /// [`UNSYNCED`] first, then [`SYNCED`].
+    pub servers: Vec<ModeResult>,
+}
+
+impl DurabilityScenario {
+    /// The synced server's speed as a share of the other's (records per second).
+    pub fn ratio(&self) -> Option<f64> {
+        Some(self.server(SYNCED)?.records_per_s / self.server(UNSYNCED)?.records_per_s)
+    }
+
+    pub fn server(&self, name: &str) -> Option<&ModeResult> {
+        self.servers.iter().find(|s| s.mode == name)
+    }
+}
+
+impl DurabilityResults {
+    pub fn scenario(&self, name: &str) -> Option<&DurabilityScenario> {
+        self.scenarios.iter().find(|s| s.scenario == name)
     }
 }
 

@@ -3,9 +3,7 @@
 //! read through `/metrics`, and stopped with SIGTERM (a clean exit is part
 //! of what is measured). The latency steps and the as-it-runs mode share it.
 
-use crate::measure::Bench;
 use anyhow::{bail, ensure, Context, Result};
-use hpn_common::ConnectionSettings;
 use hpn_importer::fetch;
 use std::time::{Duration, Instant};
 use tokio::io::BufReader;
@@ -24,11 +22,9 @@ pub struct Served {
 const DONE: [&str; 5] = ["written", "updated", "deleted", "stale", "dead_lettered"];
 
 impl Served {
-    /// Start `serve` on `settings` with the bench's tuning; back once it is healthy.
-    pub async fn start(bench: &Bench, settings: &ConnectionSettings) -> Result<Served> {
-        let mut importer = bench.command("hpn-importer", settings, false);
-        importer.args(["serve", "--listen", "127.0.0.1:0"]);
-        bench.tuning_args(&mut importer);
+    /// Start `importer` (an `hpn-importer serve` command, see
+    /// `Bench::serve_command`); back once it is healthy.
+    pub async fn start(mut importer: tokio::process::Command) -> Result<Served> {
         importer.stdout(std::process::Stdio::piped());
         let mut child = importer.spawn().context("starting hpn-importer serve")?;
         // It picks a free port and says which on its first line.

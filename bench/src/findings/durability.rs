@@ -2,8 +2,9 @@
 //! recommendation: what `--sync-on-commit` (our own stack keeping `j: true`)
 //! costs the pipeline.
 
-use super::{short_commit, thousands};
+use super::short_commit;
 use crate::durability::{DurabilityResults, DurabilityScenario, SYNCED, UNSYNCED};
+use crate::results::thousands;
 use std::fmt::Write;
 
 /// `## Durable on our own stack`: each load's time on both servers and the ratio.

@@ -1,9 +1,10 @@
 //! The re-import's section of findings.md and its line in the
 //! recommendation: what HP Norton runs every day, beside the first load.
 
-use super::{short_commit, thousands};
+use super::short_commit;
 use crate::layout::Layout;
 use crate::reimport::{ReimportResults, ReimportScenario, CAREFUL_UPSERT, CHANGED, FIRST_LOAD, OURS, REPLAY};
+use crate::results::thousands;
 use crate::results::ModeResult;
 use std::fmt::Write;
 
