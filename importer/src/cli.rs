@@ -265,7 +265,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             json,
             profile_cpu,
         } => {
-            let profiler = cpu_profile::start(profile_cpu.as_deref())?;
+            let profiler = crate::observe::cpu_profile::start(profile_cpu.as_deref())?;
             let config = Config {
                 connection: servers.settings()?,
                 tuning,
@@ -284,7 +284,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             report.peak_rss_bytes = hpn_common::profile::peak_rss_bytes();
             report.stages = hpn_common::profile::stage_times();
-            cpu_profile::finish(profiler, profile_cpu.as_deref())?;
+            crate::observe::cpu_profile::finish(profiler, profile_cpu.as_deref())?;
             print_report(&report, json);
             if let Some(why) = report.not_drained() {
                 eprintln!("hpn-importer: {why}");
@@ -489,97 +489,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 /// Where `serve` listens for /healthz and /metrics unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
-/// How long shutdown may take before the process leaves anyway (what it
-/// still holds is unacknowledged and returns to the queues).
-const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(9);
-
+/// `hpn-importer serve`: the listener bound (its address on stdout, for
+/// whoever started us with port 0), then the service until SIGINT or SIGTERM.
 async fn serve(config: Config, listen: &str) -> Result<()> {
-    use crate::observe::metrics::Metrics;
-    use crate::service::http;
-    use std::sync::Arc;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let health = Arc::new(crate::observe::health::Health::default());
-    let metrics = Arc::new(Metrics::default());
-    if listen != "off" {
-        let addr: std::net::SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
-        let listener = http::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
-        // On stdout, for whoever started us with port 0 (the tests do).
-        let bound = listener.local_addr()?;
-        println!("listening on http://{bound}");
-        tracing::info!("health and metrics on http://{bound}/healthz and /metrics");
-        tokio::spawn(http::serve(listener, health.clone(), metrics.clone(), shutdown.clone()));
-    }
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
+    let listener = match listen {
+        "off" => None,
+        _ => {
+            let addr: std::net::SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
+            let listener = crate::service::http::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
+            let bound = listener.local_addr()?;
+            println!("listening on http://{bound}");
+            tracing::info!("health and metrics on http://{bound}/healthz and /metrics");
+            Some(listener)
+        }
+    };
+    let signals = async {
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing what is in hand"),
             _ = terminate.recv() => tracing::info!("SIGTERM: finishing what is in hand"),
         }
-        signals.cancel();
-    });
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
     };
-    tokio::select! {
-        result = crate::service::serve::serve(&config, health, metrics, shutdown.clone()) => Ok(result?),
-        _ = deadline => {
-            tracing::warn!("shutdown did not finish in {SHUTDOWN_DEADLINE:?}; what is unacknowledged returns to the queues");
-            Ok(())
-        }
-    }
-}
-
-/// Sampling CPU profiles, when the binary is built with `profiling`.
-#[cfg(feature = "profiling")]
-mod cpu_profile {
-    use anyhow::{Context, Result};
-    use std::path::Path;
-
-    pub type Profiler = Option<pprof::ProfilerGuard<'static>>;
-
-    pub fn start(path: Option<&Path>) -> Result<Profiler> {
-        path.map(|_| {
-            pprof::ProfilerGuardBuilder::default()
-                .frequency(499)
-                .build()
-                .context("starting the CPU profiler")
-        })
-        .transpose()
-    }
-
-    pub fn finish(profiler: Profiler, path: Option<&Path>) -> Result<()> {
-        let (Some(guard), Some(path)) = (profiler, path) else {
-            return Ok(());
-        };
-        let report = guard.report().build().context("building the CPU profile")?;
-        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        report.flamegraph(file).context("writing the flamegraph")?;
-        Ok(())
-    }
-}
-
-#[cfg(not(feature = "profiling"))]
-mod cpu_profile {
-    use anyhow::Result;
-    use std::path::Path;
-
-    /// Nothing to hold: this build has no profiler.
-    pub struct Profiler;
-
-    pub fn start(path: Option<&Path>) -> Result<Profiler> {
-        anyhow::ensure!(
-            path.is_none(),
-            "this hpn-importer was built without CPU profiling: build with --features profiling"
-        );
-        Ok(Profiler)
-    }
-
-    pub fn finish(_: Profiler, _: Option<&Path>) -> Result<()> {
-        Ok(())
-    }
+    Ok(crate::service::run(&config, listener, signals).await?)
 }
