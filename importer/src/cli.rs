@@ -7,12 +7,12 @@
 use crate::observe::progress::Progress;
 use crate::oneshot::run::import_with_progress;
 use crate::store::Store;
-use crate::tools::query;
+use crate::tools::{admin, query};
 use crate::{Config, Mode, Tuning};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use hpn_common::config::env;
-use hpn_common::{broker, BrokerSettings, ConnectionSettings, StoreSettings};
+use hpn_common::{BrokerSettings, ConnectionSettings, StoreSettings};
 use std::process::ExitCode;
 
 /// Import HP Norton records from RabbitMQ into MongoDB.
@@ -359,13 +359,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Migrate { store, json } => {
-            let store = store_settings(store)?;
-            let store = Store::connect(&store.mongodb_uri, &store.database).await?;
-            let mut done = Vec::new();
-            for kind in hpn_common::RecordKind::ALL {
-                done.push(store.migrate(kind).await?);
-            }
-            store.check_shape().await?;
+            let done = admin::migrate(&store_settings(store)?).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&done)?);
             } else {
@@ -437,17 +431,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             collections,
             json,
         } => {
-            let store = store_settings(store)?;
-            let store = Store::connect(&store.mongodb_uri, &store.database).await?;
             let kinds: Vec<hpn_common::RecordKind> = match collections.is_empty() {
                 true => hpn_common::RecordKind::ALL.to_vec(),
                 false => collections.into_iter().map(Into::into).collect(),
             };
-            let mut removed = serde_json::Map::new();
-            for kind in kinds {
-                let n = store.compact(kind, older_than).await?;
-                removed.insert(kind.collection().into(), n.into());
-                if !json {
+            let removed = admin::compact(&store_settings(store)?, &kinds, older_than).await?;
+            if json {
+                let by_collection: serde_json::Map<String, serde_json::Value> = removed
+                    .iter()
+                    .map(|(kind, n)| (kind.collection().to_string(), (*n).into()))
+                    .collect();
+                println!("{}", serde_json::Value::Object(by_collection));
+            } else {
+                for (kind, n) in removed {
                     println!(
                         "{}: removed {n} tombstones older than {}",
                         kind.collection(),
@@ -455,10 +451,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     );
                 }
             }
-            if json {
-                println!("{}", serde_json::Value::Object(removed));
-            }
-            store.shutdown().await;
         }
         Command::Reset { servers, yes } => {
             let settings = servers.settings()?;
@@ -468,12 +460,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 settings.database,
                 settings.queue_prefix
             );
-            let store = Store::connect(&settings.mongodb_uri, &settings.database).await?;
-            store.drop_collections().await?;
-            let connection = broker::connect(&settings.amqp_url, "hpn-importer (reset)").await?;
-            let topology = settings.topology();
-            let deleted = topology.delete(&connection.create_channel().await?).await?;
-            topology.declare(&connection).await?;
+            let (deleted, topology) = admin::reset(&settings).await?;
             println!(
                 "dropped the collections of {}; deleted {deleted} queued messages and declared the {} queues \
                  anew ({})",
