@@ -14,7 +14,8 @@
 //! Only the last deliveries of a consumer can come again: the broker holds
 //! at most its prefetch of them unacknowledged (`basic.qos`), and those are
 //! the latest it sent. So each consumer keeps the digests of its last
-//! `capacity` handled messages (its largest prefetch), 8 bytes each, and a
+//! `capacity` handled messages (twice its largest prefetch: a re-subscription
+//! may overlap the old one), 8 bytes each, and a
 //! run keeps the consumers of its last few connections: memory stays
 //! bounded whatever the run's size. A message is noted when it is handled
 //! in full: when its ticket completes (every record written or
