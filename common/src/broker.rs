@@ -35,6 +35,15 @@ const HEARTBEAT_SECONDS: u16 = 10;
 /// How long one address may take to accept a connection before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long closing may wait for the broker's answer: a connection the
+/// broker has dropped (a node gone, a partition) may never give one.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Close `connection`, waiting at most [`CLOSE_TIMEOUT`] for the broker.
+pub async fn close(connection: &Connection, reason: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, connection.close(200, reason.into())).await;
+}
+
 /// One address: the URL lapin is given (the TLS files taken out of its
 /// query, the heartbeat added when it names none) and the TLS settings read
 /// from those files.

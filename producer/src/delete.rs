@@ -18,7 +18,6 @@ use hpn_common::{broker, BrokerSettings, Error, Record, RecordKind, Result};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::time::Duration;
 
 /// Deletes packed into one message.
 const DELETES_PER_MESSAGE: usize = 1000;
@@ -128,7 +127,7 @@ where
         chunk.clear();
     }
     publisher.close().await?;
-    let _ = tokio::time::timeout(Duration::from_secs(5), connection.close(200, "done".into())).await;
+    broker::close(&connection, "done").await;
     if sent != expected {
         return Err(input(format!(
             "the keys file changed while its deletes were sent: {expected} keys checked, {sent} deletes sent"

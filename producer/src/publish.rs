@@ -342,10 +342,9 @@ impl Pass<'_> {
                 }
             }
         }
-        // Close only a connection that still works: closing one the broker has
-        // dropped can wait for ever for an answer.
+        // Close only a connection that still works (see `broker::close`).
         if first_error.is_none() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), connection.close(200, "done".into())).await;
+            broker::close(&connection, "done").await;
         }
         match first_error {
             None => Ok(()),

@@ -409,7 +409,7 @@ impl Pipeline<'_> {
         if matches!(&outcome, Err(e) if lost_connection(e)) {
             // Every consumer ends after the message it is on once the
             // connection is closed; then the writers write what they hold.
-            let _ = session.connection.close(200, "lost".into()).await;
+            hpn_common::broker::close(&session.connection, "lost").await;
             while consumer_tasks.join_next().await.is_some() {}
             while let Some(done) = writer_tasks.join_next().await {
                 match done {

@@ -53,17 +53,18 @@ impl Session {
                 dead_letters,
             }),
             Err(e) => {
-                let _ = connection.close(200, "failed".into()).await;
+                broker::close(&connection, "failed").await;
                 Err(e)
             }
         }
     }
 
     /// Close the dead-letter channel, then the connection: anything still
-    /// unacknowledged goes back to its queue.
+    /// unacknowledged goes back to its queue. Bounded: the session closed is
+    /// most often one that was lost.
     pub async fn close(&self) {
-        self.dead_letters.close().await;
-        let _ = self.connection.close(200, "done".into()).await;
+        let _ = tokio::time::timeout(broker::CLOSE_TIMEOUT, self.dead_letters.close()).await;
+        broker::close(&self.connection, "done").await;
     }
 }
 
