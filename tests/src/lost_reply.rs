@@ -93,7 +93,7 @@ fn command_name(bytes: &[u8]) -> Option<String> {
     // Header (16), flag bits (4), then the body section: kind 0, a document.
     let body = bytes.get(21..).filter(|_| bytes.get(20) == Some(&0))?;
     let document =
-        RawDocument::from_bytes(&body[..i32::from_le_bytes(body.get(..4)?.try_into().ok()?) as usize]).ok()?;
+        RawDocument::from_bytes(body.get(..i32::from_le_bytes(body.get(..4)?.try_into().ok()?) as usize)?).ok()?;
     let (name, _) = document.iter().next()?.ok()?;
     Some(name.to_string())
 }
