@@ -82,6 +82,9 @@ pub struct Store {
     transactions: bool,
     /// What each collection's last batch met, for every clone of this store.
     seen: Arc<KeysSeen>,
+    /// Re-import transactions open at once, for every clone of this store
+    /// (see [`replace::TRANSACTIONS_AT_ONCE`]).
+    transaction_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
@@ -139,6 +142,7 @@ impl Store {
             limits: CommandLimits::from_hello(&hello),
             transactions: durability::replicated(&hello) && hello.contains_key("logicalSessionTimeoutMinutes"),
             seen: Arc::default(),
+            transaction_slots: Arc::new(tokio::sync::Semaphore::new(replace::TRANSACTIONS_AT_ONCE)),
         })
     }
 

@@ -61,6 +61,19 @@ const CONFLICT_ATTEMPTS: usize = 4;
 /// applies a transaction's commit once however often it is sent).
 const COMMIT_ATTEMPTS: usize = 4;
 
+/// Re-import transactions one store (every writer of an importer process)
+/// keeps open at once. The server's work per transaction grows with the
+/// snapshots open beside it (each read and write checks what the others
+/// may see); one at a time leaves it idle between our commands when it
+/// has cores to spare. Measured with `hpn-importer run --mode parallel`
+/// re-importing the bench's changed export (100,000 records per file over
+/// the first load) on the local MongoDB-compatible server, 2026-12-07:
+/// with the database on its own core (hpn-bench's pinned layout), 3 at
+/// once (a writer per collection) 13.0–14.1 s, median 13.8 s, 2 at once
+/// 12.6–13.3 s, 1 at once 12.6–12.7 s; on shared cores 3 at once 7.7–8.1 s,
+/// 2 at once 7.6–7.7 s, 1 at once 10.5 s.
+pub(super) const TRANSACTIONS_AT_ONCE: usize = 2;
+
 /// What each collection's last batches met: whether most of their keys
 /// were stored already, and whether their keys were scattered over the
 /// collection (see [`KeySpan`]). Shared by every writer of a store (the
@@ -157,6 +170,11 @@ impl Store {
         records: &[Record],
         latest: Vec<usize>,
     ) -> Result<Replaced, StoreError> {
+        let _slot = self
+            .transaction_slots
+            .acquire()
+            .await
+            .expect("the store never closes its transaction slots");
         let mut session = self.client.start_session().await?;
         let mut done = Replaced {
             outcome: WriteOutcome::default(),
