@@ -36,11 +36,11 @@ pub async fn measure(
     repeats: usize,
 ) -> Result<DurabilityResults> {
     let exports = reimport::exports(data, size)?;
-    let started = crate::now_rfc3339();
+    let started = crate::provenance::now_rfc3339();
     // runs[server][scenario]
     let mut runs: Vec<Vec<Vec<measure::Run>>> = SERVERS.iter().map(|_| vec![Vec::new(), Vec::new()]).collect();
     for repeat in 0..repeats {
-        for i in crate::rotated(SERVERS.len(), repeat) {
+        for i in measure::rotated(SERVERS.len(), repeat) {
             crate::say(format!(
                 "durability, {size} per file, run {}/{repeats}: {}",
                 repeat + 1,
@@ -66,7 +66,7 @@ pub async fn measure(
     let records = 3 * size as u64;
     Ok(DurabilityResults {
         started,
-        commit: crate::commit(),
+        commit: crate::provenance::commit(),
         records_per_file: size,
         repeats,
         scenarios: SCENARIOS
@@ -90,7 +90,7 @@ pub fn targets(durability: &DurabilityResults) -> Vec<Target> {
     [(FIRST_LOAD, "first_load"), (CHANGED, "changed")]
         .into_iter()
         .map(|(scenario, name)| {
-            crate::ratio_target(
+            Target::at_least(
                 &format!("sync_on_commit_{name}"),
                 &format!(
                     "{scenario}, {size} per file, shared cores: the pipeline on a server with --sync-on-commit / without"

@@ -14,7 +14,11 @@ use crate::results::{thousands, LayoutResults, ModeResult, Results, SizeResults}
 use std::fmt::Write;
 
 mod durability;
+mod own_core;
+mod recommendation;
 mod reimport;
+mod serving;
+mod speed;
 
 fn mib(bytes: Option<u64>) -> String {
     bytes
@@ -31,15 +35,45 @@ pub(crate) fn short_commit(commit: &Option<String>) -> &str {
     commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("unknown")
 }
 
-/// The findings document for `results`, which was read from `results_file`.
+/// The findings document for `results`, which was read from `results_file`:
+/// its sections in order, one function each.
 pub fn render(results: &Results, results_file: &str) -> String {
     let mut md = String::new();
-    let l = &results.limits;
-    let largest = results
+    title(&mut md, results, results_file);
+    measured(&mut md, results);
+    four_figures(&mut md, results);
+    speed::speed(&mut md, results, results_file);
+    speed::parallelism(&mut md, results);
+    if let Some(own) = &results.own_core {
+        own_core::section(&mut md, results, own);
+    }
+    speed::time(&mut md, results, results_file);
+    memory(&mut md, results);
+    serving::queues(&mut md, results);
+    contention(&mut md, results);
+    serving::latency(&mut md, results);
+    if let Some(reimport) = &results.reimport {
+        reimport::section(&mut md, reimport);
+    }
+    if let Some(durability) = &results.durability {
+        durability::section(&mut md, durability);
+    }
+    targets_section(&mut md, results);
+    recommendation::section(&mut md, results);
+    md
+}
+
+/// The largest size up to 100,000 per file: the one most sections read.
+fn largest(results: &Results) -> Option<&SizeResults> {
+    results
         .sizes
         .iter()
         .filter(|s| s.records_per_file <= 100_000)
-        .max_by_key(|s| s.records_per_file);
+        .max_by_key(|s| s.records_per_file)
+}
+
+/// The title, and where the document comes from.
+fn title(md: &mut String, results: &Results, results_file: &str) {
     let _ = writeln!(md, "# Findings: HP Norton import, linear vs parallel\n");
     let _ = writeln!(
         md,
@@ -47,7 +81,12 @@ pub fn render(results: &Results, results_file: &str) -> String {
         results.started,
         short_commit(&results.commit)
     );
+}
 
+/// `## What was measured, on what`: the machine, the files, the modes, the raw limits.
+fn measured(md: &mut String, results: &Results) {
+    let l = &results.limits;
+    let largest = largest(results);
     let _ = writeln!(md, "## What was measured, on what\n");
     let _ = writeln!(
         md,
@@ -104,7 +143,11 @@ pub fn render(results: &Results, results_file: &str) -> String {
         thousands(l.publish_hundred_rows_records_per_s),
         thousands(l.consume_hundred_rows_records_per_s)
     );
+}
 
+/// `## HP Norton's four figures` at the largest size up to 100,000.
+fn four_figures(md: &mut String, results: &Results) {
+    let largest = largest(results);
     if let Some(size) = largest {
         let _ = writeln!(
             md,
@@ -135,183 +178,34 @@ pub fn render(results: &Results, results_file: &str) -> String {
             "\nSeconds per collection are that collection's own import; in parallel modes the collections overlap, so the run takes about as long as the slowest one.\n"
         );
     }
+}
 
-    let _ = writeln!(md, "## Speed\n");
-    let _ = writeln!(
-        md,
-        "![records per second by mode and size]({})\n",
-        beside(results_file, &results.chart)
-    );
-    let _ = writeln!(
-        md,
-        "| records per file | mode | total s (min–max) | publish s | import s | records/s | import records/s |"
-    );
-    let _ = writeln!(md, "|---:|---|---:|---:|---:|---:|---:|");
-    for size in &results.sizes {
-        for m in &size.modes {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {:.2} ({:.2}–{:.2}) | {} | {:.2} | {} | {} |",
-                thousands(size.records_per_file as f64),
-                m.mode,
-                m.total_seconds,
-                m.min_seconds,
-                m.max_seconds,
-                m.publish_seconds
-                    .map(|p| format!("{p:.2}"))
-                    .unwrap_or_else(|| "–".into()),
-                m.import_seconds,
-                thousands(m.records_per_s),
-                thousands(m.import_records_per_s)
-            );
-        }
+/// `## Targets`: every bar of the run, met or not.
+fn targets_section(md: &mut String, results: &Results) {
+    let _ = writeln!(md, "## Targets\n");
+    let _ = writeln!(md, "| target | measured | bar | met |");
+    let _ = writeln!(md, "|---|---:|---|---|");
+    for t in &results.targets {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            t.description,
+            t.measured
+                .map(|m| format!("{m:.2}"))
+                .unwrap_or_else(|| "not measured".into()),
+            t.bar,
+            match t.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "–",
+            }
+        );
     }
     let _ = writeln!(md);
+}
 
-    if let Some(size) = largest {
-        let rate = |mode| find(size, mode).map(|m| m.records_per_s);
-        let import_rate = |mode| find(size, mode).map(|m| m.import_records_per_s);
-        let _ = writeln!(md, "## What parallelism buys, and where it stops\n");
-        if let (Some(lin), Some(par), Some(base)) = (rate(LINEAR), rate(PARALLEL), rate(BASELINE)) {
-            let _ = writeln!(
-                md,
-                "- Through the queue, parallel runs at {:.2}× linear end to end ({} vs {} records/s), and linear already runs at {:.1}× the old loader ({} records/s): batching rows into messages and writes does more than parallelism does.",
-                par / lin,
-                thousands(par),
-                thousands(lin),
-                lin / base,
-                thousands(base)
-            );
-        }
-        if let (Some(careful), Some(par)) = (rate(CAREFUL), rate(PARALLEL)) {
-            let _ = writeln!(
-                md,
-                "- Against the careful loader that skips the queue (`insert_many` of 1,000, a task per file, no key index: {} records/s), parallel through the queue runs at {:.2}×. Both maintain one index per collection: the careful loader an `ObjectId` `_id` and nothing unique about the business key; ours the `_id`, which is the business key.",
-                thousands(careful),
-                par / careful
-            );
-        }
-        if let (Some(careful), Some(direct), Some(par)) =
-            (find(size, CAREFUL), find(size, DIRECT_PARALLEL), find(size, PARALLEL))
-        {
-            let publish = par.publish_seconds.unwrap_or(0.0);
-            let _ = writeln!(
-                md,
-                "- Where the seconds between the two go (medians at {} per file): the careful loader {:.2} s; our write path fed straight from the files, no broker (direct parallel), {:.2} s; importing the same records from the queue, {:.2} s; publishing them first, {:.2} s more. So of the {:+.2} s between the careful loader and parallel end to end (by these medians), the write path accounts for {:+.2} s, taking the records from RabbitMQ (delivery, decoding, acknowledgement) for {:+.2} s and publishing for {:+.2} s. On {} cores shared by the database, the broker and both programs, each stage the queue adds takes cores the database would otherwise use; the careful loader only reads files and talks to the database.",
-                thousands(size.records_per_file as f64),
-                careful.total_seconds,
-                direct.total_seconds,
-                par.import_seconds,
-                publish,
-                par.import_seconds + publish - careful.total_seconds,
-                direct.total_seconds - careful.total_seconds,
-                par.import_seconds - direct.total_seconds,
-                publish,
-                results.machine.cores,
-            );
-        }
-        cpu_bullet(&mut md, results, size);
-        if let (Some(now), Some(before)) = (rate(PARALLEL), rate(PARALLEL_KEY_INDEX)) {
-            let _ = writeln!(
-                md,
-                "- The business key as `_id` (issue 14): the same parallel load on collections that also keep a unique index on the business key, as the store did before, runs at {} records/s; with the key as `_id`, {} records/s: {:.2}× (alternating runs of this benchmark; `hpn-importer migrate` rewrites a store of the old shape, see docs/migration.md).",
-                thousands(before),
-                thousands(now),
-                now / before
-            );
-        }
-        if let (Some(direct), Some(par)) = (rate(DIRECT_PARALLEL), rate(PARALLEL)) {
-            let _ = writeln!(
-                md,
-                "- Direct parallel (no broker) reaches {:.2}× MongoDB's own `insert_many` speed; through the queue, parallel reaches {:.2}× of it: the queue costs {:.0}% of end-to-end speed.",
-                direct / l.insert_many_per_s,
-                par / l.insert_many_per_s,
-                100.0 * (1.0 - par / direct).max(0.0)
-            );
-        }
-        if let (Some(with), Some(without)) = (rate(PARALLEL), rate(PARALLEL_UNVERSIONED)) {
-            let _ = writeln!(
-                md,
-                "- The version guard (every record versioned, every write conditional on the stored version) runs a fresh parallel load at {:.2}× the same load published without versions ({} vs {} records/s, alternating runs): new keys still go in with one `insert_many`, and only keys that already exist pay for the guarded update.",
-                with / without,
-                thousands(with),
-                thousands(without)
-            );
-        }
-        if let (Some(journaled), Some(not)) = (rate(PARALLEL), rate(PARALLEL_UNJOURNALED)) {
-            let _ = writeln!(
-                md,
-                "- Acknowledged means journaled: with every write waiting for the journal (and a majority on a replica set), parallel runs at {:.2}× the same load whose writes are acknowledged before the journal ({} vs {} records/s, alternating runs). That is what it costs that a database crash cannot lose a record whose message was already acknowledged.",
-                journaled / not,
-                thousands(journaled),
-                thousands(not)
-            );
-        }
-        if let Some(one) = import_rate(PARALLEL_ONE_ROW) {
-            let _ = writeln!(
-                md,
-                "- With one record per message, as upstream systems publish, the importer takes {} records/s, {:.2}× what RabbitMQ delivers to a consumer at all ({} messages/s): per-message broker work, not the database, is then the limit. Packing 100 records per message lifts the broker's ceiling to {} records/s.",
-                thousands(one),
-                one / l.consume_one_row_per_s,
-                thousands(l.consume_one_row_per_s),
-                thousands(l.consume_hundred_rows_records_per_s)
-            );
-        }
-        let _ = writeln!(
-            md,
-            "- Parallelism stops helping at the cores and the database: on {} cores shared with both servers, more consumers or writers than the servers can feed only queue up, and MongoDB's `insert_many` rate barely moves with concurrency ({}).\n",
-            results.machine.cores,
-            l.insert_many.iter().map(|(c, r)| format!("{c} at a time: {}", thousands(*r))).collect::<Vec<_>>().join(", ")
-        );
-    }
-
-    if let Some(own) = &results.own_core {
-        own_core_section(&mut md, results, own);
-    }
-
-    let _ = writeln!(md, "## Where the time goes\n");
-    let _ = writeln!(
-        md,
-        "Wall time per stage, summed over all tasks (stages overlap, so in parallel the sums exceed the run's wall time). From one extra run per mode with stage profiling on.\n"
-    );
-    for profile in &results.profiles {
-        let _ = writeln!(
-            md,
-            "**{}**, {} records per file:\n",
-            profile.mode,
-            thousands(profile.records_per_file as f64)
-        );
-        let _ = writeln!(md, "| process | stage | calls | seconds | µs per call |");
-        let _ = writeln!(md, "|---|---|---:|---:|---:|");
-        for (process, stages) in [("producer", &profile.producer), ("importer", &profile.importer)] {
-            for s in stages {
-                let _ = writeln!(
-                    md,
-                    "| {process} | {} | {} | {:.2} | {:.1} |",
-                    s.stage,
-                    thousands(s.calls as f64),
-                    s.seconds,
-                    1e6 * s.seconds / s.calls.max(1) as f64
-                );
-            }
-        }
-        let _ = writeln!(md);
-    }
-    if let Some(flamegraph) = &results.flamegraph {
-        let _ = writeln!(
-            md,
-            "CPU profile of the importer during the parallel run: [{flamegraph}]({}).\n",
-            beside(results_file, flamegraph)
-        );
-    }
-    if let Some(flamegraph) = &results.one_record_flamegraph {
-        let _ = writeln!(
-            md,
-            "CPU profile of the importer taking one-record messages from quorum queues (parallel, 10,000 per file): [{flamegraph}]({}).\n",
-            beside(results_file, flamegraph)
-        );
-    }
-
+/// `## Memory`: peak memory of both programs, and the importer's budget under a flood.
+fn memory(md: &mut String, results: &Results) {
     let _ = writeln!(md, "## Memory\n");
     let _ = writeln!(md, "| records per file | mode | producer peak | importer peak |");
     let _ = writeln!(md, "|---:|---|---:|---:|");
@@ -348,71 +242,10 @@ pub fn render(results: &Results, results_file: &str) -> String {
             b.one_record_import_per_s / b.one_record_unbounded_import_per_s
         );
     }
+}
 
-    if !results.queues.is_empty() {
-        let _ = writeln!(md, "## Queue types and prefetch\n");
-        let _ = writeln!(
-            md,
-            "Parallel import of {} records (published first, then imported) on the single broker, by queue type, prefetch scope and records per message. *Raw consume* is a bare consumer on a queue of the same type and message size, measured in this run; the ratio is import / min(raw consume, raw insert_many {}/s). Medians of {} runs; peak memory is the largest.\n",
-            thousands(results.queues[0].records as f64),
-            thousands(l.insert_many_per_s),
-            results.settings.repeats
-        );
-        let _ = writeln!(
-            md,
-            "| queue type | prefetch | records per message | import records/s | raw consume records/s | ratio | CPU ceiling records/s | ceiling ratio | import / ceiling | importer peak |"
-        );
-        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for q in &results.queues {
-            let ceiling = q.cpu_ceiling_records_per_s;
-            let or_dash = |v: Option<f64>, show: &dyn Fn(f64) -> String| v.map_or("–".to_string(), show);
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {:.2} | {} | {} | {} | {} |",
-                q.queue_type,
-                q.prefetch_scope,
-                q.rows_per_message,
-                thousands(q.import_records_per_s),
-                thousands(q.raw_consume_records_per_s),
-                q.ratio,
-                or_dash(ceiling, &|c| thousands(c)),
-                or_dash(q.ceiling_ratio(l.insert_many_per_s), &|r| format!("{r:.2}")),
-                or_dash(ceiling, &|c| format!("{:.2}", q.import_records_per_s / c)),
-                mib(q.importer_peak_rss_bytes)
-            );
-        }
-        if let Some(insert_cpu) = l.insert_many_cpu_s_per_doc {
-            let cores = results.machine.cores;
-            let _ = writeln!(
-                md,
-                "\n*CPU ceiling*: the broker, the importer and the database share {cores} cores, so an import cannot take records much faster than {cores} cores divided by what one record costs the whole machine at the least: its delivery to a bare consumer (the raw consume's CPU seconds per record, measured with it) plus its raw `insert_many` ({:.1} µs of CPU per document, median of the raw rounds, batches of 1,000; the importer's batches of 2,000 cost the database a little less). *Ceiling ratio* is that ceiling over the same denominator as *ratio*: where it is well below a target's bar, no importer can meet the bar on these cores, and *import / ceiling* shows how much of what is possible ours reaches.",
-                insert_cpu * 1e6
-            );
-        }
-        let rate = |t: &str, rows: usize| {
-            results
-                .queues
-                .iter()
-                .find(|q| q.queue_type == t && q.prefetch_scope == "per-consumer" && q.rows_per_message == rows)
-                .map(|q| q.import_records_per_s)
-        };
-        if let (Some(c1), Some(q1), Some(c100), Some(q100)) = (
-            rate("classic", 1),
-            rate("quorum", 1),
-            rate("classic", 100),
-            rate("quorum", 100),
-        ) {
-            let _ = writeln!(
-                md,
-                "\nQuorum / classic, per-consumer prefetch: {:.2}× at 1 record per message, {:.2}× at 100. Defaults in this run: {} queues, {} prefetch.\n",
-                q1 / c1,
-                q100 / c100,
-                results.settings.queue_type,
-                results.settings.prefetch_scope
-            );
-        }
-    }
-
+/// `## Contention`: the racing consumers' demonstration.
+fn contention(md: &mut String, results: &Results) {
     let _ = writeln!(md, "## Contention\n");
     let _ = writeln!(
         md,
@@ -443,363 +276,6 @@ pub fn render(results: &Results, results_file: &str) -> String {
         md,
         "\n- Check-then-insert lets every racing consumer insert: duplicates when nothing makes the key unique (the old loaders' `ObjectId` `_id`), E11000 errors when the key is the `_id`. Read-modify-write of stock loses updates silently. A keyed upsert where the last arrival wins lets an older version that is written last overwrite a newer one: the customer's new address silently reverts, with no error anywhere. A delete that removes the document takes the key's version with it, so an older update written after it brings a closed account back, version guard or not.\n- The importer writes with inserts and upserts keyed on the `_id` (the business key, so MongoDB's own unique `_id` index guards it), guarded by version (a record replaces only an older version of its key, checked and written in one atomic step on the server), writes a delete as a versioned record that leaves a tombstone at its version (so the late update is stale), and takes stock with one atomic guarded `$inc` that records the rental (so a redelivery takes nothing twice). Those rows end clean, and none of it depends on how many consumers or importer processes race: that is what lets operations run several importers at once.\n"
     );
-
-    if let Some(latency) = &results.latency {
-        let _ = writeln!(md, "## Latency of the long-running importer\n");
-        let _ = writeln!(
-            md,
-            "`hpn-importer serve` with a publisher sending one record per message at a steady rate for a few seconds per step; p50 and p99 from the importer's own `end_to_end_seconds` histogram on `/metrics` (publish to written).\n"
-        );
-        let _ = writeln!(
-            md,
-            "| messages/s asked | reached | p50 | p99 | written after the last publish | sustained |"
-        );
-        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---|");
-        for step in &latency.steps {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {:.1} ms | {:.1} ms | {:.2} s | {} |",
-                thousands(f64::from(step.target_rate)),
-                thousands(step.achieved_rate),
-                step.p50_ms,
-                step.p99_ms,
-                step.drain_seconds,
-                if step.sustained { "yes" } else { "no" }
-            );
-        }
-        if let Some(at) = latency.at_target_rate() {
-            let cores: Vec<String> = at.cpu.iter().map(|c| format!("{} {:.2}", c.process, c.cores)).collect();
-            let _ = writeln!(
-                md,
-                "\n- Where the time goes at {} messages/s: one batch write takes p50 {:.1} ms, p99 {:.1} ms ({} batches); the rest is waiting for a core. Cores used (of {}): {}. Every hop, publisher to broker to importer to database, shares those cores, so a record waits its turn at each.",
-                thousands(f64::from(at.target_rate)),
-                at.write_p50_ms,
-                at.write_p99_ms,
-                at.batches,
-                results.machine.cores,
-                cores.join(", ")
-            );
-        }
-        match latency.max_sustained() {
-            Some(max) => {
-                let _ = writeln!(
-                    md,
-                    "- Highest rate sustained: {} messages/s, p50 {:.1} ms, p99 {:.1} ms. Under light load a record waits for the batch window (`--flush-ms`) and one write, plus its turns for a core; under heavy load batches fill before the window closes.\n",
-                    thousands(f64::from(max.target_rate)),
-                    max.p50_ms,
-                    max.p99_ms
-                );
-            }
-            None => {
-                let _ = writeln!(md, "- No rate was sustained in this run.\n");
-            }
-        }
-    }
-
-    if let Some(reimport) = &results.reimport {
-        reimport::section(&mut md, reimport);
-    }
-    if let Some(durability) = &results.durability {
-        durability::section(&mut md, durability);
-    }
-
-    let _ = writeln!(md, "## Targets\n");
-    let _ = writeln!(md, "| target | measured | bar | met |");
-    let _ = writeln!(md, "|---|---:|---|---|");
-    for t in &results.targets {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {} |",
-            t.description,
-            t.measured
-                .map(|m| format!("{m:.2}"))
-                .unwrap_or_else(|| "not measured".into()),
-            t.bar,
-            match t.met {
-                Some(true) => "yes",
-                Some(false) => "**no**",
-                None => "–",
-            }
-        );
-    }
-    let _ = writeln!(md);
-
-    let _ = writeln!(md, "## Recommendation\n");
-    let missed: Vec<&str> = results
-        .targets
-        .iter()
-        .filter(|t| t.met == Some(false))
-        .map(|t| t.description.as_str())
-        .collect();
-    if let Some(reimport) = &results.reimport {
-        reimport::recommendation(&mut md, reimport);
-    }
-    if let Some(durability) = &results.durability {
-        durability::recommendation(&mut md, durability);
-    }
-    if let Some(size) = largest {
-        if let (Some(lin), Some(par), Some(base)) = (find(size, LINEAR), find(size, PARALLEL), find(size, BASELINE)) {
-            let speedup = par.records_per_s / base.records_per_s;
-            let _ = writeln!(
-                md,
-                "- **Adopt the queue-based importer.** On the same hardware it loads {} records in {:.1} s where the old loader takes {:.1} s: {:.0}× faster, with no new servers.",
-                thousands(par.records as f64),
-                par.total_seconds,
-                base.total_seconds,
-                speedup
-            );
-            if par.records_per_s > lin.records_per_s * 1.1 {
-                let _ = writeln!(
-                    md,
-                    "- **Run it in parallel mode.** It is {:.0}% faster than linear here and ends with the same data: every write is keyed and guarded by version, so any number of consumers, and several importer processes, leave the newest version of every record whatever order they write in.",
-                    100.0 * (par.records_per_s / lin.records_per_s - 1.0)
-                );
-            } else {
-                let _ = writeln!(
-                    md,
-                    "- **Parallel mode buys little on this machine** ({:.2}× linear): the two cores are already busy with RabbitMQ and MongoDB. Keep parallel as the default for larger machines, where the servers have cores of their own; it ends with the same data as linear (writes keyed and guarded by version).",
-                    par.records_per_s / lin.records_per_s
-                );
-            }
-        }
-    }
-    if let Some(size) = largest {
-        if let (Some(now), Some(before)) = (find(size, PARALLEL), find(size, PARALLEL_KEY_INDEX)) {
-            let _ = writeln!(
-                md,
-                "- **Keep the business key as the `_id`, and migrate existing stores once.** One unique index per collection instead of two loads {:.2}× as fast here ({} against {} records/s); an existing store is rewritten in place by `hpn-importer migrate` with the importers stopped (docs/migration.md). On a sharded cluster the `_id` is also the shard key (docs/scaling.md).",
-                now.records_per_s / before.records_per_s,
-                thousands(now.records_per_s),
-                thousands(before.records_per_s)
-            );
-            // A median over runs that differ by more than a factor of 3 is
-            // the server's story, not the index's: say so next to it.
-            if before.max_seconds > 3.0 * before.min_seconds {
-                let _ = writeln!(
-                    md,
-                    "  Read that ratio with care: the runs with two indexes took {:.1} s to {:.1} s, so the server stalled in some of them (the MongoDB-compatible server's inserts into a collection with a second unique index have deadlocked here, see `scripts/services`). The fairer comparison is its fastest run, which took {:.2}× as long as the median run with the key as `_id`.",
-                    before.min_seconds,
-                    before.max_seconds,
-                    before.min_seconds / now.total_seconds
-                );
-            }
-        }
-        if let (Some(careful), Some(direct), Some(par)) =
-            (find(size, CAREFUL), find(size, DIRECT_PARALLEL), find(size, PARALLEL))
-        {
-            let _ = writeln!(
-                md,
-                "- **Know what the queue costs.** A careful script that writes the files straight into MongoDB (`insert_many` of 1,000) loads here at {} records/s; our write path without the broker at {:.2}× that, and through the queue, end to end, at {:.2}×: on {} cores the broker's and the producer's work comes out of the database's share{}. What the difference buys: upstream systems publish straight to the queues, every write is keyed and versioned so reruns and racing importers are harmless, bad rows and messages are kept with their reasons, and importers can be stopped, restarted or added without losing a record.",
-                thousands(careful.records_per_s),
-                direct.records_per_s / careful.records_per_s,
-                par.records_per_s / careful.records_per_s,
-                results.machine.cores,
-                match (whole_machine(careful), whole_machine(par)) {
-                    (Some(c), Some(p)) if c > 0.0 => format!(
-                        " (a run through the queue costs {:.2}× the careful loader's CPU: see *Where the CPU goes*)",
-                        p / c
-                    ),
-                    _ => String::new(),
-                },
-            );
-        }
-    }
-    if let Some(own) = &results.own_core {
-        let mode = |m: &str| own.modes.iter().find(|r| r.mode == m);
-        if let (Some(careful), Some(running), Some(then)) = (mode(CAREFUL), mode(AS_IT_RUNS), mode(PARALLEL)) {
-            let ratio = running.records_per_s / careful.written_records_per_s();
-            let _ = writeln!(
-                md,
-                "- **Judge speed with the database on its own core.** The comparison with the careful loader rests on that layout, because it is production's (the database on a host of its own): on shared cores every CPU second the broker and our programs use is taken from the database, which no production deployment asks. There the pipeline as it runs (importing while the producer publishes) loads at {ratio:.2}× the careful loader{}; publishing everything first and importing after, at {:.2}×. The shared-cores figures above stay as the worst case, one small machine for everything.",
-                if ratio >= 1.0 {
-                    ": the queue's guarantees cost no speed there".to_string()
-                } else {
-                    format!(
-                        ": {:.0}% short of it; *Where the database's extra work comes from* shows which changes cost what",
-                        100.0 * (1.0 - ratio)
-                    )
-                },
-                then.records_per_s / careful.records_per_s
-            );
-        }
-    }
-    let per_consumer = |t: &str, rows: usize| {
-        results
-            .queues
-            .iter()
-            .find(|q| q.queue_type == t && q.prefetch_scope == "per-consumer" && q.rows_per_message == rows)
-    };
-    if let (Some(classic), Some(quorum)) = (per_consumer("classic", 100), per_consumer("quorum", 100)) {
-        let at_100 = quorum.import_records_per_s / classic.import_records_per_s;
-        let at_1 = per_consumer("quorum", 1)
-            .zip(per_consumer("classic", 1))
-            .map_or(f64::NAN, |(q, c)| q.import_records_per_s / c.import_records_per_s);
-        let advice = if at_100 >= 1.0 && at_1 >= 1.0 {
-            "Quorum queues cost nothing here, so use them on one broker as on a cluster, where they also survive the loss of a node"
-        } else {
-            "Quorum queues cost throughput on one broker, where they replicate nothing: use them on a cluster, where they survive the loss of a node"
-        };
-        let _ = writeln!(
-            md,
-            "- **Queue type.** On this broker quorum queues imported at {at_100:.2}× the rate of classic ones at 100 records per message and {at_1:.2}× at one. {advice} (docs/scaling.md). This run's default: {} queues; the compose stack runs quorum queues on three nodes.",
-            results.settings.queue_type
-        );
-    }
-    let _ = writeln!(
-        md,
-        "- **Conditions:** ask upstream systems to pack records into array messages (the format allows it): at one record per message the broker, not the database, sets the pace. Give RabbitMQ and MongoDB their own cores before adding consumers: past that, parallelism only queues work up."
-    );
-    if missed.is_empty() {
-        let _ = writeln!(md, "- Every target of the performance plan was met in this run.");
-    } else {
-        let _ = writeln!(
-            md,
-            "- Targets not met in this run: {}. The sections above show where the time goes.",
-            missed.join("; ")
-        );
-    }
-    md
-}
-
-/// The A/B candidates for the database's extra work on our write path:
-/// what changes from A to B, each pair differing in that one thing.
-const CANDIDATES: [(&str, &str, &str); 11] = [
-    (
-        "the business key as a string `_id` instead of an ObjectId",
-        CAREFUL,
-        CAREFUL_KEY_ID,
-    ),
-    ("a version in `_v`", CAREFUL_KEY_ID, CAREFUL_KEY_ID_VERSION),
-    (
-        "`insert_many` unordered instead of ordered",
-        CAREFUL_KEY_ID_VERSION,
-        CAREFUL_UNORDERED,
-    ),
-    ("journaled writes (`j: true`)", CAREFUL_UNORDERED, CAREFUL_AS_OURS),
-    (
-        "our write path around the same insert (routing, batching, counting)",
-        CAREFUL_AS_OURS,
-        DIRECT_PARALLEL_BATCH_1000,
-    ),
-    (
-        "batches of 2,000 (the importer's) instead of 1,000",
-        DIRECT_PARALLEL_BATCH_1000,
-        DIRECT_PARALLEL,
-    ),
-    (
-        "two writers per collection instead of one",
-        DIRECT_PARALLEL,
-        DIRECT_PARALLEL_TWO_WRITERS,
-    ),
-    (
-        "batches of 4,000 instead of 2,000",
-        DIRECT_PARALLEL,
-        DIRECT_PARALLEL_BATCH_4000,
-    ),
-    (
-        "writes not waiting for the journal",
-        DIRECT_PARALLEL,
-        DIRECT_PARALLEL_UNJOURNALED,
-    ),
-    (
-        "through the broker: publish everything, then import",
-        DIRECT_PARALLEL,
-        PARALLEL,
-    ),
-    (
-        "the pipeline as it runs: importing while publishing",
-        PARALLEL,
-        AS_IT_RUNS,
-    ),
-];
-
-/// The comparison modes and the A/B candidates with the database server on
-/// a core of its own.
-fn own_core_section(md: &mut String, results: &Results, own: &LayoutResults) {
-    let mode = |m: &str| own.modes.iter().find(|r| r.mode == m);
-    let _ = writeln!(md, "## With the database on its own core\n");
-    let _ = writeln!(
-        md,
-        "In production the database runs on a host of its own; on this {}-core machine the nearest layout is {}. Checked after pinning and again after the last run, from each thread's `Cpus_allowed_list`:\n",
-        results.machine.cores, own.pinning.how
-    );
-    for line in &own.pinning.checked {
-        let _ = writeln!(md, "- {line}");
-    }
-    let _ = writeln!(
-        md,
-        "\nThe database's core is then the limit, so its CPU seconds are close to its wall time and two write paths that ask different work of it can be told apart. {} records per file, {} alternating runs of each mode, medians; *as it runs* publishes and imports at once, timed from the producer's start to the last record written (its publish column is when the producer finished).\n",
-        thousands(own.records_per_file as f64),
-        own.repeats
-    );
-    let careful = mode(CAREFUL).map(|m| m.records_per_s);
-    let _ = writeln!(
-        md,
-        "| mode | total s (min–max) | publish s | records/s | × careful loader | {DATABASE} CPU s | {BROKER} CPU s | {OUR_PROGRAMS} CPU s |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for m in &own.modes {
-        let cpu = |p: &str| cpu_of(m, p).map_or("–".into(), |s| format!("{s:.2}"));
-        let _ = writeln!(
-            md,
-            "| {} | {:.2} ({:.2}–{:.2}) | {} | {} | {} | {} | {} | {} |",
-            m.mode,
-            m.total_seconds,
-            m.min_seconds,
-            m.max_seconds,
-            m.publish_seconds.map_or("–".into(), |p| format!("{p:.2}")),
-            thousands(m.records_per_s),
-            careful.map_or("–".into(), |c| format!("{:.2}", m.records_per_s / c)),
-            cpu(DATABASE),
-            cpu(BROKER),
-            cpu(OUR_PROGRAMS),
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\n**Where the database's extra work comes from**: one change at a time, from the careful loader's documents and writes to ours and on through the queue. *Time B / A* above 1 is slower; the database's CPU seconds show whether it was asked more work or only waited.\n"
-    );
-    let _ = writeln!(
-        md,
-        "| change (A → B) | A s | B s | time B / A | fastest B / fastest A | {DATABASE} CPU s, A → B |"
-    );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
-    for (change, a, b) in CANDIDATES {
-        let (Some(a), Some(b)) = (mode(a), mode(b)) else {
-            continue;
-        };
-        let db = |m: &ModeResult| cpu_of(m, DATABASE).map_or("–".into(), |s| format!("{s:.2}"));
-        let _ = writeln!(
-            md,
-            "| {change} | {:.2} | {:.2} | {:.2} | {:.2} | {} → {} |",
-            a.total_seconds,
-            b.total_seconds,
-            b.total_seconds / a.total_seconds.max(1e-9),
-            b.min_seconds / a.min_seconds.max(1e-9),
-            db(a),
-            db(b)
-        );
-    }
-    let _ = writeln!(
-        md,
-        "\nThe runs of one mode spread widely here (see the table above): this database server slows as runs accumulate, though each run's database is dropped (its data folder grows), so each round of runs starts one mode later, and the fastest runs are shown beside the medians. A change whose two columns disagree is within that noise."
-    );
-    let _ = writeln!(
-        md,
-        "\nNot measured here: the database's write tickets (a server setting; changing it means restarting the server between runs, see `scripts/services`).\n"
-    );
-    if let (Some(careful), Some(running), Some(then)) = (mode(CAREFUL), mode(AS_IT_RUNS), mode(PARALLEL)) {
-        let _ = writeln!(
-            md,
-            "With the database on its own core, the pipeline as it runs loads at {:.2}× the careful loader ({} against {} records/s, both to their last record written: the careful loader's seconds above also hold the count after each collection, {:.2} s in all against {:.2} s to its last write); publishing everything first and importing after, at {:.2}× (both clocks holding the counts after).\n",
-            running.records_per_s / careful.written_records_per_s(),
-            thousands(running.records_per_s),
-            thousands(careful.written_records_per_s()),
-            careful.total_seconds,
-            careful.last_write_seconds.unwrap_or(careful.total_seconds),
-            then.records_per_s / careful.records_per_s
-        );
-    }
 }
 
 /// The path of `name`, a file beside the results file, as findings.md

@@ -5,13 +5,18 @@
 //! bar and a fast one raises it.
 
 use crate::cpu;
+use crate::results::{self, Limits};
+use crate::{measure, say};
+use anyhow::Result;
 use futures::StreamExt;
 use hpn_common::message;
 use hpn_common::publisher::ConfirmedPublisher;
+use hpn_common::ConnectionSettings;
 use hpn_common::{broker, QueueType, Record, RecordKind};
 use hpn_importer::Store;
 use lapin::options::{BasicAckOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions};
 use mongodb::bson::Document;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A raw rate, and what it cost the whole machine: CPU seconds (of one
@@ -203,5 +208,78 @@ pub async fn broker(
         publish_per_s,
         consume_per_s,
         consume_cpu_s_per_message,
+    })
+}
+
+/// Rounds of raw `insert_many` at its best concurrency (the median is the limit).
+const INSERT_MANY_ROUNDS: usize = 5;
+
+/// The raw limits of this run: `insert_many` at its best concurrency, a
+/// guarded upsert, and RabbitMQ's confirmed publishes and consumes of
+/// messages of 1 and 100 records, from `customers` (up to 100,000 of them).
+pub async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Result<Limits> {
+    let records = measure::customer_records(customers, 100_000)?;
+    let documents: Vec<_> = records.iter().map(hpn_importer::store::stored_document).collect();
+    let store = Store::connect(
+        &connection.mongodb_uri,
+        &format!("hpn_bench_limits_{}", std::process::id()),
+    )
+    .await?;
+    let mut insert_many = Vec::new();
+    for concurrency in [1, 2, 4] {
+        insert_many.push((
+            concurrency,
+            self::insert_many(&store, RecordKind::Customer, &documents, 1000, concurrency)
+                .await?
+                .per_s,
+        ));
+    }
+    // One round per concurrency picks the best; the figure the targets
+    // divide by is the median of more rounds at it (one round swung by
+    // ±30 % between runs).
+    let concurrency = insert_many
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(c, _)| *c)
+        .unwrap_or(1);
+    let mut insert_many_rounds = Vec::new();
+    let mut insert_many_cpu = Vec::new();
+    for _ in 0..INSERT_MANY_ROUNDS {
+        let round = self::insert_many(&store, RecordKind::Customer, &documents, 1000, concurrency).await?;
+        insert_many_rounds.push(round.per_s);
+        insert_many_cpu.push(round.cpu_s_per_item);
+    }
+    let upsert_per_s = upsert(&store, RecordKind::Customer, &records, 1000, 2).await?;
+    store.database().drop().await?;
+    let insert_many_per_s = results::median(&insert_many_rounds);
+    say(format!(
+        "raw insert_many, {concurrency} batches at a time: median {insert_many_per_s:.0} docs/s of {INSERT_MANY_ROUNDS} rounds ({:.0}..{:.0})",
+        insert_many_rounds.iter().copied().fold(f64::INFINITY, f64::min),
+        insert_many_rounds.iter().copied().fold(0.0, f64::max),
+    ));
+
+    let queue = format!("hpn_bench_limits_{}", std::process::id());
+    let raw_queue = RawQueue {
+        amqp_url: &connection.amqp_url,
+        name: &queue,
+        queue_type: connection.queue_type,
+    };
+    let one = hpn_common::message::encode(&records[..1]);
+    let count = records.len().min(50_000);
+    let one_row = broker_best(&raw_queue, &one, RecordKind::Customer, count).await?;
+    let hundred = hpn_common::message::encode(&records[..100.min(records.len())]);
+    let batched = broker(&raw_queue, &hundred, RecordKind::Customer, count / 100, 256, 1).await?;
+    Ok(Limits {
+        documents: documents.len(),
+        insert_many,
+        insert_many_per_s,
+        insert_many_rounds,
+        insert_many_concurrency: concurrency,
+        insert_many_cpu_s_per_doc: Some(results::median(&insert_many_cpu)),
+        upsert_per_s,
+        publish_one_row_per_s: one_row.publish_per_s,
+        consume_one_row_per_s: one_row.consume_per_s,
+        publish_hundred_rows_records_per_s: batched.publish_per_s * 100.0,
+        consume_hundred_rows_records_per_s: batched.consume_per_s * 100.0,
     })
 }

@@ -38,6 +38,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// Records per file of the re-import (HP Norton's daily export is the size
+/// that matters: the bar is at 300,000).
+pub const REIMPORT_SIZE: usize = 300_000;
+
 const MODES: [&str; 2] = [CAREFUL_UPSERT, OURS];
 const SCENARIOS: [&str; 4] = [FIRST_LOAD, REPLAY, DELTA, CHANGED];
 
@@ -94,7 +98,7 @@ fn every_tenth_from(old: &Path, new: &Path, out: &Path) -> Result<()> {
 /// order, in the shared layout and with the database on its own core.
 pub async fn measure(bench: &mut Bench, data: &Path, size: usize, repeats: usize) -> Result<ReimportResults> {
     let exports = exports(data, size)?;
-    let started = crate::now_rfc3339();
+    let started = crate::provenance::now_rfc3339();
     let mut layouts = Vec::new();
     for layout in [Layout::Shared, Layout::DatabaseOwnCore] {
         let held = layout::hold(layout)?;
@@ -103,7 +107,7 @@ pub async fn measure(bench: &mut Bench, data: &Path, size: usize, repeats: usize
         let mut runs: Vec<Vec<Vec<measure::Run>>> =
             MODES.iter().map(|_| SCENARIOS.map(|_| Vec::new()).into()).collect();
         for repeat in 0..repeats {
-            for i in crate::rotated(MODES.len(), repeat) {
+            for i in measure::rotated(MODES.len(), repeat) {
                 crate::say(format!(
                     "re-import, {}, {size} per file, run {}/{repeats}: {}",
                     layout.as_str(),
@@ -136,7 +140,7 @@ pub async fn measure(bench: &mut Bench, data: &Path, size: usize, repeats: usize
     }
     Ok(ReimportResults {
         started,
-        commit: crate::commit(),
+        commit: crate::provenance::commit(),
         records_per_file: size,
         repeats,
         layouts,

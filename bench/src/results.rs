@@ -287,6 +287,19 @@ pub struct Target {
     pub met: Option<bool>,
 }
 
+impl Target {
+    /// A target met when `measured` is at least `bar`.
+    pub fn at_least(name: &str, description: &str, measured: Option<f64>, bar: f64) -> Target {
+        Target {
+            name: name.into(),
+            description: description.into(),
+            measured,
+            bar: format!("≥ {bar}"),
+            met: measured.map(|m| m >= bar),
+        }
+    }
+}
+
 /// The median of some numbers (the mean of the middle two for an even count).
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
