@@ -7,7 +7,9 @@
 use crate::observe::progress::Progress;
 use crate::oneshot::run::import_with_progress;
 use crate::store::Store;
-use crate::tools::{admin, query};
+use crate::tools::admin;
+use crate::tools::dead_letters::{self, DeadLetterAction};
+use crate::tools::query::{self, Query};
 use crate::{Config, Mode, Tuning};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -167,43 +169,6 @@ enum Command {
     },
 }
 
-#[derive(Subcommand)]
-enum DeadLetterAction {
-    /// Dead letters per collection, grouped by reason (numbers and quoted
-    /// values folded), with counts and when the first and last arrived.
-    List,
-    /// A few whole dead letters, headers and body.
-    Show {
-        /// Only those whose reason contains this text (any case).
-        #[arg(long)]
-        reason: Option<String>,
-        #[arg(long, default_value_t = 5)]
-        limit: usize,
-    },
-    /// Put dead letters back on their queue (the records exchange, their
-    /// routing key, their properties and version; the reason kept as
-    /// x-hpn-last-error). Each is removed only once its copy is confirmed.
-    Replay {
-        /// Only those whose reason contains this text (any case).
-        #[arg(long)]
-        reason: Option<String>,
-        /// At most this many.
-        #[arg(long)]
-        limit: Option<u64>,
-        /// Only count what would be replayed.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Drop dead letters (asks for --yes).
-    Purge {
-        /// Only those whose reason contains this text (any case).
-        #[arg(long)]
-        reason: Option<String>,
-        #[arg(long)]
-        yes: bool,
-    },
-}
-
 /// A collection, by its name.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum CollectionName {
@@ -220,16 +185,6 @@ impl From<CollectionName> for hpn_common::RecordKind {
             CollectionName::Rentals => hpn_common::RecordKind::Rental,
         }
     }
-}
-
-#[derive(Subcommand)]
-enum Query {
-    /// Every product with quantity_available > 0.
-    AvailableProducts,
-    /// Every customer who rented a product.
-    Rentals { product_id: String },
-    /// Rentals whose customer or product is not in the store, or deleted.
-    Orphans,
 }
 
 /// A run's report on stdout: JSON for scripts, else a table.
@@ -314,41 +269,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Query { query, store, json } => {
             let store = store_settings(store)?;
-            let store = Store::connect(&store.mongodb_uri, &store.database).await?;
-            match query {
-                Query::AvailableProducts => {
-                    let products = store.available_products().await?;
-                    if json {
-                        println!("{:#}", query::products_json(&products));
-                    } else {
-                        println!(
-                            "{}\n{}",
-                            query::products_table(&products),
-                            query::products_summary(&products)
-                        );
-                    }
-                }
-                Query::Rentals { product_id } => {
-                    let customers = store.customers_renting(&product_id).await?;
-                    if json {
-                        println!("{:#}", query::customers_json(&customers));
-                    } else {
-                        println!(
-                            "{}\n{}",
-                            query::customers_table(&customers),
-                            query::renters_summary(&customers, &product_id)
-                        );
-                    }
-                }
-                Query::Orphans => {
-                    let found = store.orphan_rentals().await?;
-                    if json {
-                        println!("{}", serde_json::to_string_pretty(&found)?);
-                    } else {
-                        println!("{}\n{}", query::orphans_table(&found), query::orphans_summary(&found));
-                    }
-                }
-            }
+            query::answer(&Store::connect(&store.mongodb_uri, &store.database).await?, query, json).await?;
         }
         Command::Contention { servers, options, json } => {
             let rows = crate::tools::contention::run(&servers.settings()?, &options).await?;
@@ -358,72 +279,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", crate::tools::contention::table(&rows));
             }
         }
-        Command::Migrate { store, json } => {
-            let done = admin::migrate(&store_settings(store)?).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&done)?);
-            } else {
-                println!("{}", query::migrated_table(&done));
-            }
-        }
+        Command::Migrate { store, json } => admin::migrate_and_say(&store_settings(store)?, json).await?,
         Command::DeadLetters {
             action,
             broker,
             collections,
             json,
         } => {
-            use crate::tools::dead_letters;
-            let broker = broker.resolve()?;
             let kinds: Vec<hpn_common::RecordKind> = collections.into_iter().map(Into::into).collect();
-            let print = |value: serde_json::Value, table: String| {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&value).expect("JSON"));
-                } else {
-                    println!("{table}");
-                }
-            };
-            match action {
-                DeadLetterAction::List => {
-                    let groups = dead_letters::list(&broker, &kinds).await?;
-                    print(serde_json::to_value(&groups)?, dead_letters::groups_table(&groups));
-                }
-                DeadLetterAction::Show { reason, limit } => {
-                    let shown = dead_letters::show(&broker, &kinds, reason.as_deref(), limit).await?;
-                    let text = shown
-                        .iter()
-                        .map(|s| serde_json::to_string_pretty(s).expect("JSON"))
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                    print(
-                        serde_json::to_value(&shown)?,
-                        if shown.is_empty() {
-                            "no dead letters".into()
-                        } else {
-                            text
-                        },
-                    );
-                }
-                DeadLetterAction::Replay { reason, limit, dry_run } => {
-                    let moved = dead_letters::replay(&broker, &kinds, reason.as_deref(), limit, dry_run).await?;
-                    print(
-                        serde_json::to_value(&moved)?,
-                        dead_letters::moved_table(&moved, dry_run),
-                    );
-                }
-                DeadLetterAction::Purge { reason, yes } => {
-                    anyhow::ensure!(
-                        yes,
-                        "purge drops the {} dead letters{}: add --yes",
-                        broker.queue_prefix,
-                        reason
-                            .as_deref()
-                            .map(|r| format!(" whose reason contains {r:?}"))
-                            .unwrap_or_default()
-                    );
-                    let moved = dead_letters::purge(&broker, &kinds, reason.as_deref()).await?;
-                    print(serde_json::to_value(&moved)?, dead_letters::moved_table(&moved, false));
-                }
-            }
+            dead_letters::apply(action, &broker.resolve()?, &kinds, json).await?;
         }
         Command::Compact {
             store,
@@ -435,40 +299,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 true => hpn_common::RecordKind::ALL.to_vec(),
                 false => collections.into_iter().map(Into::into).collect(),
             };
-            let removed = admin::compact(&store_settings(store)?, &kinds, older_than).await?;
-            if json {
-                let by_collection: serde_json::Map<String, serde_json::Value> = removed
-                    .iter()
-                    .map(|(kind, n)| (kind.collection().to_string(), (*n).into()))
-                    .collect();
-                println!("{}", serde_json::Value::Object(by_collection));
-            } else {
-                for (kind, n) in removed {
-                    println!(
-                        "{}: removed {n} tombstones older than {}",
-                        kind.collection(),
-                        humantime::format_duration(older_than)
-                    );
-                }
-            }
+            admin::compact_and_say(&store_settings(store)?, &kinds, older_than, json).await?;
         }
-        Command::Reset { servers, yes } => {
-            let settings = servers.settings()?;
-            anyhow::ensure!(
-                yes,
-                "reset drops the {} collections and empties the {} queues: add --yes",
-                settings.database,
-                settings.queue_prefix
-            );
-            let (deleted, topology) = admin::reset(&settings).await?;
-            println!(
-                "dropped the collections of {}; deleted {deleted} queued messages and declared the {} queues \
-                 anew ({})",
-                settings.database,
-                settings.queue_prefix,
-                topology.queue_type()
-            );
-        }
+        Command::Reset { servers, yes } => admin::reset_and_say(&servers.settings()?, yes).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

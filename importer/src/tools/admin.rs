@@ -1,7 +1,8 @@
 //! Looking after a store and its queues: `migrate` a store of the old
-//! shape, `compact` old tombstones, `reset` the collections and queues. The
-//! command line prints what these return.
+//! shape, `compact` old tombstones, `reset` the collections and queues;
+//! each also as the command, saying what it did (`…_and_say`).
 
+use super::query::migrated_table;
 use crate::store::{Migrated, Store};
 use crate::Result;
 use hpn_common::{broker, ConnectionSettings, RecordKind, StoreSettings, Topology};
@@ -47,4 +48,60 @@ pub async fn reset(settings: &ConnectionSettings) -> Result<(u32, Topology)> {
     topology.declare(&connection).await?;
     let _ = connection.close(200, "done".into()).await;
     Ok((deleted, topology))
+}
+
+/// `hpn-importer migrate`: [`migrate`], then what was rewritten, as a table or JSON.
+pub async fn migrate_and_say(settings: &StoreSettings, json: bool) -> anyhow::Result<()> {
+    let done = migrate(settings).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&done)?);
+    } else {
+        println!("{}", migrated_table(&done));
+    }
+    Ok(())
+}
+
+/// `hpn-importer compact`: [`compact`], then how many tombstones each
+/// collection lost, as lines or JSON.
+pub async fn compact_and_say(
+    settings: &StoreSettings,
+    kinds: &[RecordKind],
+    older_than: Duration,
+    json: bool,
+) -> anyhow::Result<()> {
+    let removed = compact(settings, kinds, older_than).await?;
+    if json {
+        let by_collection: serde_json::Map<String, serde_json::Value> = removed
+            .iter()
+            .map(|(kind, n)| (kind.collection().to_string(), (*n).into()))
+            .collect();
+        println!("{}", serde_json::Value::Object(by_collection));
+    } else {
+        for (kind, n) in removed {
+            println!(
+                "{}: removed {n} tombstones older than {}",
+                kind.collection(),
+                humantime::format_duration(older_than)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `hpn-importer reset`: refused without `yes`; else [`reset`], then what it did.
+pub async fn reset_and_say(settings: &ConnectionSettings, yes: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        yes,
+        "reset drops the {} collections and empties the {} queues: add --yes",
+        settings.database,
+        settings.queue_prefix
+    );
+    let (deleted, topology) = reset(settings).await?;
+    println!(
+        "dropped the collections of {}; deleted {deleted} queued messages and declared the {} queues anew ({})",
+        settings.database,
+        settings.queue_prefix,
+        topology.queue_type()
+    );
+    Ok(())
 }

@@ -21,7 +21,10 @@
 //! shows the replays, so a message that keeps coming back is seen, not
 //! cycled.
 
+mod action;
+
 use crate::Result;
+pub use action::{apply, DeadLetterAction};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hpn_common::message::{self, header};
 use hpn_common::publisher::ConfirmedPublisher;

@@ -3,10 +3,57 @@
 //! customers by `user_id`; and the orphan rentals, whose customer or
 //! product is not in the store; and what `migrate` did.
 
-use crate::store::{Migrated, Orphans};
+use crate::store::{Migrated, Orphans, Store};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use hpn_common::{Customer, Product};
 use serde_json::{json, Map, Value};
+
+/// The queries `hpn-importer query` answers.
+#[derive(clap::Subcommand)]
+pub enum Query {
+    /// Every product with quantity_available > 0.
+    AvailableProducts,
+    /// Every customer who rented a product.
+    Rentals { product_id: String },
+    /// Rentals whose customer or product is not in the store, or deleted.
+    Orphans,
+}
+
+/// `hpn-importer query`: answer `query` from `store`, as a table with a
+/// summary line or as JSON.
+pub async fn answer(store: &Store, query: Query, json: bool) -> crate::Result<()> {
+    match query {
+        Query::AvailableProducts => {
+            let products = store.available_products().await?;
+            if json {
+                println!("{:#}", products_json(&products));
+            } else {
+                println!("{}\n{}", products_table(&products), products_summary(&products));
+            }
+        }
+        Query::Rentals { product_id } => {
+            let customers = store.customers_renting(&product_id).await?;
+            if json {
+                println!("{:#}", customers_json(&customers));
+            } else {
+                println!(
+                    "{}\n{}",
+                    customers_table(&customers),
+                    renters_summary(&customers, &product_id)
+                );
+            }
+        }
+        Query::Orphans => {
+            let found = store.orphan_rentals().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found).expect("orphans as JSON"));
+            } else {
+                println!("{}\n{}", orphans_table(&found), orphans_summary(&found));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Available products as a JSON object keyed by `product_id`.
 pub fn products_json(products: &[Product]) -> Value {
