@@ -33,6 +33,8 @@ pub mod broker;
 pub mod config;
 pub mod csv_source;
 pub mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod mapping;
 pub mod message;
 pub mod profile;

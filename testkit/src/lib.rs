@@ -360,7 +360,7 @@ async fn wait_for_mongodb(uri: &str) -> Result<(), KitError> {
 
 async fn wait_for_health(listen: &str) -> Result<(), KitError> {
     until_ready("the importer", listen, || async {
-        match hpn_importer::fetch(listen, "/healthz").await {
+        match hpn_common::http::fetch(listen, "/healthz").await {
             Some((200, _)) => Ok(()),
             Some((status, body)) => Err(format!("/healthz answered {status}: {body}")),
             None => Err("/healthz did not answer".to_string()),

@@ -1,7 +1,8 @@
 //! The importer's HTTP listener: `/healthz` for orchestrators, `/metrics`
 //! for Prometheus, served by `serve` (on by default, `--listen off` for none).
-//! Also the client side, [`fetch`], for `hpn-importer health` (a container
-//! healthcheck needs no curl in the image), the benchmark and the tests.
+//! Also the client side, [`fetch`] (from `hpn_common::http`), for
+//! `hpn-importer health` (a container healthcheck needs no curl in the
+//! image), the benchmark and the tests.
 
 use crate::observe::health::Health;
 use crate::observe::metrics::Metrics;
@@ -13,6 +14,8 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+pub use hpn_common::http::fetch;
 
 #[derive(Clone)]
 struct AppState {
@@ -60,23 +63,4 @@ pub async fn serve(
 /// Bind the listener (so a bad address fails at start, not later).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await
-}
-
-/// GET `http://{address}{path}` with a 5 s timeout: the status and the
-/// body, or `None` while nothing answers there.
-pub async fn fetch(address: &str, path: &str) -> Option<(u16, String)> {
-    let url = format!("http://{address}{path}");
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(5)))
-            .build()
-            .into();
-        let mut response = agent.get(&url).call().ok()?;
-        let body = response.body_mut().read_to_string().ok()?;
-        Some((response.status().as_u16(), body))
-    })
-    .await
-    .ok()
-    .flatten()
 }
