@@ -166,20 +166,32 @@ impl ConnectionSettings {
         }
     }
 
-    /// The defaults, overridden by whichever `HPN_*` variables are set
-    /// (what the binaries do, for library users and tests).
-    pub fn from_env() -> Self {
+    /// The defaults, overridden by whichever `HPN_*` variables are set,
+    /// the `_FILE` secrets read and the addresses checked as the binaries
+    /// do ([`BrokerSettings::resolve`], [`StoreSettings::resolve`]): for
+    /// library users and tests, the same path as the command line.
+    pub fn from_env() -> crate::Result<Self> {
         let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_string());
-        ConnectionSettings {
+        let file = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+        };
+        let broker = BrokerSettings {
             amqp_url: var(env::AMQP_URL, DEFAULT_AMQP_URL),
-            mongodb_uri: var(env::MONGODB_URI, DEFAULT_MONGODB_URI),
-            database: var(env::DATABASE, DEFAULT_DATABASE),
+            amqp_url_file: file(env::AMQP_URL_FILE),
             queue_prefix: var(env::QUEUE_PREFIX, DEFAULT_QUEUE_PREFIX),
             queue_type: std::env::var(env::QUEUE_TYPE)
                 .ok()
                 .and_then(|t| <QueueType as clap::ValueEnum>::from_str(&t, true).ok())
                 .unwrap_or_default(),
-        }
+        };
+        let store = StoreSettings {
+            mongodb_uri: var(env::MONGODB_URI, DEFAULT_MONGODB_URI),
+            mongodb_uri_file: file(env::MONGODB_URI_FILE),
+            database: var(env::DATABASE, DEFAULT_DATABASE),
+        };
+        Ok(ConnectionSettings::new(broker.resolve()?, store.resolve()?))
     }
 
     /// The variables that point a child process (our own binaries) at

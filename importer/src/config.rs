@@ -20,13 +20,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Connection settings from the environment, default tuning.
-    pub fn from_env() -> Config {
-        Config {
-            connection: ConnectionSettings::from_env(),
+    /// Connection settings from the environment (see
+    /// [`ConnectionSettings::from_env`]), default tuning.
+    pub fn from_env() -> crate::Result<Config> {
+        Ok(Config {
+            connection: ConnectionSettings::from_env()?,
             tuning: Tuning::default(),
             rentals_take_stock: false,
-        }
+        })
     }
 
     /// Settings that cannot work together, or addresses no client can

@@ -33,7 +33,7 @@ impl TestEnv {
     pub fn new(test: &str) -> TestEnv {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("hpn_t_{}_{}_{n}", test, std::process::id());
-        let mut settings = ConnectionSettings::from_env();
+        let mut settings = ConnectionSettings::from_env().expect("the HPN_* settings of the test run");
         settings.database = name.clone();
         settings.queue_prefix = name;
         TestEnv {
