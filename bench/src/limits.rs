@@ -39,7 +39,7 @@ fn machine_cpu_per_item(before: &cpu::Sample, items: usize) -> f64 {
 }
 
 /// `insert_many` of `docs` (keyed as the store keys them, see
-/// `hpn_importer::store::stored_document`) in batches of `batch`,
+/// `hpn_importer::document::stored_document`) in batches of `batch`,
 /// `concurrency` batches at a time, into a fresh collection.
 pub async fn insert_many(
     store: &Store,
@@ -219,7 +219,7 @@ const INSERT_MANY_ROUNDS: usize = 5;
 /// messages of 1 and 100 records, from `customers` (up to 100,000 of them).
 pub async fn measure_limits(connection: &ConnectionSettings, customers: &Path) -> Result<Limits> {
     let records = measure::customer_records(customers, 100_000)?;
-    let documents: Vec<_> = records.iter().map(hpn_importer::store::stored_document).collect();
+    let documents: Vec<_> = records.iter().map(hpn_importer::document::stored_document).collect();
     let store = Store::connect(
         &connection.mongodb_uri,
         &format!("hpn_bench_limits_{}", std::process::id()),

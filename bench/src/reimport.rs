@@ -28,7 +28,7 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use hpn_common::csv_source::CsvSource;
 use hpn_common::{broker, ConnectionSettings, RecordKind};
-use hpn_importer::store::fields_raw;
+use hpn_importer::document::fields_raw;
 use hpn_importer::{ImportStats, Store};
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -348,7 +348,7 @@ async fn careful_upsert(settings: &ConnectionSettings, files: &[PathBuf]) -> Res
                         let record = &row.record;
                         let replacement = Document::try_from(fields_raw(record))?;
                         batch.push(
-                            doc! {"q": {"_id": hpn_importer::store::key_id(record)}, "u": replacement, "upsert": true},
+                            doc! {"q": {"_id": hpn_importer::document::key_id(record)}, "u": replacement, "upsert": true},
                         );
                     }
                     Some(Err(_)) => stats.rejected += 1,

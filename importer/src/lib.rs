@@ -24,8 +24,10 @@
 //! - `supervise`: waiting for consumers and writers, naming the real cause
 //!   of a failure;
 //! - `tools`: the business queries and the [`contention`] demonstration;
-//! - [`store`]: the MongoDB collections, keyed and version-guarded writes,
-//!   the business queries (only the importer uses MongoDB);
+//! - `store`: the MongoDB collections, keyed and version-guarded writes,
+//!   the business queries (only the importer uses MongoDB); outside, the
+//!   [`Store`] and what its writes return, and the stored document's shape
+//!   in [`document`];
 //! - [`report`]: HP Norton's per-collection figures, as a table or JSON;
 //! - `error`: the importer's [`Error`], which says where it came from;
 //! - `config` and `cli`: settings and the command line ([`main`]).
@@ -38,6 +40,7 @@
 
 mod cli;
 mod config;
+pub mod document;
 mod error;
 mod observe;
 mod oneshot;
@@ -46,7 +49,7 @@ mod route;
 mod service;
 mod sink;
 mod source;
-pub mod store;
+mod store;
 mod supervise;
 mod tools;
 
@@ -57,5 +60,7 @@ pub use oneshot::direct::import_files;
 pub use oneshot::run::{import, run_linear, run_parallel, Mode};
 pub use report::{ImportReport, ImportStats};
 pub use service::http::fetch;
-pub use store::Store;
+pub use store::{
+    FailedWrite, Migrated, Orphan, Orphans, StockOutcome, Store, StoreError, WriteOutcome, SERVER_SELECTION_TIMEOUT,
+};
 pub use tools::contention;

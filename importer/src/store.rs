@@ -45,12 +45,12 @@ mod replace;
 mod stock;
 mod write;
 
-pub use batch::{latest_per_key, BatchWinners, FailedWrite, WriteOutcome};
+pub use batch::{FailedWrite, WriteOutcome};
 pub use document::{
     fields_raw, key_filter, key_id, key_of, live, stored_document, stored_raw, to_document, DELETED_AT_FIELD,
-    DELETED_FIELD, EXTRA_FIELD, KEY_INDEX, VERSION_FIELD,
+    DELETED_FIELD, KEY_INDEX, VERSION_FIELD,
 };
-pub use error::{is_transient, StoreError, DUPLICATE_KEY};
+pub use error::{StoreError, DUPLICATE_KEY};
 pub use migrate::{Migrated, OLD_KEY_INDEXES};
 pub use query::{Orphan, Orphans};
 pub use stock::StockOutcome;

@@ -263,7 +263,7 @@ pub fn cluster_urls() -> String {
 /// business key: what a test compares against the source rows. Each
 /// document's `_id` is checked to be its business key on the way.
 pub async fn documents(store: &Store, kind: RecordKind) -> Vec<Document> {
-    find_sorted(store, kind, doc! {hpn_importer::store::VERSION_FIELD: 0}).await
+    find_sorted(store, kind, doc! {hpn_importer::document::VERSION_FIELD: 0}).await
 }
 
 /// Every document of a kind with its stored version (`None`: written
@@ -273,7 +273,7 @@ pub async fn versions(store: &Store, kind: RecordKind) -> Vec<(Document, Option<
         .await
         .into_iter()
         .map(|mut d| {
-            let version = d.remove(hpn_importer::store::VERSION_FIELD).and_then(|v| v.as_i64());
+            let version = d.remove(hpn_importer::document::VERSION_FIELD).and_then(|v| v.as_i64());
             (d, version)
         })
         .collect()
@@ -295,7 +295,11 @@ async fn find_sorted(store: &Store, kind: RecordKind, projection: Document) -> V
         .into_iter()
         .map(|mut d| {
             let id = d.remove("_id");
-            assert_eq!(id, hpn_importer::store::key_of(kind, &d), "the _id is the business key");
+            assert_eq!(
+                id,
+                hpn_importer::document::key_of(kind, &d),
+                "the _id is the business key"
+            );
             d
         })
         .collect()
@@ -306,7 +310,7 @@ pub fn expected_documents(kind: RecordKind, records: &[Record]) -> Vec<Document>
     let mut docs: Vec<(String, Document)> = records
         .iter()
         .filter(|r| r.kind() == kind)
-        .map(|r| (sort_key(r), hpn_importer::store::to_document(r)))
+        .map(|r| (sort_key(r), hpn_importer::document::to_document(r)))
         .collect();
     docs.sort_by(|a, b| a.0.cmp(&b.0));
     docs.dedup_by(|a, b| a.0 == b.0);

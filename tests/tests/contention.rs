@@ -4,7 +4,7 @@
 
 use hpn_common::RecordKind;
 use hpn_importer::contention::{self, ContentionOptions};
-use hpn_importer::store::StockOutcome;
+use hpn_importer::StockOutcome;
 use hpn_importer::{run_linear, run_parallel};
 use hpn_producer::{publish_files, PublishOptions};
 use hpn_tests::{documents, TestEnv};

@@ -526,7 +526,7 @@ async fn the_python_example_publishes_what_its_readme_says_is_stored() {
     for id in ["PY002", "PY003"] {
         let stored = customers.iter().find(|d| d.get_str("user_id") == Ok(id)).unwrap();
         assert_eq!(
-            stored.get_bool(hpn_importer::store::DELETED_FIELD),
+            stored.get_bool(hpn_importer::document::DELETED_FIELD),
             Ok(true),
             "{id} is a tombstone, even after an older version came: {stored}"
         );

@@ -113,7 +113,7 @@ async fn dead_letters_are_listed_by_reason_and_replayed_by_reason_through_a_sigk
         }
         attempts += 1;
         assert!(
-            attempts < 3 && hpn_importer::store::is_transient(&e),
+            attempts < 3 && hpn_importer::StoreError::from(e.clone()).is_transient(),
             "dropping the index: {e}"
         );
     }

@@ -8,7 +8,8 @@
 use hpn_common::message;
 use hpn_common::publisher::ConfirmedPublisher;
 use hpn_common::{Deletion, Record, RecordKind};
-use hpn_importer::store::{StockOutcome, DELETED_FIELD, VERSION_FIELD};
+use hpn_importer::document::{DELETED_FIELD, VERSION_FIELD};
+use hpn_importer::StockOutcome;
 use hpn_tests::process::{eventually, importer_program, producer_program, run, Importer};
 use hpn_tests::{customer, product, rental, TestEnv};
 use mongodb::bson::{doc, Document};

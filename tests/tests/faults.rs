@@ -249,7 +249,7 @@ async fn a_database_outage_pauses_consuming_and_acknowledges_nothing_meanwhile()
     );
     // Down for longer than a write waits for a server, so the writers'
     // own retries (logged, counted, backed off) must take over.
-    tokio::time::sleep(hpn_importer::store::SERVER_SELECTION_TIMEOUT + Duration::from_secs(2)).await;
+    tokio::time::sleep(hpn_importer::SERVER_SELECTION_TIMEOUT + Duration::from_secs(2)).await;
     let ready_after = env.ready(&queue).await;
     assert!(
         ready_after + 200 >= ready_at_stop,
@@ -765,7 +765,7 @@ async fn a_store_refusing_writes_pauses_serve_and_never_blames_the_broker() {
         .list_index_names()
         .await
         .unwrap();
-    assert_eq!(indexes, vec![hpn_importer::store::KEY_INDEX]);
+    assert_eq!(indexes, vec![hpn_importer::document::KEY_INDEX]);
     env.cleanup().await;
 }
 

@@ -7,7 +7,7 @@
 //! the business queries as a fresh one does.
 
 use hpn_common::{Record, RecordKind};
-use hpn_importer::store::{stored_document, KEY_INDEX, OLD_KEY_INDEXES};
+use hpn_importer::document::{stored_document, KEY_INDEX, OLD_KEY_INDEXES};
 use hpn_importer::Store;
 use hpn_tests::process::{importer_program, run};
 use hpn_tests::{customer, documents, product, rental, versions, TestEnv};

@@ -4,7 +4,7 @@
 //! within MongoDB's limits whatever the records' size.
 
 use hpn_common::{Deletion, Record, RecordKind};
-use hpn_importer::store::WriteOutcome;
+use hpn_importer::WriteOutcome;
 use hpn_tests::{customer, documents, expected_documents, product, rental, versions, TestEnv};
 use mongodb::bson::{doc, Document};
 
@@ -111,7 +111,7 @@ async fn a_reimport_keeps_the_fields_it_does_not_own_and_revives_tombstones() {
     store.write(kind, &products(5, 1)).await.unwrap();
     assert_eq!(
         store.take_stock("P000", "C1").await.unwrap(),
-        hpn_importer::store::StockOutcome::Taken
+        hpn_importer::StockOutcome::Taken
     );
     let delete = Record::Deleted(Deletion::of(kind, "P001").unwrap()).with_version(2);
     assert_eq!(store.write(kind, &[delete]).await.unwrap().deleted, 1);
@@ -131,7 +131,7 @@ async fn a_reimport_keeps_the_fields_it_does_not_own_and_revives_tombstones() {
     // Taking stock stays exactly once after the re-import.
     assert_eq!(
         store.take_stock("P000", "C1").await.unwrap(),
-        hpn_importer::store::StockOutcome::AlreadyTaken
+        hpn_importer::StockOutcome::AlreadyTaken
     );
     // A record without a version replaces any version.
     let unversioned: Vec<Record> = (0..50).map(|i| product(&format!("P{i:03}"), 9)).collect();

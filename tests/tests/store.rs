@@ -2,7 +2,8 @@
 //! the key as `_id`, the version guard and the two business queries.
 
 use hpn_common::{Record, RecordKind};
-use hpn_importer::store::DUPLICATE_KEY;
+/// MongoDB's code for a duplicate key.
+const DUPLICATE_KEY: i32 = 11000;
 use hpn_tests::{customer, documents, expected_documents, product, rental, versions, TestEnv};
 use mongodb::bson::doc;
 
@@ -27,7 +28,7 @@ async fn upserts_insert_then_update_and_never_duplicate() {
     // The key is the _id: a plain insert of a known key fails with E11000,
     // and the _id index is the collection's only index.
     let indexes = store.collection(RecordKind::Customer).list_index_names().await.unwrap();
-    assert_eq!(indexes, vec![hpn_importer::store::KEY_INDEX]);
+    assert_eq!(indexes, vec![hpn_importer::document::KEY_INDEX]);
     let err = store
         .collection(RecordKind::Customer)
         .insert_one(doc! {"_id": "C1", "user_id": "C1"})
@@ -292,7 +293,7 @@ async fn records_folded_into_a_stale_winner_are_stale_too() {
     let store = env.store().await;
     let kind = RecordKind::Customer;
     let at = |name: &str, v: i64| customer("C1", name).with_version(v);
-    let counts = |o: &hpn_importer::store::WriteOutcome| (o.inserted, o.updated, o.stale);
+    let counts = |o: &hpn_importer::WriteOutcome| (o.inserted, o.updated, o.stale);
     assert_eq!(counts(&store.write(kind, &[at("Five", 5)]).await.unwrap()), (1, 0, 0));
     let older = [at("Three", 3), at("Four", 4)];
     assert_eq!(counts(&store.write(kind, &older).await.unwrap()), (0, 0, 2), "write");

@@ -27,7 +27,7 @@ pub(super) async fn baseline(settings: &ConnectionSettings, files: &[PathBuf]) -
             match row {
                 Ok(row) => {
                     collection
-                        .insert_one(hpn_importer::store::to_document(&row.record))
+                        .insert_one(hpn_importer::document::to_document(&row.record))
                         .await?;
                     inserted += 1;
                 }
@@ -166,9 +166,9 @@ impl Careful {
     /// The document for `record`, the `n`th of its file.
     fn document(self, record: &hpn_common::Record, n: u64) -> RawDocumentBuf {
         match (self.key_id, self.version) {
-            (false, _) => hpn_importer::store::fields_raw(record),
-            (true, false) => hpn_importer::store::stored_raw(record),
-            (true, true) => hpn_importer::store::stored_raw(&record.clone().with_version(n as i64 + 1)),
+            (false, _) => hpn_importer::document::fields_raw(record),
+            (true, false) => hpn_importer::document::stored_raw(record),
+            (true, true) => hpn_importer::document::stored_raw(&record.clone().with_version(n as i64 + 1)),
         }
     }
 }
