@@ -131,6 +131,40 @@ fn read_secret(path: &std::path::Path, what: &str) -> crate::Result<String> {
     Ok(value.to_string())
 }
 
+/// Settings that say where a store is: a MongoDB connection string and a
+/// database on it (the importer's `Store::connect_to` takes any of them).
+pub trait StoreAddress {
+    fn mongodb_uri(&self) -> &str;
+    fn database(&self) -> &str;
+}
+
+impl<T: StoreAddress + ?Sized> StoreAddress for &T {
+    fn mongodb_uri(&self) -> &str {
+        (**self).mongodb_uri()
+    }
+    fn database(&self) -> &str {
+        (**self).database()
+    }
+}
+
+impl StoreAddress for StoreSettings {
+    fn mongodb_uri(&self) -> &str {
+        &self.mongodb_uri
+    }
+    fn database(&self) -> &str {
+        &self.database
+    }
+}
+
+impl StoreAddress for ConnectionSettings {
+    fn mongodb_uri(&self) -> &str {
+        &self.mongodb_uri
+    }
+    fn database(&self) -> &str {
+        &self.database
+    }
+}
+
 /// Both servers, for what uses both (the importer, the tests, the bench).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectionSettings {

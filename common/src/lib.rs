@@ -45,7 +45,7 @@ pub mod seconds;
 pub mod telemetry;
 pub mod topology;
 
-pub use config::{BrokerSettings, ConnectionSettings, StoreSettings};
+pub use config::{BrokerSettings, ConnectionSettings, StoreAddress, StoreSettings};
 pub use error::{Error, Origin, Result};
 pub use mapping::Mapping;
 pub use record::{Customer, Deletion, Extra, Product, Record, RecordKind, Rental};

@@ -269,7 +269,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         },
         Command::Query { query, store, json } => {
             let store = store_settings(store)?;
-            query::answer(&Store::connect(&store.mongodb_uri, &store.database).await?, query, json).await?;
+            query::answer(&Store::connect_to(&store).await?, query, json).await?;
         }
         Command::Contention { servers, options, json } => {
             let rows = crate::tools::contention::run(&servers.settings()?, &options).await?;

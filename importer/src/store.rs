@@ -108,6 +108,12 @@ impl Store {
         ))
     }
 
+    /// Connect to the store `at` says (the settings of a command, a test
+    /// or the bench), and check that the server answers.
+    pub async fn connect_to(at: &impl hpn_common::StoreAddress) -> Result<Store, StoreError> {
+        Store::connect(at.mongodb_uri(), at.database()).await
+    }
+
     /// Connect and check that the server answers.
     pub async fn connect(uri: &str, database: &str) -> Result<Store, StoreError> {
         Store::connect_with(ClientOptions::parse(uri).await?, database).await

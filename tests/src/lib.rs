@@ -91,7 +91,7 @@ impl TestEnv {
     }
 
     pub async fn store(&self) -> Store {
-        Store::connect(&self.settings.mongodb_uri, &self.settings.database)
+        Store::connect_to(&self.settings)
             .await
             .expect("MongoDB answers (run scripts/services start)")
     }
@@ -169,7 +169,7 @@ impl Drop for TestEnv {
 }
 
 async fn remove(settings: &ConnectionSettings) {
-    if let Ok(store) = Store::connect(&settings.mongodb_uri, &settings.database).await {
+    if let Ok(store) = Store::connect_to(&settings).await {
         let _ = store.database().drop().await;
         store.shutdown().await;
     }

@@ -163,9 +163,7 @@ async fn racing_reimports_end_with_the_newest_version_of_every_key() {
         let base = repetition * 1_000;
         let mut tasks = Vec::new();
         for w in 0..writers {
-            let store = hpn_importer::Store::connect(&env.settings.mongodb_uri, &env.settings.database)
-                .await
-                .unwrap();
+            let store = hpn_importer::Store::connect_to(&env.settings).await.unwrap();
             tasks.push(tokio::spawn(async move {
                 let mut total = WriteOutcome::default();
                 for round in 0..rounds {

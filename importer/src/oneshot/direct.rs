@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 /// other with one writer (linear), or all at once with `writers` writers
 /// each (parallel).
 pub async fn import_files(config: &Config, files: &[PathBuf], mode: Mode) -> Result<ImportReport> {
-    let store = Store::connect(&config.connection.mongodb_uri, &config.connection.database).await?;
+    let store = Store::connect_to(&config.connection).await?;
     store.check_shape().await?;
     let started = Instant::now();
     let mut collections = match mode {
