@@ -69,7 +69,7 @@ async fn step(bench: &Bench, settings: &ConnectionSettings, rate: u32, length: D
     let cpu_before = crate::cpu::sample(&watched);
     let (messages, publish_seconds) = publish_at(settings, rate, length).await?;
     let published_at = Instant::now();
-    let store = Store::connect_to(&settings).await?;
+    let store = Store::connect_to(settings).await?;
     while store.count(RecordKind::Customer).await? < messages {
         ensure!(
             published_at.elapsed() < Duration::from_secs(120),

@@ -87,7 +87,7 @@ impl Bench {
     }
 
     pub async fn cleanup(&self, settings: &ConnectionSettings) -> Result<()> {
-        let store = Store::connect_to(&settings).await?;
+        let store = Store::connect_to(settings).await?;
         store.database().drop().await?;
         let connection = broker::connect(&settings.amqp_url, "hpn-bench (cleanup)").await?;
         let channel = connection.create_channel().await?;
@@ -217,7 +217,7 @@ impl Bench {
     /// [`AS_IT_RUNS`]: `serve` consuming first, then the producer; done
     /// when the importer's counters hold every record published.
     async fn as_it_runs(&self, settings: &ConnectionSettings, files: &[PathBuf], stages: bool) -> Result<Run> {
-        let store = Store::connect_to(&settings).await?;
+        let store = Store::connect_to(settings).await?;
         let mut before = Vec::new();
         for kind in RecordKind::ALL {
             before.push(store.count(kind).await?);
@@ -490,7 +490,7 @@ pub(crate) async fn declare_queues(settings: &ConnectionSettings) -> Result<()> 
 /// the importer refuses as the old shape; a fresh load of distinct keys never
 /// trips it, so it costs what it cost then: its upkeep on every insert).
 async fn second_key_index(settings: &ConnectionSettings) -> Result<()> {
-    let store = Store::connect_to(&settings).await?;
+    let store = Store::connect_to(settings).await?;
     for kind in RecordKind::ALL {
         let keys: mongodb::bson::Document = kind.key_fields().iter().map(|f| (f.to_string(), 1.into())).collect();
         let options = mongodb::options::IndexOptions::builder()

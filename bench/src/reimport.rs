@@ -316,7 +316,7 @@ impl Capture {
 
 /// The careful upsert loader (see [`CAREFUL_UPSERT`]) on `files`, timed.
 async fn careful_upsert(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<measure::Run> {
-    let store = Store::connect_to(&settings).await?;
+    let store = Store::connect_to(settings).await?;
     let started = Instant::now();
     let tasks = files.iter().map(|file| {
         let store = store.clone();

@@ -138,15 +138,6 @@ pub trait StoreAddress {
     fn database(&self) -> &str;
 }
 
-impl<T: StoreAddress + ?Sized> StoreAddress for &T {
-    fn mongodb_uri(&self) -> &str {
-        (**self).mongodb_uri()
-    }
-    fn database(&self) -> &str {
-        (**self).database()
-    }
-}
-
 impl StoreAddress for StoreSettings {
     fn mongodb_uri(&self) -> &str {
         &self.mongodb_uri

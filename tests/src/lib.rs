@@ -169,7 +169,7 @@ impl Drop for TestEnv {
 }
 
 async fn remove(settings: &ConnectionSettings) {
-    if let Ok(store) = Store::connect_to(&settings).await {
+    if let Ok(store) = Store::connect_to(settings).await {
         let _ = store.database().drop().await;
         store.shutdown().await;
     }

@@ -14,7 +14,7 @@ use std::time::Instant;
 /// every row, one file after the other, no queue and no batching (and, as
 /// in the old store, no unique indexes to maintain).
 pub(super) async fn baseline(settings: &ConnectionSettings, files: &[PathBuf]) -> Result<Vec<ImportStats>> {
-    let store = Store::connect_to(&settings).await?;
+    let store = Store::connect_to(settings).await?;
     let mut stats = Vec::new();
     for file in files {
         let source = CsvSource::open(file)?;
@@ -69,7 +69,7 @@ pub(super) async fn careful(
     shape: Careful,
     run_started: Instant,
 ) -> Result<(Vec<ImportStats>, f64)> {
-    let store = Store::connect_to(&settings).await?;
+    let store = Store::connect_to(settings).await?;
     let tasks = files.iter().map(|file| {
         let store = store.clone();
         let file = file.clone();

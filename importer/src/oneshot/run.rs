@@ -80,7 +80,7 @@ impl Services {
     pub(crate) async fn connect(config: &Config, name: &str) -> Result<Services> {
         config.check().map_err(Error::Settings)?;
         let settings = &config.connection;
-        let store = Store::connect_to(&settings).await?;
+        let store = Store::connect_to(settings).await?;
         store.check_shape().await?;
         let broker = Broker::connect(config, name).await?;
         Ok(Services { store, broker })

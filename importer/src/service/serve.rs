@@ -123,7 +123,7 @@ async fn connect_store(config: &Config, health: &Health, shutdown: &Cancellation
     let mut attempt = 0;
     loop {
         let connected = async {
-            let store = Store::connect_to(&settings).await?;
+            let store = Store::connect_to(settings).await?;
             store.check_shape().await?;
             Ok::<_, crate::store::StoreError>(store)
         };

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// Rewrite every collection of the old shape (see `store::migrate`), then
 /// check the store has the new shape throughout.
 pub async fn migrate(settings: &StoreSettings) -> Result<Vec<Migrated>> {
-    let store = Store::connect_to(&settings).await?;
+    let store = Store::connect_to(settings).await?;
     let mut done = Vec::new();
     for kind in RecordKind::ALL {
         done.push(store.migrate(kind).await?);
@@ -27,7 +27,7 @@ pub async fn compact(
     kinds: &[RecordKind],
     older_than: Duration,
 ) -> Result<Vec<(RecordKind, u64)>> {
-    let store = Store::connect_to(&settings).await?;
+    let store = Store::connect_to(settings).await?;
     let mut removed = Vec::new();
     for &kind in kinds {
         removed.push((kind, store.compact(kind, older_than).await?));
@@ -39,7 +39,7 @@ pub async fn compact(
 /// Drop the collections, delete the queues with what they hold and declare
 /// them anew: how many messages were deleted, and the topology declared.
 pub async fn reset(settings: &ConnectionSettings) -> Result<(u32, Topology)> {
-    let store = Store::connect_to(&settings).await?;
+    let store = Store::connect_to(settings).await?;
     store.drop_collections().await?;
     store.shutdown().await;
     let connection = broker::connect(&settings.amqp_url, "hpn-importer (reset)").await?;
