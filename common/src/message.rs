@@ -84,9 +84,10 @@ pub mod header {
     /// replayed.
     pub const LAST_ERROR: &str = "x-hpn-last-error";
     pub const REPLAYS: &str = "x-hpn-replays";
-    /// Set by the importer when it puts a redelivered message back on its
-    /// queue: how many deliveries of it ended without it being written
-    /// (integer). Publishers leave it out.
+    /// Set by the importer when it puts a copy of a message back on its
+    /// queue (a redelivery on a classic queue, or a message held too long
+    /// by `serve` while MongoDB was away): how many deliveries of it ended
+    /// without it being written (integer). Publishers leave it out.
     pub const ATTEMPTS: &str = "x-hpn-attempts";
     /// Set by the broker on a quorum queue's redeliveries: how many
     /// deliveries of the message ended without an acknowledgement.
@@ -386,10 +387,20 @@ pub fn dead_letter_properties(
     original.clone().with_headers(headers).with_delivery_mode(PERSISTENT)
 }
 
-/// The properties of a message put back on its queue after `failed`
-/// deliveries that ended without it being written.
+/// The properties of a copy of a message put back on its queue after
+/// `failed` deliveries that ended without it being written: the count in
+/// `x-hpn-attempts`, and without the broker's own `x-delivery-count`, which
+/// counted the original's deliveries, not the copy's.
 pub fn retry_properties(original: &BasicProperties, failed: u32) -> BasicProperties {
-    let mut headers = original.headers().clone().unwrap_or_default();
+    let mut headers: FieldTable = original
+        .headers()
+        .as_ref()
+        .map(|h| {
+            let mut kept = h.inner().clone();
+            kept.retain(|name, _| name.as_str() != header::DELIVERY_COUNT);
+            kept.into()
+        })
+        .unwrap_or_default();
     headers.insert(header::ATTEMPTS.into(), AMQPValue::LongLongInt(i64::from(failed)));
     original.clone().with_headers(headers).with_delivery_mode(PERSISTENT)
 }

@@ -35,6 +35,15 @@ impl Config {
     pub fn check(&self) -> Result<(), String> {
         hpn_common::address::check_amqp_urls(&self.connection.amqp_url)?;
         crate::store::Store::check_uri(&self.connection.mongodb_uri)?;
+        let tuning = &self.tuning;
+        if tuning.hold_limit_ms == 0 || tuning.store_patience_ms >= tuning.hold_limit_ms {
+            return Err(format!(
+                "--hold-limit-ms {} must be above --store-patience-ms {}: a one-shot run holds a batch \
+                 through a store outage for its patience, and nothing may be held past the hold limit \
+                 (keep both under half the broker's consumer_timeout)",
+                tuning.hold_limit_ms, tuning.store_patience_ms
+            ));
+        }
         if self.connection.queue_type == QueueType::Quorum {
             if self.tuning.prefetch_scope == PrefetchScope::Channel {
                 return Err(
@@ -129,6 +138,16 @@ pub struct Tuning {
     /// prints its report. `serve` waits for as long as it takes.
     #[arg(long, env = env::BROKER_PATIENCE_MS, default_value_t = Tuning::DEFAULT.broker_patience_ms)]
     pub broker_patience_ms: u64,
+    /// `serve`: how long a delivery may stay in hand unwritten (MongoDB
+    /// away or refusing) before a confirmed copy of it goes back to its
+    /// queue and it is acknowledged, so that the broker's
+    /// `consumer_timeout` (30 minutes by default) never closes the channel
+    /// under it and counts a failed delivery (see `source::hand_back`).
+    /// Keep it under half the broker's `consumer_timeout`: the broker checks
+    /// once a minute. One-shot runs stop before: their store patience must
+    /// be shorter.
+    #[arg(long, env = env::HOLD_LIMIT_MS, default_value_t = Tuning::DEFAULT.hold_limit_ms)]
+    pub hold_limit_ms: u64,
     /// The importer's memory budget in MiB: half of it for message bodies on
     /// their way or in hand, shared by the consumers of the process, each
     /// consumer's prefetch kept so that its bodies fit its share (see
@@ -180,6 +199,9 @@ impl Tuning {
         // room for the driver to find it.
         store_patience_ms: 60_000,
         broker_patience_ms: 60_000,
+        // A third of RabbitMQ's default consumer_timeout (30 minutes),
+        // which its channels check once a minute.
+        hold_limit_ms: 600_000,
         memory_budget_mib: 256,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         // A message may fail five deliveries (see `source::attempts`).
@@ -214,6 +236,10 @@ impl Tuning {
 
     pub fn broker_patience(&self) -> Duration {
         Duration::from_millis(self.broker_patience_ms)
+    }
+
+    pub fn hold_limit(&self) -> Duration {
+        Duration::from_millis(self.hold_limit_ms)
     }
 }
 
@@ -255,6 +281,7 @@ mod tests {
             ("memory_budget_mib", d.memory_budget_mib.to_string()),
             ("max_message_bytes", d.max_message_bytes.to_string()),
             ("max_attempts", d.max_attempts.to_string()),
+            ("hold_limit_ms", d.hold_limit_ms.to_string()),
         ];
         for (id, value) in expected {
             assert!(
@@ -293,5 +320,16 @@ mod tests {
         config.connection.queue_type = QueueType::Classic;
         config.tuning.prefetch_scope = PrefetchScope::Channel;
         assert_eq!(config.check(), Ok(()), "classic queues take both");
+    }
+
+    #[test]
+    fn nothing_is_held_past_the_hold_limit_not_even_by_a_one_shot_runs_patience() {
+        let mut config = Config::default();
+        config.tuning.store_patience_ms = config.tuning.hold_limit_ms;
+        assert!(config.check().unwrap_err().contains("--hold-limit-ms"));
+        config.tuning.store_patience_ms = config.tuning.hold_limit_ms - 1;
+        assert_eq!(config.check(), Ok(()));
+        config.tuning.hold_limit_ms = 0;
+        assert!(config.check().is_err());
     }
 }

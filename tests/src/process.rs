@@ -156,6 +156,45 @@ pub fn services(args: &[&str]) {
     assert!(status.success(), "scripts/services {args:?}");
 }
 
+/// A setting of the single broker (the rabbit application's, such as
+/// `consumer_timeout`), set while the guard lives and then put back as it
+/// was (`scripts/services broker-env`).
+pub struct BrokerSetting {
+    name: &'static str,
+    was: String,
+}
+
+impl BrokerSetting {
+    pub fn set(name: &'static str, value: u64) -> BrokerSetting {
+        let was = broker_env(&[name, &value.to_string()]);
+        BrokerSetting { name, was }
+    }
+}
+
+impl Drop for BrokerSetting {
+    fn drop(&mut self) {
+        broker_env(&[self.name, &self.was]);
+    }
+}
+
+/// `scripts/services broker-env ARGS`: what the setting was.
+fn broker_env(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
+    let output = Command::new(script)
+        .arg("broker-env")
+        .args(args)
+        .output()
+        .expect("run scripts/services");
+    assert!(
+        output.status.success(),
+        "scripts/services broker-env {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let was = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    assert!(!was.is_empty(), "broker-env {args:?} said nothing");
+    was
+}
+
 /// Poll `check` every 100 ms until it holds, at most `limit`.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
@@ -223,6 +262,18 @@ impl ServedImport {
             records: records as u64,
             queue: env.settings.topology().queue(RecordKind::Customer),
             listen,
+            importer,
+        }
+    }
+
+    /// An import of `records` customers of `file` from `queue` that
+    /// `importer` is already serving.
+    pub fn watching(file: PathBuf, records: u64, queue: String, importer: Importer) -> ServedImport {
+        ServedImport {
+            file,
+            records,
+            queue,
+            listen: importer.listen.clone(),
             importer,
         }
     }

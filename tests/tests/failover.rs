@@ -14,7 +14,9 @@
 //! running beside it.
 
 use hpn_common::{ConnectionSettings, RecordKind};
-use hpn_tests::process::{assert_exact, count, customers_file, eventually, importer_program, publish, ServedImport};
+use hpn_tests::process::{
+    assert_exact, count, customers_file, eventually, importer_program, publish, BrokerSetting, Importer, ServedImport,
+};
 use hpn_tests::TestEnv;
 use mongodb::bson::doc;
 use std::process::{Child, Command, Output, Stdio};
@@ -207,6 +209,76 @@ async fn serve_rides_out_a_forty_second_failover() {
     import.wait_until_done(&env, "a failover of 40 s").await;
     let dead = env.settings.topology().dead_letter_queue(RecordKind::Customer);
     assert_eq!(env.ready(&dead).await, 0, "nothing dead-lettered for the failover");
+    import.stop_and_check(&env).await;
+    env.cleanup().await;
+}
+
+/// A store outage several times longer than the broker's
+/// `consumer_timeout` under `serve` spends no delivery attempt: what the
+/// importer holds goes back to its queue as copies before the broker would
+/// close the channel and count the deliveries as failed (see the importer's
+/// `source::hand_back`). The broker here times deliveries out after 15 s
+/// (checked every second), on the channels the importer opens while it says
+/// so; the store refuses writes for 60 s with 20,000 customers in the
+/// queue; one failed delivery dead-letters a message (`--max-attempts 1`).
+/// Without the hand-back, the broker closed the channels after 15 s and
+/// the redelivered messages went to the dead-letter queue.
+#[tokio::test]
+async fn a_store_outage_longer_than_the_brokers_consumer_timeout_dead_letters_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut env = TestEnv::new("failover_held");
+    env.settings.queue_type = hpn_common::QueueType::Quorum;
+    writable(&env).await;
+    let file = customers_file(&env, 20_000);
+    let queue = env.settings.topology().queue(RecordKind::Customer);
+    let _tick = BrokerSetting::set("channel_tick_interval", 1_000);
+    let short_timeout = BrokerSetting::set("consumer_timeout", 15_000);
+    let importer = Importer::start(
+        &env,
+        &[
+            "--max-attempts",
+            "1",
+            "--hold-limit-ms",
+            "5000",
+            "--store-patience-ms",
+            "1000",
+        ],
+    );
+    step_down(&env, 60).await;
+    let outage = Instant::now();
+    publish(&env, &file, 100).await;
+    eventually(Duration::from_secs(30), "the importer holds deliveries", || async {
+        env.ready(&queue).await < 200
+    })
+    .await;
+    // The importer's channels are open: the broker's default again for any other.
+    drop(short_timeout);
+    writable(&env).await;
+    assert!(
+        outage.elapsed() > Duration::from_secs(45),
+        "the outage outlasted the timeout by far"
+    );
+    eventually(
+        Duration::from_secs(90),
+        "every record stored after the outage",
+        || async { count(&env).await == 20_000 },
+    )
+    .await;
+    let dead = env.settings.topology().dead_letter_queue(RecordKind::Customer);
+    assert_eq!(env.ready(&dead).await, 0, "nothing dead-lettered for the outage");
+    let (_, metrics) = hpn_importer::fetch(&importer.listen, "/metrics")
+        .await
+        .expect("metrics answer");
+    let handed_back = metrics
+        .lines()
+        .find(|line| line.starts_with("hpn_importer_messages_handed_back_total{collection=\"customers\"}"))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(
+        handed_back.is_some_and(|n| n > 0),
+        "messages were handed back: {metrics}"
+    );
+    let import = ServedImport::watching(file, 20_000, queue, importer);
+    import.wait_until_done(&env, "the outage").await;
     import.stop_and_check(&env).await;
     env.cleanup().await;
 }

@@ -84,6 +84,14 @@ impl Counters {
         }
     }
 
+    pub fn handed_back(&self, messages: u64) {
+        if let Some((kind, m)) = &self.metrics {
+            m.messages_handed_back
+                .get_or_create(&Metrics::collection(*kind))
+                .inc_by(messages);
+        }
+    }
+
     pub fn mongodb_retried(&self) {
         if let Some((_, m)) = &self.metrics {
             m.retries.get_or_create(&Metrics::server("mongodb")).inc();

@@ -70,6 +70,9 @@ fn end_to_end_histogram() -> Histogram {
 pub struct Metrics {
     registry: Registry,
     pub messages_consumed: Family<CollectionLabels, Counter>,
+    /// Messages held too long unwritten, put back on their queue as copies
+    /// (see `source::hand_back`).
+    pub messages_handed_back: Family<CollectionLabels, Counter>,
     pub records: Family<RecordLabels, Counter>,
     pub unversioned_records: Family<SenderLabels, Counter>,
     app_ids: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -88,6 +91,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("hpn_importer");
         let messages_consumed = Family::<CollectionLabels, Counter>::default();
+        let messages_handed_back = Family::<CollectionLabels, Counter>::default();
         let records = Family::<RecordLabels, Counter>::default();
         let unversioned_records = Family::<SenderLabels, Counter>::default();
         let retries = Family::<ServerLabels, Counter>::default();
@@ -103,6 +107,11 @@ impl Default for Metrics {
             "messages_consumed",
             "Messages taken from the queues",
             messages_consumed.clone(),
+        );
+        registry.register(
+            "messages_handed_back",
+            "Messages held unwritten past the hold limit (MongoDB away), put back on their queue as copies",
+            messages_handed_back.clone(),
         );
         registry.register("records", "Records handled, by collection and outcome", records.clone());
         registry.register(
@@ -146,6 +155,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             messages_consumed,
+            messages_handed_back,
             records,
             unversioned_records,
             app_ids: Default::default(),

@@ -8,6 +8,11 @@
 //! possible: one ack with `multiple = true` covers every tag up to the
 //! highest completed one below the oldest still outstanding, so a tag is
 //! never acknowledged while an older message on the channel is unwritten.
+//!
+//! A ticket can also be *released* before it is done (`serve`, a delivery
+//! held too long: see `source::hand_back`): then its records may still be
+//! written, but the ticket never sends its tag, which was acknowledged
+//! already; the tracker forgets the tag so the deliveries after it can go.
 
 use crate::route::handled::Noted;
 use lapin::BasicProperties;
@@ -15,6 +20,10 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
+
+/// What a released ticket's count is set to: far above any count of
+/// records, so that completing them never brings it to zero.
+const RELEASED: usize = usize::MAX / 2;
 
 /// The records of one delivery still to be written.
 #[derive(Debug)]
@@ -60,6 +69,30 @@ impl Ticket {
         &self.properties
     }
 
+    /// Release the ticket unless it is done already: its tag will never be
+    /// sent on `done`, whatever is written after. Returns whether it was
+    /// released (false: done, its tag sent or on its way, or released before).
+    pub fn release(&self) -> bool {
+        let mut remaining = self.remaining.load(Ordering::Acquire);
+        loop {
+            if remaining == 0 || remaining >= RELEASED / 2 {
+                return false;
+            }
+            match self
+                .remaining
+                .compare_exchange(remaining, RELEASED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(now) => remaining = now,
+            }
+        }
+    }
+
+    /// Whether the ticket was released (its delivery put back).
+    pub fn is_released(&self) -> bool {
+        self.remaining.load(Ordering::Acquire) >= RELEASED / 2
+    }
+
     /// One of the ticket's records is written (or dead-lettered).
     pub fn complete_one(&self) {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -102,6 +135,23 @@ impl AckTracker {
             return None;
         }
         self.completed.insert(tag);
+        self.acknowledgeable()
+    }
+
+    /// A delivery was acknowledged on its own (its ticket released, a copy
+    /// put back: see `source::hand_back`): forgotten. Returns the tag to
+    /// acknowledge with `multiple = true`, if the deliveries after it that
+    /// were waiting for it may go now.
+    pub fn released(&mut self, tag: u64) -> Option<u64> {
+        if !self.outstanding.remove(&tag) {
+            return None;
+        }
+        self.acknowledgeable()
+    }
+
+    /// The highest completed tag below the oldest outstanding, if any; the
+    /// tags up to it are no longer tracked.
+    fn acknowledgeable(&mut self) -> Option<u64> {
         let oldest_outstanding = self.outstanding.first().copied().unwrap_or(u64::MAX);
         let highest = *self.completed.range(..oldest_outstanding).next_back()?;
         self.completed = self.completed.split_off(&(highest + 1));
@@ -144,6 +194,37 @@ mod tests {
         assert_eq!(t.completed(6), None);
         assert_eq!(t.completed(7), Some(7));
         assert_eq!(t.completed(7), None);
+    }
+
+    #[test]
+    fn a_released_delivery_unblocks_those_after_it_and_is_never_acked_again() {
+        let mut t = AckTracker::new();
+        for tag in 1..=3 {
+            t.delivered(tag);
+        }
+        assert_eq!(t.completed(2), None, "1 is in hand");
+        assert_eq!(t.released(1), Some(2), "1 went on its own: 2 may go");
+        assert_eq!(t.completed(1), None, "a released tag completes nothing");
+        assert_eq!(t.released(3), None);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_released_ticket_never_reports_and_a_done_one_cannot_be_released() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let held = Ticket::new(1, 2, tx.clone(), BasicProperties::default());
+        held.complete_one();
+        assert!(!held.is_released());
+        assert!(held.release());
+        assert!(held.is_released());
+        assert!(!held.release(), "once");
+        held.complete_one();
+        held.complete_one();
+        assert!(rx.try_recv().is_err(), "written after its release: nothing sent");
+        let done = Ticket::new(2, 1, tx, BasicProperties::default());
+        done.complete_one();
+        assert!(!done.release());
+        assert_eq!(rx.try_recv(), Ok(2));
     }
 
     #[test]

@@ -84,14 +84,17 @@ impl Router {
         partition(record, *self.in_use.get_or_init(|| self.writers.len()))
     }
 
-    /// Hand a record to its writer, waiting while that writer is full.
-    /// Fails only if the writer has stopped.
-    pub async fn send(&self, item: WorkItem) -> Result<(), WriterStopped> {
-        let writer = &self.writers[self.partition(&item.record)];
-        writer.send(item).await.map_err(|_| WriterStopped)
+    /// Room for `record` in the inbox of the writer owning its key, waiting
+    /// while that inbox is full; fails only if the writer has stopped.
+    /// Cancel-safe: a wait given up takes nothing (the consumer gives it up
+    /// to hand back what it holds, see `source::hand_back`).
+    pub async fn reserve(&self, record: &Record) -> Result<mpsc::Permit<'_, WorkItem>, WriterStopped> {
+        let writer = &self.writers[self.partition(record)];
+        writer.reserve().await.map_err(|_| WriterStopped)
     }
 
-    /// [`Router::send`] from a blocking thread (the direct path's CSV reader).
+    /// Hand a record to its writer from a blocking thread (the direct path's
+    /// CSV reader), waiting while that writer is full; fails only if it has stopped.
     pub fn blocking_send(&self, item: WorkItem) -> Result<(), WriterStopped> {
         let writer = &self.writers[self.partition(&item.record)];
         writer.blocking_send(item).map_err(|_| WriterStopped)

@@ -56,21 +56,34 @@ pub fn verdict(queue_type: QueueType, properties: &BasicProperties, redelivered:
     if !redelivered {
         return Verdict::Process;
     }
-    let count = |name| u32::try_from(message::header_i64(properties, name).unwrap_or(0).max(0)).unwrap_or(u32::MAX);
-    let (failed, otherwise) = match queue_type {
-        // The broker counted every delivery that failed, this one's predecessors.
-        QueueType::Quorum => (count(header::DELIVERY_COUNT), Verdict::Process),
-        // Failures counted in copies put back before, plus the one that just ended.
-        QueueType::Classic => {
-            let failed = count(header::ATTEMPTS).saturating_add(1);
-            (failed, Verdict::Retry { failed })
-        }
-    };
+    let failed = failed_so_far(queue_type, properties, redelivered);
     if failed >= max_attempts.max(1) {
         Verdict::GiveUp { failed }
+    } else if queue_type == QueueType::Classic {
+        Verdict::Retry { failed }
     } else {
-        otherwise
+        Verdict::Process
     }
+}
+
+/// The deliveries of a message that ended without it being written, this
+/// one's predecessors included when it is `redelivered`: those counted in
+/// `x-hpn-attempts` by earlier copies (put back after a failed delivery on
+/// a classic queue, or handed back after being held too long: see
+/// `source::hand_back`), plus, when redelivered, the broker's count on a
+/// quorum queue or the one that just ended on a classic queue. A copy
+/// carries this in `x-hpn-attempts` (see [`message::retry_properties`]).
+pub fn failed_so_far(queue_type: QueueType, properties: &BasicProperties, redelivered: bool) -> u32 {
+    let count = |name| u32::try_from(message::header_i64(properties, name).unwrap_or(0).max(0)).unwrap_or(u32::MAX);
+    let before = count(header::ATTEMPTS);
+    if !redelivered {
+        return before;
+    }
+    let this_copy = match queue_type {
+        QueueType::Quorum => count(header::DELIVERY_COUNT),
+        QueueType::Classic => 1,
+    };
+    before.saturating_add(this_copy)
 }
 
 /// The reason written on a message that ran out of attempts.
@@ -126,9 +139,25 @@ mod tests {
         assert_eq!(verdict(QUORUM, &delivered(1), true, 3), Verdict::Process);
         assert_eq!(verdict(QUORUM, &delivered(2), true, 3), Verdict::Process);
         assert_eq!(verdict(QUORUM, &delivered(3), true, 3), Verdict::GiveUp { failed: 3 });
-        // Our own counter means nothing on a quorum queue: the broker's counts.
-        let ours = message::retry_properties(&message::properties(RecordKind::Customer, None), 7);
-        assert_eq!(verdict(QUORUM, &ours, true, 3), Verdict::Process);
+    }
+
+    #[test]
+    fn a_copy_carries_the_failures_of_the_deliveries_before_it_on_both_queue_types() {
+        // A quorum redelivery after two failures, handed back: its copy says 2,
+        // and no longer carries the broker's own count.
+        let copy = message::retry_properties(&delivered(2), failed_so_far(QUORUM, &delivered(2), true));
+        assert_eq!(message::header_i64(&copy, header::DELIVERY_COUNT), None);
+        assert_eq!(failed_so_far(QUORUM, &copy, false), 2);
+        assert_eq!(verdict(QUORUM, &copy, false, 3), Verdict::Process, "a first delivery");
+        // The copy fails once more: the broker counts 1, the copy 2.
+        let mut headers = copy.headers().clone().unwrap_or_default();
+        headers.insert(header::DELIVERY_COUNT.into(), AMQPValue::LongLongInt(1));
+        let again = copy.clone().with_headers(headers);
+        assert_eq!(verdict(QUORUM, &again, true, 3), Verdict::GiveUp { failed: 3 });
+        assert_eq!(verdict(QUORUM, &again, true, 4), Verdict::Process);
+        let fresh = message::properties(RecordKind::Customer, None);
+        assert_eq!(failed_so_far(CLASSIC, &fresh, false), 0);
+        assert_eq!(failed_so_far(CLASSIC, &fresh, true), 1);
     }
 
     #[test]

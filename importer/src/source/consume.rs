@@ -42,6 +42,13 @@
 //! queue with its count, or dead-lettered once it has failed too often (see
 //! [`crate::source::attempts`]).
 //!
+//! In `serve`, a delivery MongoDB keeps unwritten past the hold limit (an
+//! outage) goes back to its queue as a confirmed copy, with everything
+//! else the channel holds, before the broker's `consumer_timeout` would
+//! close the channel and count it as failed (see
+//! [`crate::source::hand_back`]). So the consumer never waits on a full
+//! writer inbox without also watching that limit.
+//!
 //! A one-shot consumer stops when its queue is drained: after `idle` with no
 //! delivery and nothing in hand it asks the broker, on another channel so
 //! that acknowledgements keep flowing, and stops after two answers of zero
@@ -60,44 +67,22 @@ use crate::route::partition::Router;
 use crate::route::partition::WorkItem;
 use crate::source::attempts::{self, Verdict};
 use crate::source::drain::{self, Drain, Step};
+use crate::source::flight::{acknowledge, Flight, InHand, Subscriptions};
+use crate::source::hand_back::PutBack;
 use crate::source::prefetch::Prefetch;
-use futures::StreamExt;
 use hpn_common::message;
 use hpn_common::topology::queue_counts;
-use hpn_common::{RecordKind, Topology};
+use hpn_common::{Record, RecordKind, Topology};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicQosOptions};
+use lapin::options::{BasicCancelOptions, BasicQosOptions};
 use lapin::types::ShortString;
-use lapin::{Channel, Consumer};
-use std::collections::VecDeque;
+use lapin::Channel;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-
-/// Every subscription of a consumer's run, oldest first: the current one,
-/// and before it any cancelled one whose last deliveries are still coming.
-/// Deliveries come out in the order the broker sent them (delivery tag
-/// order): the oldest subscription's to its end, then the next one's.
-#[derive(Default)]
-struct Subscriptions(VecDeque<Consumer>);
-
-impl Subscriptions {
-    /// The next delivery; `None` once the newest subscription has ended too.
-    async fn next(&mut self) -> Option<lapin::Result<Delivery>> {
-        loop {
-            let oldest = self.0.front_mut()?;
-            match oldest.next().await {
-                None if self.0.len() > 1 => {
-                    self.0.pop_front();
-                }
-                next => return next,
-            }
-        }
-    }
-}
 
 /// When a consumer stops.
 #[derive(Clone, Debug)]
@@ -143,6 +128,9 @@ pub struct ConsumerTask {
     /// this consumer's place in it: a message delivered again after a lost
     /// connection is acknowledged, not counted twice (see [`Handled`]).
     pub handled: Option<(Arc<Handled>, Ring)>,
+    /// `serve`: how long a delivery may be held unwritten before it is put
+    /// back (see [`crate::source::hand_back`]); one-shot runs: none.
+    pub hold_limit: Option<Duration>,
     pub stop: StopWhen,
 }
 
@@ -175,6 +163,7 @@ impl ConsumerTask {
             batch_size: tuning.batch_size,
             backlog: None,
             handled: None,
+            hold_limit: matches!(stop, StopWhen::Shutdown(_)).then(|| tuning.hold_limit()),
             stop,
         }
     }
@@ -187,10 +176,15 @@ impl ConsumerTask {
             self.body_share,
             self.max_message_bytes,
         );
-        let mut subscriptions = Subscriptions::default();
-        let mut consumer_tag = self.subscribe(&queue, prefetch.current, &mut subscriptions).await?;
+        let mut flight = Flight {
+            subscriptions: Subscriptions::default(),
+            tracker: AckTracker::new(),
+            in_hand: self.hold_limit.map(InHand::new),
+        };
+        let mut consumer_tag = self
+            .subscribe(&queue, prefetch.current, &mut flight.subscriptions)
+            .await?;
         let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        let mut tracker = AckTracker::new();
         let mut subscribed = true;
         let mut stream_open = true;
         let (mut drain, checker, idle, shutdown) = match &self.stop {
@@ -214,24 +208,24 @@ impl ConsumerTask {
             tokio::task::JoinHandle<Option<hpn_common::topology::QueueCounts>>,
         )> = None;
 
-        while stream_open || !tracker.is_empty() {
+        while stream_open || !flight.tracker.is_empty() {
+            let hand_back_due = flight.in_hand.as_ref().and_then(InHand::due);
             tokio::select! {
                 biased;
                 Some(tag) = done_rx.recv() => {
                     // A written batch completes many deliveries at once: take
                     // every completion already waiting, then send one ack.
-                    let mut ack = tracker.completed(tag);
+                    let mut ack = flight.completed(tag);
                     while let Ok(tag) = done_rx.try_recv() {
-                        ack = tracker.completed(tag).or(ack);
+                        ack = flight.completed(tag).or(ack);
                     }
-                    if let Some(up_to) = ack {
-                        self.channel
-                            .basic_ack(up_to, BasicAckOptions { multiple: true })
-                            .instrument(tracing::debug_span!(target: "stage", "ack"))
-                            .await?;
-                    }
+                    acknowledge(&self.channel, ack).await?;
                 }
-                next = subscriptions.next().instrument(tracing::debug_span!(target: "stage", "broker_to_consumer")), if stream_open => match next {
+                // Held too long (MongoDB away): everything goes back.
+                () = tokio::time::sleep_until(hand_back_due.unwrap_or_else(Instant::now)), if hand_back_due.is_some() => {
+                    self.hand_back(&mut flight).await?;
+                }
+                next = flight.subscriptions.next().instrument(tracing::debug_span!(target: "stage", "broker_to_consumer")), if stream_open => match next {
                     // Ended while still subscribed: not by our cancel, so the
                     // channel, the connection or the queue is gone. Taken for
                     // "done", a long-running importer would never reconnect.
@@ -244,13 +238,13 @@ impl ConsumerTask {
                             drain.delivered(Instant::now());
                         }
                         self.counters.message_consumed();
-                        tracker.delivered(delivery.delivery_tag);
+                        flight.tracker.delivered(delivery.delivery_tag);
                         let body_bytes = delivery.data.len();
-                        let records = self.handle(delivery, &done_tx).await?;
+                        let records = self.handle(delivery, &done_tx, &mut flight).await?;
                         if let Some(change) = prefetch.observe(records, body_bytes) {
                             if subscribed {
                                 tracing::debug!(queue = %queue, prefetch = change, scope = ?self.prefetch_scope, "prefetch changed");
-                                consumer_tag = self.resize(&queue, change, consumer_tag, &mut subscriptions).await?;
+                                consumer_tag = self.resize(&queue, change, consumer_tag, &mut flight.subscriptions).await?;
                             }
                         }
                     }
@@ -260,7 +254,7 @@ impl ConsumerTask {
                     subscribed = false;
                 }
                 // Nothing delivered for `idle` and nothing in hand: ask.
-                _ = tokio::time::sleep_until(next_ask), if subscribed && asking.is_none() && tracker.is_empty() && checker.is_some() => {
+                _ = tokio::time::sleep_until(next_ask), if subscribed && asking.is_none() && flight.tracker.is_empty() && checker.is_some() => {
                     let (checker, queue) = (checker.clone().expect("guarded"), queue.clone());
                     asking = Some((Instant::now(), tokio::spawn(async move {
                         tokio::time::timeout(drain::ASK_TIMEOUT, queue_counts(&checker, &queue)).await.ok()?.ok()
@@ -293,6 +287,17 @@ impl ConsumerTask {
         }
         let _ = self.channel.close(200, "done".into()).await;
         Ok(())
+    }
+
+    /// Put back everything the channel holds (see [`PutBack::everything`]).
+    async fn hand_back(&self, flight: &mut Flight) -> Result<()> {
+        let put = PutBack {
+            kind: self.kind,
+            topology: &self.topology,
+            channel: &self.channel,
+            dead_letters: &self.dead_letters,
+        };
+        put.everything(flight, &self.counters).await
     }
 
     /// Set the prefetch to `limit` and subscribe to `queue`; the new
@@ -338,9 +343,14 @@ impl ConsumerTask {
     /// Handle one delivery, unless it is a message this run handled before
     /// a lost connection (see [`Handled`]): that one is acknowledged as it
     /// is. Returns how many records the message held (1 for one skipped).
-    async fn handle(&self, delivery: Delivery, done: &mpsc::UnboundedSender<u64>) -> Result<usize> {
+    async fn handle(
+        &self,
+        delivery: Delivery,
+        done: &mpsc::UnboundedSender<u64>,
+        flight: &mut Flight,
+    ) -> Result<usize> {
         let Some((handled, ring)) = &self.handled else {
-            return self.handle_new(delivery, done, None).await;
+            return self.handle_new(delivery, done, None, flight).await;
         };
         let digest = handled::digest(&delivery.properties, &delivery.data);
         if delivery.redelivered && handled.contains(digest) {
@@ -353,17 +363,21 @@ impl ConsumerTask {
             ring: ring.clone(),
             digest,
         };
-        self.handle_new(delivery, done, Some(note)).await
+        self.handle_new(delivery, done, Some(note), flight).await
     }
 
     /// Decode one delivery; dead-letter what cannot be used; route the rest
     /// (the first message routed sizes the router for the backlog, see
     /// [`Router::size_for`]). Returns how many records the message held.
+    /// While a writer's inbox is full, the message is held; if MongoDB keeps
+    /// it past the hold limit, it goes back with everything else in hand
+    /// (see [`crate::source::hand_back`]) and the rest of it is not routed.
     async fn handle_new(
         &self,
         delivery: Delivery,
         done: &mpsc::UnboundedSender<u64>,
         note: Option<Noted>,
+        flight: &mut Flight,
     ) -> Result<usize> {
         // Set aside or put back whole: handled once that is confirmed.
         let set_aside = |tag: u64| {
@@ -452,20 +466,48 @@ impl ConsumerTask {
                         .size_for(u64::from(messages) * records.max(1) as u64, self.batch_size);
                 }
                 let ticket = Ticket::noting(delivery_tag, decoded.records.len(), done.clone(), properties, note);
+                if let Some(in_hand) = flight.in_hand.as_mut().filter(|_| !decoded.records.is_empty()) {
+                    in_hand.hold(delivery_tag, ticket.clone(), data, redelivered);
+                }
                 let route = async {
                     for record in decoded.records {
-                        let item = WorkItem {
+                        let Some(room) = self.room_for(&record, &ticket, flight).await? else {
+                            break;
+                        };
+                        room.send(WorkItem {
                             record,
                             ticket: ticket.clone(),
-                        };
-                        if self.router.send(item).await.is_err() {
-                            return Err(Error::WriterStopped(self.kind));
-                        }
+                        });
                     }
-                    Ok(())
+                    Ok::<_, Error>(())
                 };
                 route.instrument(tracing::debug_span!(target: "stage", "route")).await?;
                 Ok(records)
+            }
+        }
+    }
+
+    /// Room for `record` in its writer's inbox, waiting while the inbox is
+    /// full; `None` when, waiting, the message went back to its queue (see
+    /// [`ConsumerTask::hand_back`]).
+    async fn room_for<'r>(
+        &'r self,
+        record: &Record,
+        ticket: &Ticket,
+        flight: &mut Flight,
+    ) -> Result<Option<mpsc::Permit<'r, WorkItem>>> {
+        loop {
+            let due = flight.in_hand.as_ref().and_then(InHand::due);
+            tokio::select! {
+                room = self.router.reserve(record) => {
+                    return room.map(Some).map_err(|_| Error::WriterStopped(self.kind));
+                }
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    self.hand_back(flight).await?;
+                    if ticket.is_released() {
+                        return Ok(None);
+                    }
+                }
             }
         }
     }
