@@ -38,6 +38,7 @@ pub mod env {
     pub const STORE_PATIENCE_MS: &str = "HPN_STORE_PATIENCE_MS";
     pub const BROKER_PATIENCE_MS: &str = "HPN_BROKER_PATIENCE_MS";
     pub const HOLD_LIMIT_MS: &str = "HPN_HOLD_LIMIT_MS";
+    pub const LOSS_SETTLE_MS: &str = "HPN_LOSS_SETTLE_MS";
     pub const MEMORY_BUDGET_MIB: &str = "HPN_MEMORY_BUDGET_MIB";
     pub const MAX_MESSAGE_BYTES: &str = "HPN_MAX_MESSAGE_BYTES";
     pub const MAX_ATTEMPTS: &str = "HPN_MAX_ATTEMPTS";

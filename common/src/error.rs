@@ -31,6 +31,14 @@ pub enum Error {
     /// instead of taking the end for "done".
     #[error("RabbitMQ: the subscription to {0} ended unasked (channel or connection closed, or the queue deleted)")]
     SubscriptionEnded(String),
+    /// The broker did not answer a request within the time it had: its
+    /// reply may have been lost (a partition between its nodes), and
+    /// waiting on could last for ever. The connection is taken as lost.
+    #[error("RabbitMQ did not answer {what} within {after:?}: taking the connection as lost")]
+    NoAnswer {
+        what: &'static str,
+        after: std::time::Duration,
+    },
     /// A queue exists with other arguments than we declare: most often one
     /// of the other type. Retrying cannot help; the settings must change.
     #[error(
@@ -107,7 +115,8 @@ impl Error {
             | Error::NotConfirmed(_)
             | Error::Unroutable(_)
             | Error::MessageRefused(_)
-            | Error::SubscriptionEnded(_) => Origin::Broker,
+            | Error::SubscriptionEnded(_)
+            | Error::NoAnswer { .. } => Origin::Broker,
             Error::Source(_) | Error::Io(_) | Error::Inequivalent { .. } => Origin::Input,
             Error::Task(_) => Origin::Internal,
             Error::Settings(_) => Origin::Settings,

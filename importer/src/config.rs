@@ -138,6 +138,14 @@ pub struct Tuning {
     /// prints its report. `serve` waits for as long as it takes.
     #[arg(long, env = env::BROKER_PATIENCE_MS, default_value_t = Tuning::DEFAULT.broker_patience_ms)]
     pub broker_patience_ms: u64,
+    /// One-shot runs on quorum queues: after a lost connection, how long
+    /// from the loss the run goes on waiting for what that connection's
+    /// consumers held to come back before it believes a queue is drained.
+    /// A node cut off keeps what it was given until the rest of the cluster
+    /// sees it gone, `net_ticktime` × 1.25 after the cut (75 s with
+    /// RabbitMQ's default 60 s): keep it at least that.
+    #[arg(long, env = env::LOSS_SETTLE_MS, default_value_t = Tuning::DEFAULT.loss_settle_ms)]
+    pub loss_settle_ms: u64,
     /// `serve`: how long a delivery may stay in hand unwritten (MongoDB
     /// away or refusing) before a confirmed copy of it goes back to its
     /// queue and it is acknowledged, so that the broker's
@@ -199,6 +207,8 @@ impl Tuning {
         // room for the driver to find it.
         store_patience_ms: 60_000,
         broker_patience_ms: 60_000,
+        // RabbitMQ's default net_ticktime (60 s) × 1.25.
+        loss_settle_ms: 75_000,
         // A third of RabbitMQ's default consumer_timeout (30 minutes),
         // which its channels check once a minute.
         hold_limit_ms: 600_000,
@@ -236,6 +246,10 @@ impl Tuning {
 
     pub fn broker_patience(&self) -> Duration {
         Duration::from_millis(self.broker_patience_ms)
+    }
+
+    pub fn loss_settle(&self) -> Duration {
+        Duration::from_millis(self.loss_settle_ms)
     }
 
     pub fn hold_limit(&self) -> Duration {
@@ -282,6 +296,7 @@ mod tests {
             ("max_message_bytes", d.max_message_bytes.to_string()),
             ("max_attempts", d.max_attempts.to_string()),
             ("hold_limit_ms", d.hold_limit_ms.to_string()),
+            ("loss_settle_ms", d.loss_settle_ms.to_string()),
         ];
         for (id, value) in expected {
             assert!(

@@ -407,7 +407,18 @@ async fn a_one_shot_run_goes_on_on_another_node_when_its_node_is_lost() {
         importer_env.amqp_url = urls.join(",");
         let child = start_run(
             &importer_env,
-            &["run", "--json", "--batch-size", "200", "--broker-patience-ms", "60000"],
+            // A killed or stopped node is seen gone at once: no need to
+            // wait the 75 s its net_ticktime allows for a cut (--loss-settle-ms).
+            &[
+                "run",
+                "--json",
+                "--batch-size",
+                "200",
+                "--broker-patience-ms",
+                "60000",
+                "--loss-settle-ms",
+                "5000",
+            ],
         );
         eventually(Duration::from_secs(60), "the run under way", || async {
             count(&env).await >= RECORDS / 10

@@ -32,16 +32,15 @@ use crate::observe::progress::{Line, Progress};
 use crate::oneshot::session::{Broker, Session};
 use crate::report::{ImportReport, ImportStats};
 use crate::route::handled::Handled;
-use crate::sink::write::{self, WriterSetup};
-use crate::source::consume::{ConsumerTask, StopWhen};
-use crate::source::drain::left_in_queue;
+use crate::sink::write::WriterSetup;
+use crate::source::consume::StopWhen;
+use crate::source::drain::{given_back_after_loss, left_in_queue};
 use crate::store::Store;
-use crate::supervise;
+use crate::supervise::{Source, Tasks};
 use hpn_common::retry::RetryPolicy;
-use hpn_common::{Origin, RecordKind};
+use hpn_common::{Origin, QueueType, RecordKind};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::task::JoinSet;
 
 /// How an import run spreads its work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -230,6 +229,9 @@ struct Consumed {
     count_before: u64,
     elapsed: std::time::Duration,
     line: Line,
+    /// False when what the queue has left cannot be known: after a lost
+    /// connection, what it held did not come back within the patience.
+    sure: bool,
 }
 
 impl Consumed {
@@ -264,6 +266,7 @@ impl Consumed {
                 .store
                 .count_within(self.kind, config.tuning.store_patience())
                 .await?;
+            let left = left.filter(|_| self.sure);
             Ok(self
                 .counters
                 .stats(self.kind, self.count_before, count_after, self.elapsed, left))
@@ -306,14 +309,31 @@ async fn consume_collection(
         counters: &counters,
         handled: &handled,
     };
+    // When this collection's connection was last lost, if it was.
+    let mut lost_at = None;
+    // Whether what is left can be known (see `given_back`).
+    let mut sure = true;
     loop {
-        let drained = match pipeline.drain_on(&session).await {
-            Err(e) if lost_connection(&e) => services.broker.reconnect(&session, &e).await.map(Some),
-            drained => drained.map(|()| None),
+        let drained = match (pipeline.drain_on(&session).await, lost_at) {
+            (Ok(()), Some(lost_at)) => given_back(services, config, &session, &queue, lost_at).await,
+            (drained, _) => drained.map(|()| Some(0)),
         };
-        match drained {
-            Ok(None) => break,
-            Ok(Some(next)) => session = next,
+        if matches!(&drained, Err(e) if lost_connection(e)) {
+            lost_at = Some(tokio::time::Instant::now());
+        }
+        let next = match drained {
+            Ok(Some(0)) => break,
+            // Messages the lost connection held came back: drain again.
+            Ok(Some(_)) => Ok(session.clone()),
+            Ok(None) => {
+                sure = false;
+                break;
+            }
+            Err(e) if lost_connection(&e) => services.broker.reconnect(&session, &e).await,
+            Err(e) => Err(e),
+        };
+        match next {
+            Ok(next) => session = next,
             Err(e) => {
                 line.finish(None);
                 return Err(e);
@@ -327,7 +347,26 @@ async fn consume_collection(
         count_before,
         elapsed: started.elapsed(),
         line,
+        sure,
     })
+}
+
+/// On a quorum queue, after this collection's connection was lost at
+/// `lost_at`: what the lost connection's consumers held, back in the queue
+/// once the cluster has had `--loss-settle-ms` to see their node gone (see
+/// [`given_back_after_loss`]). `Some(0)`: nothing; `None`: cannot tell.
+async fn given_back(
+    services: &Services,
+    config: &Config,
+    session: &Session,
+    queue: &str,
+    lost_at: tokio::time::Instant,
+) -> Result<Option<u64>> {
+    if services.broker.topology.queue_type() != QueueType::Quorum {
+        return Ok(Some(0));
+    }
+    let settled = lost_at + config.tuning.loss_settle();
+    Ok(given_back_after_loss(&session.connection, queue, settled).await?)
 }
 
 /// What one collection's consumers and writers are made of, on whichever
@@ -349,7 +388,6 @@ impl Pipeline<'_> {
     /// every message handled is noted (see `route::handled`).
     async fn drain_on(&self, session: &Session) -> Result<()> {
         let (config, kind, tuning) = (self.config, self.kind, &self.config.tuning);
-        let (mut writer_tasks, mut consumer_tasks) = (JoinSet::new(), JoinSet::new());
         let setup = WriterSetup {
             store: &self.services.store,
             config,
@@ -357,10 +395,6 @@ impl Pipeline<'_> {
             retry: RetryPolicy::one_shot(tuning.store_patience()),
             health: None,
         };
-        let (router, partition) = write::writers(kind, self.writers, self.counters, setup);
-        for writer in partition {
-            writer_tasks.spawn(writer.run());
-        }
         let topology = &self.services.broker.topology;
         let queue = topology.queue(kind);
         let channels = async {
@@ -380,47 +414,34 @@ impl Pipeline<'_> {
             Ok::<_, Error>((channels, checker, backlog))
         };
         let (channels, checker, backlog) = channels.await?;
-        for channel in channels {
-            let mut consumer = ConsumerTask::new(
-                kind,
-                channel,
-                topology.clone(),
-                router.clone(),
-                session.dead_letters.clone(),
-                self.counters.clone(),
-                tuning,
-                StopWhen::Drained {
-                    idle: tuning.idle(),
-                    patience: tuning.drain_patience(),
-                    checker: checker.clone(),
-                },
-            );
+        let source = Source {
+            kind,
+            topology,
+            dead_letters: &session.dead_letters,
+            counters: self.counters,
+            stop: StopWhen::Drained {
+                idle: tuning.idle(),
+                patience: tuning.drain_patience(),
+                checker: checker.clone(),
+            },
+        };
+        let mut tasks = Tasks::default();
+        tasks.start(source, channels, self.writers, setup, |consumer| {
             consumer.backlog = backlog;
             // Twice the prefetch: a re-subscription's deliveries may overlap the old one's.
             consumer.handled = Some((
                 self.handled.clone(),
                 self.handled.ring(2 * usize::from(tuning.prefetch)),
             ));
-            consumer_tasks.spawn(consumer.run());
-        }
-        // The writers stop once every consumer (holding a router) has finished.
-        drop(router);
-        let mut outcome = supervise::finish(&mut consumer_tasks, &mut writer_tasks).await;
+        });
+        let mut outcome = tasks.finish().await;
         if matches!(&outcome, Err(e) if lost_connection(e)) {
             // Every consumer ends after the message it is on once the
             // connection is closed; then the writers write what they hold.
             hpn_common::broker::close(&session.connection, "lost").await;
-            while consumer_tasks.join_next().await.is_some() {}
-            while let Some(done) = writer_tasks.join_next().await {
-                match done {
-                    Ok(Err(e)) if !lost_connection(&e) => outcome = Err(e),
-                    Err(e) => outcome = Err(Error::Task(e.to_string())),
-                    Ok(_) => {}
-                }
-            }
+            outcome = tasks.wind_down(outcome, lost_connection).await;
         }
-        consumer_tasks.abort_all();
-        writer_tasks.abort_all();
+        tasks.abort_all();
         let _ = checker.close(200, "done".into()).await;
         outcome
     }

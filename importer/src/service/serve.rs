@@ -37,16 +37,15 @@ use crate::observe::counters::Counters;
 use crate::observe::health::Health;
 use crate::observe::metrics::{Metrics, QueueLabels};
 use crate::route::dead_letter::DeadLetters;
-use crate::sink::write::{self, WriterSetup};
-use crate::source::consume::{ConsumerTask, StopWhen};
+use crate::sink::write::WriterSetup;
+use crate::source::consume::StopWhen;
 use crate::store::Store;
-use crate::supervise;
+use crate::supervise::{Source, Tasks};
 use hpn_common::retry::RetryPolicy;
 use hpn_common::{broker, Origin, RecordKind};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -194,8 +193,7 @@ async fn session(
     }
     info!("consuming");
 
-    let mut writers = JoinSet::new();
-    let mut consumers = JoinSet::new();
+    let mut tasks = Tasks::default();
     for (kind, counters) in RecordKind::ALL.into_iter().zip(counters) {
         let setup = WriterSetup {
             store,
@@ -204,37 +202,29 @@ async fn session(
             retry: RetryPolicy::FOREVER,
             health: Some(health),
         };
-        let (router, partition) = write::writers(kind, tuning.writers, counters, setup);
-        for writer in partition {
-            writers.spawn(writer.run());
-        }
+        let mut channels = Vec::new();
         for _ in 0..tuning.consumers.max(1) {
-            consumers.spawn(
-                ConsumerTask::new(
-                    kind,
-                    connection.create_channel().await?,
-                    topology.clone(),
-                    router.clone(),
-                    dead_letters.clone(),
-                    counters.clone(),
-                    tuning,
-                    StopWhen::Shutdown(shutdown.clone()),
-                )
-                .run(),
-            );
+            channels.push(connection.create_channel().await?);
         }
+        let source = Source {
+            kind,
+            topology: &topology,
+            dead_letters: &dead_letters,
+            counters,
+            stop: StopWhen::Shutdown(shutdown.clone()),
+        };
+        tasks.start(source, channels, tuning.writers, setup, |_| {});
     }
     let depth_channel = connection.create_channel().await?;
     let depth = tokio::spawn(watch_depth(depth_channel.clone(), topology.clone(), metrics.clone()));
 
     // Consumers end only on shutdown (then the writers flush what they hold
     // and stop) or on a failure, whose cause `finish` names.
-    let outcome = supervise::finish(&mut consumers, &mut writers).await;
+    let outcome = tasks.finish().await;
     depth.abort();
     // After a failure, whatever the tasks hold is unacknowledged: the broker
     // requeues it when the connection closes.
-    consumers.abort_all();
-    writers.abort_all();
+    tasks.abort_all();
     // Every channel closed before the connection: lapin logs a channel
     // still open then as an ERROR, on every clean SIGTERM.
     let _ = depth_channel.close(200, "done".into()).await;

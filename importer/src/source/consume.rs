@@ -84,6 +84,27 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// How long the broker may take to answer a consumer's request (a cancel,
+/// a prefetch, a subscription) before the connection is taken as lost:
+/// lapin waits for a reply with no end, and a reply can be lost in a
+/// partition between the broker's nodes (a one-shot run hung for 13
+/// minutes after a cut in tests/tests/partition.rs, its consumers
+/// subscribed and given nothing; such a wait is the suspected cause, not
+/// a proven one).
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+/// `request`'s answer, or [`hpn_common::Error::NoAnswer`] after [`ANSWER_WITHIN`].
+async fn answered<T>(what: &'static str, request: impl std::future::Future<Output = lapin::Result<T>>) -> Result<T> {
+    match tokio::time::timeout(ANSWER_WITHIN, request).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(hpn_common::Error::NoAnswer {
+            what,
+            after: ANSWER_WITHIN,
+        }
+        .into()),
+    }
+}
+
 /// When a consumer stops.
 #[derive(Clone, Debug)]
 pub enum StopWhen {
@@ -250,7 +271,7 @@ impl ConsumerTask {
                     }
                 },
                 _ = shutdown.cancelled(), if subscribed => {
-                    self.channel.basic_cancel(consumer_tag.clone(), BasicCancelOptions::default()).await?;
+                    answered("a cancel", self.channel.basic_cancel(consumer_tag.clone(), BasicCancelOptions::default())).await?;
                     subscribed = false;
                 }
                 // Nothing delivered for `idle` and nothing in hand: ask.
@@ -275,7 +296,7 @@ impl ConsumerTask {
                             if step == Step::GiveUp {
                                 tracing::warn!(queue = %queue, "no delivery and no sure count of ready messages for a while: stopping this consumer; the run checks what is left");
                             }
-                            self.channel.basic_cancel(consumer_tag.clone(), BasicCancelOptions::default()).await?;
+                            answered("a cancel", self.channel.basic_cancel(consumer_tag.clone(), BasicCancelOptions::default())).await?;
                             subscribed = false;
                         }
                     }
@@ -303,8 +324,8 @@ impl ConsumerTask {
     /// Set the prefetch to `limit` and subscribe to `queue`; the new
     /// subscription joins `subscriptions`. Returns its consumer tag.
     async fn subscribe(&self, queue: &str, limit: u16, subscriptions: &mut Subscriptions) -> Result<ShortString> {
-        self.channel.basic_qos(limit, self.qos()).await?;
-        let consumer = hpn_common::broker::subscribe(&self.channel, queue).await?;
+        answered("a prefetch", self.channel.basic_qos(limit, self.qos())).await?;
+        let consumer = answered("a subscription", hpn_common::broker::subscribe(&self.channel, queue)).await?;
         let tag = consumer.tag();
         subscriptions.0.push_back(consumer);
         Ok(tag)
@@ -322,13 +343,15 @@ impl ConsumerTask {
     ) -> Result<ShortString> {
         match self.prefetch_scope {
             PrefetchScope::Channel => {
-                self.channel.basic_qos(limit, self.qos()).await?;
+                answered("a prefetch", self.channel.basic_qos(limit, self.qos())).await?;
                 Ok(current)
             }
             PrefetchScope::PerConsumer => {
-                self.channel
-                    .basic_cancel(current, BasicCancelOptions::default())
-                    .await?;
+                answered(
+                    "a cancel",
+                    self.channel.basic_cancel(current, BasicCancelOptions::default()),
+                )
+                .await?;
                 self.subscribe(queue, limit, subscriptions).await
             }
         }
