@@ -250,13 +250,7 @@ pub fn cluster_urls() -> String {
     if let Ok(urls) = std::env::var(env::CLUSTER_AMQP_URL) {
         return urls;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
-    let output = std::process::Command::new(script)
-        .args(["cluster", "urls"])
-        .output()
-        .expect("run scripts/services cluster urls");
-    assert!(output.status.success(), "scripts/services cluster urls");
-    String::from_utf8(output.stdout).expect("text").trim().to_string()
+    process::services_said(&["cluster", "urls"])
 }
 
 /// Every document of a kind, without `_id` and its version (`_v`), sorted by

@@ -156,6 +156,18 @@ pub fn services(args: &[&str]) {
     assert!(status.success(), "scripts/services {args:?}");
 }
 
+/// `scripts/services ARGS`, which must succeed: what it printed, trimmed.
+pub fn services_said(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
+    let output = Command::new(script).args(args).output().expect("run scripts/services");
+    assert!(
+        output.status.success(),
+        "scripts/services {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// A setting of the single broker (the rabbit application's, such as
 /// `consumer_timeout`), set while the guard lives and then put back as it
 /// was (`scripts/services broker-env`).
@@ -179,18 +191,7 @@ impl Drop for BrokerSetting {
 
 /// `scripts/services broker-env ARGS`: what the setting was.
 fn broker_env(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
-    let output = Command::new(script)
-        .arg("broker-env")
-        .args(args)
-        .output()
-        .expect("run scripts/services");
-    assert!(
-        output.status.success(),
-        "scripts/services broker-env {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let was = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    let was = services_said(&[&["broker-env"], args].concat());
     assert!(!was.is_empty(), "broker-env {args:?} said nothing");
     was
 }

@@ -8,7 +8,7 @@ use hpn_common::{QueueType, RecordKind, Topology};
 use hpn_importer::{fetch, run_linear, run_parallel};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};
-use hpn_tests::process::{assert_exact, count, customers_file, eventually, publish, services, Importer};
+use hpn_tests::process::{assert_exact, count, customers_file, eventually, publish, services, services_said, Importer};
 use hpn_tests::{customer_ids, next_dead_letter, publish_raw, versions, TestEnv};
 use lapin::options::{BasicGetOptions, BasicRejectOptions, QueueDeclareOptions};
 use lapin::types::AMQPValue;
@@ -24,13 +24,7 @@ const DEAD_ADDRESS: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
 
 /// The node (1-3) that leads a quorum queue.
 fn leader(queue: &str) -> usize {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services");
-    let output = Command::new(script)
-        .args(["cluster", "leader", queue])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "scripts/services cluster leader {queue}");
-    String::from_utf8(output.stdout).unwrap().trim().parse().unwrap()
+    services_said(&["cluster", "leader", queue]).parse().unwrap()
 }
 
 #[tokio::test]

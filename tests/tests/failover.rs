@@ -219,7 +219,7 @@ async fn serve_rides_out_a_forty_second_failover() {
 /// close the channel and count the deliveries as failed (see the importer's
 /// `source::hand_back`). The broker here times deliveries out after 15 s
 /// (checked every second), on the channels the importer opens while it says
-/// so; the store refuses writes for 60 s with 20,000 customers in the
+/// so; the store refuses writes for 45 s with 20,000 customers in the
 /// queue; one failed delivery dead-letters a message (`--max-attempts 1`).
 /// Without the hand-back, the broker closed the channels after 15 s and
 /// the redelivered messages went to the dead-letter queue.
@@ -244,7 +244,7 @@ async fn a_store_outage_longer_than_the_brokers_consumer_timeout_dead_letters_no
             "1000",
         ],
     );
-    step_down(&env, 60).await;
+    step_down(&env, 45).await;
     let outage = Instant::now();
     publish(&env, &file, 100).await;
     eventually(Duration::from_secs(30), "the importer holds deliveries", || async {

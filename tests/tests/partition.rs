@@ -18,9 +18,8 @@
 //! they were given, and the run then waits on with no end (issue 36).
 
 use hpn_common::RecordKind;
-use hpn_tests::process::{assert_exact, count, customers_file, eventually, importer_program, publish};
+use hpn_tests::process::{assert_exact, count, customers_file, eventually, importer_program, publish, services_said};
 use hpn_tests::TestEnv;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -29,18 +28,7 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 
 /// `scripts/services partition ARGS`: what it printed.
 fn partition(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services");
-    let output = Command::new(script)
-        .arg("partition")
-        .args(args)
-        .output()
-        .expect("run scripts/services");
-    assert!(
-        output.status.success(),
-        "scripts/services partition {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+    services_said(&[&["partition"], args].concat())
 }
 
 /// The test's servers, on the partition cluster with quorum queues, as
