@@ -135,7 +135,9 @@ pub struct Tuning {
     /// connection is lost (a node stopped or cut off, a rolling restart)
     /// while the run tries every address it was given, in order, to go on
     /// draining; then the run stops with the broker's exit code (7) and
-    /// prints its report. `serve` waits for as long as it takes.
+    /// prints its report. The same when connections are made but lost
+    /// again and again with nothing imported for as long. `serve` waits for
+    /// as long as it takes.
     #[arg(long, env = env::BROKER_PATIENCE_MS, default_value_t = Tuning::DEFAULT.broker_patience_ms)]
     pub broker_patience_ms: u64,
     /// One-shot runs on quorum queues: after a lost connection, how long

@@ -12,10 +12,13 @@
 //!
 //! Not yet in `scripts/test` (ignored; run them with `scripts/services
 //! partition start` and `cargo test -p hpn-tests --test partition --
-//! --ignored`): in about one run of five on RabbitMQ 3.10 the node cut off
-//! comes back broken (its rabbit application paused for good, the "Global
-//! hang workaround" of OTP 25 in its log), its channels still holding what
-//! they were given, and the run then waits on with no end (issue 36).
+//! --ignored`): on RabbitMQ 3.10 a node cut off sometimes comes back broken
+//! (its rabbit application paused for good, "Global hang workaround" of
+//! OTP 25 in its log), which `partition recover` now mends as an operator
+//! would; and on 4.0 two runs of three stopped making progress after the
+//! heal, the run's live consumers holding 10 deliveries unacknowledged and
+//! unwritten with 12,302 messages ready (seen once on 3.10 too; cause not
+//! found yet, issue 36).
 
 use hpn_common::RecordKind;
 use hpn_tests::process::{assert_exact, count, customers_file, eventually, importer_program, publish, services_said};
@@ -62,7 +65,7 @@ enum Cut {
 }
 
 #[tokio::test]
-#[ignore = "a node cut off on RabbitMQ 3.10 can come back broken, and the run then waits for ever (issue 36)"]
+#[ignore = "not yet steady on RabbitMQ 4.0 (issue 36): run with scripts/services partition start"]
 async fn a_one_shot_run_rides_out_a_partition_and_reports_the_store() {
     let _serial = SERIAL.lock().await;
     let _healed = Healed;
@@ -87,7 +90,7 @@ async fn a_one_shot_run_rides_out_a_partition_and_reports_the_store() {
         settings.amqp_url = urls.join(",");
         let child = Command::new(importer_program())
             // The cluster sees a node cut off within net_ticktime (5 s) × 1.25.
-            .args(["run", "--json", "--batch-size", "200", "--broker-patience-ms", "90000"])
+            .args(["run", "--json", "--batch-size", "200", "--broker-patience-ms", "180000"])
             .args(["--loss-settle-ms", "10000"])
             .envs(settings.env_vars())
             .env("RUST_LOG", "warn,hpn_importer=info")
@@ -104,6 +107,9 @@ async fn a_one_shot_run_rides_out_a_partition_and_reports_the_store() {
         // Long enough for the cluster to notice (net_ticktime 5 s) and act.
         tokio::time::sleep(Duration::from_secs(20)).await;
         partition(&["heal"]);
+        // A node that does not start again (RabbitMQ 3.10 after a pause,
+        // sometimes) is restarted, as an operator would; said in the rounds.
+        let recovered = tokio::task::spawn_blocking(|| partition(&["recover"])).await.unwrap();
         // At most 5 minutes: a run that waits on after that fails the test.
         let pid = child.id();
         let output = tokio::time::timeout(
@@ -138,8 +144,13 @@ async fn a_one_shot_run_rides_out_a_partition_and_reports_the_store() {
         );
         assert_exact(&env, &file).await;
         assert_eq!(env.ready(&dead).await, 0, "{cut:?}: nothing dead-lettered");
+        let recovered = if recovered.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", recovered.replace('\n', ", "))
+        };
         rounds.push(format!(
-            "{cut:?} (node {node}, leader {leader}) at {at_cut} stored: exit 0"
+            "{cut:?} (node {node}, leader {leader}) at {at_cut} stored: exit 0{recovered}"
         ));
         // The cluster whole again before the next round.
         eventually(Duration::from_secs(120), "the cut node back", || async {

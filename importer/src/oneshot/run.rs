@@ -311,6 +311,8 @@ async fn consume_collection(
     };
     // When this collection's connection was last lost, if it was.
     let mut lost_at = None;
+    // Records handled so far, and when that last grew.
+    let mut progress = (counters.processed(), Instant::now());
     // Whether what is left can be known (see `given_back`).
     let mut sure = true;
     loop {
@@ -329,7 +331,20 @@ async fn consume_collection(
                 sure = false;
                 break;
             }
-            Err(e) if lost_connection(&e) => services.broker.reconnect(&session, &e).await,
+            Err(e) if lost_connection(&e) => {
+                if counters.processed() != progress.0 {
+                    progress = (counters.processed(), Instant::now());
+                }
+                if progress.1.elapsed() >= config.tuning.broker_patience() {
+                    // Connections that are made but lost again and again
+                    // (a broken node's channels: tests/tests/partition.rs)
+                    // with nothing imported for the patience: stop, as when
+                    // no address answers.
+                    Err(e)
+                } else {
+                    services.broker.reconnect(&session, &e).await
+                }
+            }
             Err(e) => Err(e),
         };
         match next {
