@@ -228,6 +228,32 @@ pub async fn count(env: &TestEnv) -> u64 {
     env.store().await.count(RecordKind::Customer).await.unwrap()
 }
 
+/// What a one-shot run that rode out a fault (`what`) must have done with
+/// `file`'s `records` customers, imported one to a message into an empty
+/// store: its report (`stdout`, JSON) counts every record once, inserted
+/// (none updated, stale or rejected), nothing left, and the store's count
+/// after; the store holds exactly the file; nothing was dead-lettered.
+pub async fn assert_reported_once(env: &TestEnv, file: &Path, records: u64, stdout: &str, what: &str) {
+    let report: serde_json::Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {stdout}"));
+    let customers = &report["collections"][0];
+    let figure = |name: &str| customers[name].as_u64();
+    assert_eq!(
+        (figure("processed"), figure("inserted")),
+        (Some(records), Some(records)),
+        "{what}: every record counted once: {customers}"
+    );
+    assert_eq!(figure("messages_left"), Some(0), "{what}: {customers}");
+    assert_eq!(
+        figure("count_after"),
+        Some(count(env).await),
+        "{what}: the store's count"
+    );
+    assert_exact(env, file).await;
+    let dead = env.settings.topology().dead_letter_queue(RecordKind::Customer);
+    assert_eq!(env.ready(&dead).await, 0, "{what}: nothing dead-lettered");
+}
+
 /// The store holds exactly the file's customers.
 pub async fn assert_exact(env: &TestEnv, file: &Path) {
     let expected = expected_documents(RecordKind::Customer, &read_csv(file));

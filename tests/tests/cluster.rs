@@ -8,7 +8,9 @@ use hpn_common::{QueueType, RecordKind, Topology};
 use hpn_importer::{fetch, run_linear, run_parallel};
 use hpn_producer::generate::{generate, DEFAULT_SEED};
 use hpn_producer::{publish_files, PublishOptions};
-use hpn_tests::process::{assert_exact, count, customers_file, eventually, publish, services, services_said, Importer};
+use hpn_tests::process::{
+    assert_exact, assert_reported_once, count, customers_file, eventually, publish, services, services_said, Importer,
+};
 use hpn_tests::{customer_ids, next_dead_letter, publish_raw, versions, TestEnv};
 use lapin::options::{BasicGetOptions, BasicRejectOptions, QueueDeclareOptions};
 use lapin::types::AMQPValue;
@@ -389,7 +391,6 @@ async fn a_one_shot_run_goes_on_on_another_node_when_its_node_is_lost() {
     let env = TestEnv::on_cluster("cluster_oneshot_failover");
     let file = customers_file(&env, RECORDS as usize);
     let queue = env.settings.topology().queue(RecordKind::Customer);
-    let dead = env.settings.topology().dead_letter_queue(RecordKind::Customer);
     let mut rounds = Vec::new();
     for how in ["kill-node", "stop-node"] {
         env.store().await.drop_collections().await.unwrap();
@@ -431,28 +432,7 @@ async fn a_one_shot_run_goes_on_on_another_node_when_its_node_is_lost() {
             "{how}: the run goes on and ends done\n{stderr}"
         );
         assert!(stderr.contains("connecting again"), "{how}: the loss is said: {stderr}");
-        let report: serde_json::Value =
-            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{how}: not JSON ({e}): {stdout}\n{stderr}"));
-        let customers = &report["collections"][0];
-        let figures = |name: &str| customers[name].as_u64();
-        assert_eq!(
-            (
-                figures("processed"),
-                figures("inserted"),
-                figures("stale"),
-                figures("rejected")
-            ),
-            (Some(RECORDS), Some(RECORDS), Some(0), Some(0)),
-            "{how}: every record counted once: {customers}"
-        );
-        assert_eq!(figures("messages_left"), Some(0), "{how}: {customers}");
-        assert_eq!(
-            figures("count_after"),
-            Some(count(&env).await),
-            "{how}: the store's count"
-        );
-        assert_exact(&env, &file).await;
-        assert_eq!(env.ready(&dead).await, 0, "{how}: nothing dead-lettered");
+        assert_reported_once(&env, &file, RECORDS, &stdout, how).await;
         rounds.push(format!(
             "{how} of node {node} at {at_loss} stored: exit 0, {RECORDS} processed once"
         ));
