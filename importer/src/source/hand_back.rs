@@ -13,8 +13,8 @@
 //! nothing").
 //!
 //! So each consumer of `serve` keeps what it has in hand (`InHand` in
-//! `source::flight`: the
-//! delivery tag, when it was taken, its ticket and its body). When the
+//! `source::flight`: the delivery tag, when it was taken, its ticket and
+//! its body). When the
 //! oldest has been held for the hold limit (`--hold-limit-ms`, 10 minutes
 //! by default), the consumer hands back *everything* the channel holds:
 //! each delivery in hand, and each one the broker has sent that the
@@ -23,7 +23,7 @@
 //! deliveries so far in `x-hpn-attempts` (and without the broker's
 //! `x-delivery-count`, which counted the original's), confirmed by the
 //! broker; then the original is acknowledged on its own and its ticket
-//! released ([`Ticket::release`]), so that whatever of it the writers
+//! released ([`crate::route::ack::Ticket::release`]), so that whatever of it the writers
 //! still write later is never acknowledged twice. Nothing is lost: a crash
 //! between the copy and the acknowledgement leaves both, which the keyed,
 //! versioned writes make harmless; records already in a writer's batch are
