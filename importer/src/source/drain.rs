@@ -198,18 +198,7 @@ pub async fn given_back_after_loss(
         };
         let answer = match ready {
             Some(ready) => Some(Some(ready)),
-            None if Instant::now() >= settled => {
-                let got = tokio::time::timeout(
-                    ASK_TIMEOUT,
-                    channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }),
-                )
-                .await;
-                Some(match got {
-                    Ok(Ok(None)) => Some(0),
-                    Ok(Ok(Some(message))) => Some(u64::from(message.message_count) + 1),
-                    _ => None,
-                })
-            }
+            None if Instant::now() >= settled => Some(zero_through_the_log(&channel, queue).await),
             None => None,
         };
         let _ = channel.close(200, "counted".into()).await;
@@ -227,6 +216,23 @@ pub async fn given_back_after_loss(
 }
 
 /// How long a count must hold before [`left_in_queue`] believes it.
+/// A quorum queue's zero, settled by `basic.get`, which goes through the
+/// queue's log: `Some(0)` on `get-empty`; at least one left when a message
+/// comes (it goes back when `channel` closes, one more delivery of it
+/// counted); `None` when no answer comes in time.
+async fn zero_through_the_log(channel: &lapin::Channel, queue: &str) -> Option<u64> {
+    let got = tokio::time::timeout(
+        ASK_TIMEOUT,
+        channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }),
+    )
+    .await;
+    match got {
+        Ok(Ok(None)) => Some(0),
+        Ok(Ok(Some(message))) => Some(u64::from(message.message_count) + 1),
+        _ => None,
+    }
+}
+
 pub const SETTLE: Duration = Duration::from_millis(250);
 
 /// One try of [`left_in_queue`] on a channel of its own (a failed
@@ -249,16 +255,7 @@ async fn ask_once(connection: &Connection, queue: &str, queue_type: QueueType) -
     let left = if sure {
         Some(u64::from(counts.ready))
     } else {
-        let got = tokio::time::timeout(
-            ASK_TIMEOUT,
-            channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }),
-        )
-        .await;
-        match got {
-            Ok(Ok(None)) => Some(0),
-            Ok(Ok(Some(message))) => Some(u64::from(message.message_count) + 1),
-            _ => None,
-        }
+        zero_through_the_log(&channel, queue).await
     };
     // Closing returns a message taken by basic.get to the queue.
     let _ = channel.close(200, "counted".into()).await;

@@ -109,10 +109,13 @@ impl InHand {
         );
     }
 
-    /// Delivery `tag` is written (or was never held).
+    /// Delivery `tag` is done: written, if it was held (a new outage's
+    /// first round is a warning again); else set aside or skipped, which
+    /// says nothing of MongoDB.
     pub fn done(&mut self, tag: u64) {
-        self.held.remove(&tag);
-        self.rounds = 0;
+        if self.held.remove(&tag).is_some() {
+            self.rounds = 0;
+        }
     }
 
     /// When everything must go back: once the oldest delivery in hand has
@@ -159,6 +162,15 @@ mod tests {
         assert_eq!(in_hand.due(), None);
         assert!(!in_hand.take_all().1, "a second round in the same outage");
         in_hand.done(3);
-        assert!(in_hand.take_all().1, "something was written in between: a new outage");
+        assert!(
+            !in_hand.take_all().1,
+            "a delivery never held (set aside) says nothing of MongoDB"
+        );
+        in_hand.hold(4, ticket(4), b"[]".to_vec(), false);
+        in_hand.done(4);
+        assert!(
+            in_hand.take_all().1,
+            "a held delivery was written in between: a new outage"
+        );
     }
 }
