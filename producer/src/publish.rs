@@ -311,11 +311,14 @@ impl Pass<'_> {
         let connection = broker::connect(&settings.amqp_url, "hpn-producer")
             .await
             .map_err(|e| (e.into(), failing_over))?;
-        settings
-            .topology()
-            .declare_if_allowed(&connection)
-            .await
-            .map_err(|e| (e, false))?;
+        // A connection that drops while the topology is declared (its node
+        // shutting down or pausing: tests/tests/partition.rs) is lost like
+        // one that drops while publishing; a declaration the broker refuses
+        // (a queue of the other type) closes a channel, not the connection.
+        if let Err(e) = settings.topology().declare_if_allowed(&connection).await {
+            let lost = !connection.status().connected();
+            return Err((e, lost));
+        }
         let tasks = files
             .iter()
             .enumerate()
