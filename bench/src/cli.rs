@@ -136,6 +136,17 @@ pub enum Command {
         #[command(flatten)]
         workload: Workload,
     },
+    /// Record the nemesis's long runs on the partition cluster (the JSON
+    /// lines `scripts/nemesis` writes) into a results file (default: the
+    /// newest in bench/results), in place of any recorded before.
+    Partitions {
+        /// The runs, one JSON line each.
+        #[arg(long)]
+        record: PathBuf,
+        /// The results file to record into.
+        #[arg(long)]
+        into: Option<PathBuf>,
+    },
     /// Write findings.md from a results file (default: the newest in bench/results).
     Findings {
         #[arg(long)]

@@ -15,6 +15,7 @@ use std::fmt::Write;
 
 mod durability;
 mod own_core;
+mod partitions;
 mod recommendation;
 mod reimport;
 mod serving;
@@ -57,6 +58,9 @@ pub fn render(results: &Results, results_file: &str) -> String {
     }
     if let Some(durability) = &results.durability {
         durability::section(&mut md, durability);
+    }
+    if let Some(runs) = &results.partitions {
+        partitions::section(&mut md, runs);
     }
     targets_section(&mut md, results);
     recommendation::section(&mut md, results);

@@ -22,6 +22,7 @@ mod latency;
 mod layout;
 mod limits;
 mod measure;
+mod partitions;
 mod provenance;
 mod queues;
 mod reimport;
@@ -126,6 +127,10 @@ async fn main() -> Result<()> {
             let durability =
                 durability::measure(&mut bench, &synced_mongodb_uri, &workload.data, size, repeats.max(1)).await?;
             record_into(into, "durability", |results| results.durability = Some(durability))?;
+        }
+        Command::Partitions { record, into } => {
+            let partitions = partitions::read(&record)?;
+            record_into(into, "partition runs", |results| results.partitions = Some(partitions))?;
         }
         Command::Findings { results, out } => {
             let path = match results {

@@ -57,6 +57,10 @@ pub struct Results {
     /// [`crate::durability`]); absent from runs before it was measured.
     #[serde(default)]
     pub durability: Option<DurabilityResults>,
+    /// The nemesis's long runs on the partition cluster (see
+    /// [`crate::partitions`]); absent from runs before they were recorded.
+    #[serde(default)]
+    pub partitions: Option<PartitionResults>,
 }
 
 /// Modes measured in one layout of the processes on the cores.
@@ -465,6 +469,47 @@ impl DurabilityResults {
     pub fn scenario(&self, name: &str) -> Option<&DurabilityScenario> {
         self.scenarios.iter().find(|s| s.scenario == name)
     }
+}
+
+/// The nemesis's runs on the partition cluster, as `scripts/nemesis`
+/// recorded them (see [`crate::partitions`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PartitionResults {
+    /// When they were recorded here, and at which commit.
+    pub recorded: String,
+    pub commit: Option<String>,
+    pub runs: Vec<NemesisRun>,
+}
+
+/// One run of `tests/tests/partition.rs`'s nemesis: two `serve` importers
+/// racing on the same keys while the producer publishes the same export
+/// again and again, through random cuts and a SIGKILL of one importer. A
+/// run that failed records only that it did (its test's message is in the
+/// script's log).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NemesisRun {
+    pub broker: String,
+    pub passed: bool,
+    /// How long the nemesis cut, and the seed that replays its cuts.
+    pub seconds: u64,
+    pub seed: u64,
+    pub cuts: u64,
+    /// Nodes `scripts/services partition recover` restarted after a heal,
+    /// as an operator would (see `scripts/lib/services/partition`).
+    pub node_restarts: u64,
+    pub publishes: u64,
+    pub records_per_publish: u64,
+    /// Publishes that lost their connection and went on after the last
+    /// confirmed row.
+    pub resumed: u64,
+    pub importers_killed: u64,
+    pub keys: u64,
+    /// Keys not at the newest version published once the store settled
+    /// (`None` for a run that failed before it could tell).
+    pub lost: Option<u64>,
+    /// Messages in the dead-letter queue at the end.
+    pub dead_lettered: Option<u64>,
 }
 
 #[cfg(test)]

@@ -241,6 +241,7 @@ pub async fn run(
         one_record_flamegraph,
         reimport: Some(reimport),
         durability,
+        partitions: last_partitions(out),
     };
     results.targets = targets(&results);
     chart::draw(&results, &out.join(&chart))?;
@@ -287,4 +288,13 @@ async fn own_core(
             .map(|(mode, r)| measure::summarise(mode, records, r))
             .collect(),
     })
+}
+
+/// The partition cluster's long runs as last recorded into a results file
+/// in `out` (`hpn-bench partitions`): a run measures speed, not those, so it
+/// carries them on, with their own date and commit.
+fn last_partitions(out: &Path) -> Option<results::PartitionResults> {
+    let newest = crate::newest_results(out).ok()?;
+    let last: Results = serde_json::from_slice(&std::fs::read(newest).ok()?).ok()?;
+    last.partitions
 }

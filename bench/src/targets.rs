@@ -4,7 +4,7 @@
 use crate::layout::Layout;
 use crate::measure::{self, DIRECT_PARALLEL, LINEAR, PARALLEL};
 use crate::results::{self, Results, Target};
-use crate::{cpu, durability, latency, reimport};
+use crate::{cpu, durability, latency, partitions, reimport};
 
 /// Issue 35's bars: the re-import against the careful upsert loader.
 fn reimport_targets(results: &Results) -> Vec<Target> {
@@ -299,5 +299,6 @@ pub fn targets(results: &Results) -> Vec<Target> {
     }
     targets.extend(reimport_targets(results));
     targets.extend(results.durability.as_ref().map(durability::targets).unwrap_or_default());
+    targets.extend(results.partitions.as_ref().map(partitions::targets).unwrap_or_default());
     targets
 }

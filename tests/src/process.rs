@@ -88,20 +88,26 @@ impl Importer {
     /// `serve` with `flags`, on a port it picks and reports on stdout (no
     /// port is freed by the test and hoped for).
     pub fn start(env: &TestEnv, flags: &[&str]) -> Importer {
-        Importer::spawn(env, flags, Stdio::inherit())
+        Importer::spawn(&env.settings, flags, Stdio::inherit())
     }
 
     /// The same, with its log (stderr) going to `log`.
     pub fn start_logged(env: &TestEnv, flags: &[&str], log: &Path) -> Importer {
-        let file = std::fs::File::create(log).expect("create the log file");
-        Importer::spawn(env, flags, Stdio::from(file))
+        Importer::start_on(&env.settings, flags, log)
     }
 
-    fn spawn(env: &TestEnv, flags: &[&str], stderr: Stdio) -> Importer {
+    /// `serve` with `flags` against `settings` (a test's, with its broker
+    /// addresses in another order, say), its log going to `log`.
+    pub fn start_on(settings: &ConnectionSettings, flags: &[&str], log: &Path) -> Importer {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Importer::spawn(settings, flags, Stdio::from(file))
+    }
+
+    fn spawn(settings: &ConnectionSettings, flags: &[&str], stderr: Stdio) -> Importer {
         let mut child = Command::new(importer_program())
             .args(["serve", "--flush-ms", "10", "--listen", "127.0.0.1:0"])
             .args(flags)
-            .envs(env.settings.env_vars())
+            .envs(settings.env_vars())
             .env("RUST_LOG", "warn,hpn_importer=info")
             .stdout(Stdio::piped())
             .stderr(stderr)

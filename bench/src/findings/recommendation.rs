@@ -19,6 +19,9 @@ pub(super) fn section(md: &mut String, results: &Results) {
     if let Some(durability) = &results.durability {
         durability::recommendation(md, durability);
     }
+    if let Some(runs) = &results.partitions {
+        partitions::recommendation(md, runs);
+    }
     if let Some(size) = largest {
         if let (Some(lin), Some(par), Some(base)) = (find(size, LINEAR), find(size, PARALLEL), find(size, BASELINE)) {
             let speedup = par.records_per_s / base.records_per_s;
