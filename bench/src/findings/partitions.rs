@@ -18,7 +18,7 @@ pub fn section(md: &mut String, partitions: &PartitionResults) {
     );
     let _ = writeln!(
         md,
-        "| broker | runs (passed) | minutes cut | cuts | nodes restarted | records published | publishes resumed after a lost connection | importers killed | keys lost | dead-lettered |"
+        "| broker | runs (passed) | minutes under the nemesis | cuts | nodes restarted | records published | publishes resumed after a lost connection | importers killed | keys lost | dead-lettered |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut brokers: Vec<&str> = partitions.runs.iter().map(|r| r.broker.as_str()).collect();
