@@ -215,7 +215,6 @@ pub async fn given_back_after_loss(
     }
 }
 
-/// How long a count must hold before [`left_in_queue`] believes it.
 /// A quorum queue's zero, settled by `basic.get`, which goes through the
 /// queue's log: `Some(0)` on `get-empty`; at least one left when a message
 /// comes (it goes back when `channel` closes, one more delivery of it
@@ -233,6 +232,7 @@ async fn zero_through_the_log(channel: &lapin::Channel, queue: &str) -> Option<u
     }
 }
 
+/// How long a count must hold before [`left_in_queue`] believes it.
 pub const SETTLE: Duration = Duration::from_millis(250);
 
 /// One try of [`left_in_queue`] on a channel of its own (a failed

@@ -14,20 +14,20 @@
 //!
 //! So each consumer of `serve` keeps what it has in hand (`InHand` in
 //! `source::flight`: the delivery tag, when it was taken, its ticket and
-//! its body). When the
-//! oldest has been held for the hold limit (`--hold-limit-ms`, 10 minutes
-//! by default), the consumer hands back *everything* the channel holds:
-//! each delivery in hand, and each one the broker has sent that the
-//! consumer has not read yet (it waits on the writers, whose inboxes are
-//! full). For each one, a copy goes to the same queue with the failed
-//! deliveries so far in `x-hpn-attempts` (and without the broker's
-//! `x-delivery-count`, which counted the original's), confirmed by the
-//! broker; then the original is acknowledged on its own and its ticket
-//! released ([`crate::route::ack::Ticket::release`]), so that whatever of it the writers
-//! still write later is never acknowledged twice. Nothing is lost: a crash
-//! between the copy and the acknowledgement leaves both, which the keyed,
-//! versioned writes make harmless; records already in a writer's batch are
-//! written when MongoDB returns, and their copies then count as `stale`.
+//! its body). When the oldest has been held for the hold limit
+//! (`--hold-limit-ms`, 10 minutes by default), the consumer hands back
+//! *everything* the channel holds: each delivery in hand, and each one the
+//! broker has sent that the consumer has not read yet (it waits on the
+//! writers, whose inboxes are full). For each one, a copy goes to the same
+//! queue with the failed deliveries so far in `x-hpn-attempts` (and without
+//! the broker's `x-delivery-count`, which counted the original's),
+//! confirmed by the broker; then the original is acknowledged on its own
+//! and its ticket released ([`crate::route::ack::Ticket::release`]), so
+//! that whatever of it the writers still write later is never acknowledged
+//! twice. Nothing is lost: a crash between the copy and the acknowledgement
+//! leaves both, which the keyed, versioned writes make harmless; records
+//! already in a writer's batch are written when MongoDB returns, and their
+//! copies then count as `stale`.
 //!
 //! The price is a round of publishes once per hold limit per consumer
 //! while the outage lasts (a prefetch's worth at most), and copies that
