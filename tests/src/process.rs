@@ -128,6 +128,24 @@ impl Importer {
         }
     }
 
+    /// Wait until `/healthz` answers 200 (both servers connected, the
+    /// consumers started), at most 30 s. A test that takes a server away
+    /// right after start waits for this first: before it, the importer may
+    /// still be connecting, and the fault meets its start-up instead.
+    pub async fn healthy(&self) {
+        let listen = self.listen.as_str();
+        eventually(
+            Duration::from_secs(30),
+            "the importer healthy at start",
+            || async move {
+                hpn_importer::fetch(listen, "/healthz")
+                    .await
+                    .is_some_and(|(status, _)| status == 200)
+            },
+        )
+        .await;
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args(["-s", signal, &self.child.id().to_string()])

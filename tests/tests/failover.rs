@@ -244,6 +244,7 @@ async fn a_store_outage_longer_than_the_brokers_consumer_timeout_dead_letters_no
             "1000",
         ],
     );
+    importer.healthy().await;
     step_down(&env, 45).await;
     let outage = Instant::now();
     publish(&env, &file, 100).await;

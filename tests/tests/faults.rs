@@ -697,10 +697,7 @@ async fn a_store_refusing_writes_pauses_serve_and_never_blames_the_broker() {
     let log = env.path("serve.log");
     let mut importer = Importer::start_logged(&env, &["--writers", "2"], &log);
     let listen = importer.listen.clone();
-    eventually(Duration::from_secs(30), "healthy at start", || async {
-        healthz(&listen).await == Some(200)
-    })
-    .await;
+    importer.healthy().await;
     // After start-up, someone replaces the collection with a view.
     make_a_view(&env, RecordKind::Customer).await;
     let file = customers_file(&env, 2_000);
