@@ -314,9 +314,19 @@ impl Pass<'_> {
         // A connection that drops while the topology is declared (its node
         // shutting down or pausing: tests/tests/partition.rs) is lost like
         // one that drops while publishing; a declaration the broker refuses
-        // (a queue of the other type) closes a channel, not the connection.
+        // (a queue of the other type) is a channel-level (soft) AMQP error
+        // and closes a channel, not the connection. The error is read, not
+        // only the connection's state: lapin fails the pending declaration
+        // with the socket's error before it marks the connection broken
+        // (seen: "Connection reset by peer" with the state still connected,
+        // and the publish stopped with exit 7).
         if let Err(e) = settings.topology().declare_if_allowed(&connection).await {
-            let lost = !connection.status().connected();
+            let refused = match &e {
+                Error::Inequivalent { .. } => true,
+                Error::Broker(b) => b.is_amqp_soft_error(),
+                _ => false,
+            };
+            let lost = !refused || !connection.status().connected();
             return Err((e, lost));
         }
         let tasks = files

@@ -3,8 +3,10 @@
 //! contention demo and the bench all publish through it, so a refusal never
 //! passes for a delivery anywhere.
 
+use hpn_common::error::EXIT_FAILED;
 use hpn_common::publisher::ConfirmedPublisher;
-use hpn_common::{broker, message, Error, RecordKind};
+use hpn_common::{broker, message, Error, QueueType, RecordKind};
+use hpn_tests::process::{customers_file, producer_program, run};
 use hpn_tests::TestEnv;
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -75,5 +77,28 @@ async fn a_message_the_broker_refuses_is_an_error_not_a_delivery() {
         .channel()
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;
+    env.cleanup().await;
+}
+
+/// A producer whose queues exist with the other type (its settings say
+/// quorum, the broker holds classic queues of those names) is refused the
+/// declaration, a channel-level error that connecting again cannot mend:
+/// it stops at once, in the broker's words, with the exit code of an input
+/// that does not match the servers, and does not retry. A connection that drops while the topology is
+/// declared is retried instead (the partition nemesis); the two are told
+/// apart by the error, not by the connection's state alone.
+#[tokio::test]
+async fn queues_of_the_other_type_stop_the_publish_at_once() {
+    let mut env = TestEnv::new("publisher_other_type");
+    env.settings.queue_type = QueueType::Classic;
+    let connection = broker::connect(&env.settings.amqp_url, "hpn-tests").await.unwrap();
+    env.settings.topology().declare(&connection).await.unwrap();
+    broker::close(&connection, "declared").await;
+    env.settings.queue_type = QueueType::Quorum;
+    let file = customers_file(&env, 10);
+    let ran = run(&env, &producer_program(), &["publish", file.to_str().unwrap()]);
+    assert_eq!(ran.code, Some(EXIT_FAILED.into()), "{}", ran.stderr);
+    assert!(ran.stderr.contains("inequivalent arg"), "{}", ran.stderr);
+    assert!(!ran.stderr.contains("connecting again"), "retried: {}", ran.stderr);
     env.cleanup().await;
 }
