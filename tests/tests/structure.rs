@@ -16,41 +16,49 @@ use std::path::{Path, PathBuf};
 
 const CRATES: [&str; 6] = ["common", "producer", "importer", "bench", "testkit", "tests"];
 
-/// A crate's source files by module path (`[]` for the root).
-fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
-    let mut found = BTreeMap::new();
-    let mut stack = vec![src.to_path_buf()];
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-                continue;
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
             }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let relative = path.strip_prefix(src).unwrap().with_extension("");
-            let mut module: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-            if matches!(module.last().map(String::as_str), Some("mod" | "lib" | "main")) {
-                module.pop();
-            }
-            if module.first().is_some_and(|m| m == "bin") {
-                continue; // each binary is a crate of its own
-            }
-            found.insert(module, path);
         }
     }
     found
 }
 
+/// A crate's source files by module path (`[]` for the root).
+fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
+    let mut found = BTreeMap::new();
+    for path in rust_files(src) {
+        let relative = path.strip_prefix(src).unwrap().with_extension("");
+        let mut module: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        if matches!(module.last().map(String::as_str), Some("mod" | "lib" | "main")) {
+            module.pop();
+        }
+        if module.first().is_some_and(|m| m == "bin") {
+            continue; // each binary is a crate of its own
+        }
+        found.insert(module, path);
+    }
+    found
+}
+
+/// The code of a source file: what comes before its inline test module.
+fn code_of(text: &str) -> &str {
+    text.split("#[cfg(test)]\nmod tests").next().unwrap()
+}
+
 /// The module paths `text` names, as written: `crate::a::b`, `super::x`,
 /// and `child::y` for a `mod child;` it declares, grouped lists opened.
 fn paths_named(text: &str) -> Vec<(String, Vec<String>)> {
-    let code: String = text
-        .split("#[cfg(test)]\nmod tests")
-        .next()
-        .unwrap()
+    let code: String = code_of(text)
         .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
@@ -212,4 +220,30 @@ fn a_loop_is_found_when_there_is_one() {
     std::fs::write(src.join("a.rs"), "mod inner;\nfn g() { inner::h() }\n").unwrap();
     std::fs::write(src.join("a/inner.rs"), "use super::g;\n").unwrap();
     assert!(loops(src).is_empty(), "{:?}", loops(src));
+}
+
+/// Lines of code a source file may hold, its inline tests aside: past about
+/// this many a file does more than one job (issue 38).
+const MOST_LINES: usize = 600;
+
+#[test]
+fn no_source_file_holds_more_than_one_jobs_worth_of_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut long = Vec::new();
+    for krate in CRATES {
+        for path in rust_files(&root.join(krate).join("src")) {
+            let lines = code_of(&std::fs::read_to_string(&path).unwrap()).lines().count();
+            if lines > MOST_LINES {
+                long.push(format!(
+                    "{}: {lines} lines",
+                    path.strip_prefix(&root).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        !rust_files(&root.join("importer/src")).is_empty(),
+        "the sources are found"
+    );
+    assert!(long.is_empty(), "over {MOST_LINES} lines of code:\n{}", long.join("\n"));
 }
