@@ -2,7 +2,7 @@
 //! to use ([`BrokerSettings`]), where the store is and which database to use
 //! ([`StoreSettings`]). Each command flattens only the groups it reads, so
 //! its `--help` lists only those; every one is a flag and an environment
-//! variable ([`env`] names them all), with the local defaults the services
+//! variable ([`mod@env`] names them all), with the local defaults the services
 //! script provisions.
 
 use crate::topology::{QueueType, Topology};

@@ -122,7 +122,7 @@ impl Store {
     /// [`Store::connect`] with options already parsed (tests add command
     /// monitoring this way). Every write of the store carries a durable
     /// write concern: the one `options` set, or journaled, and majority
-    /// where the server is a replica set (see [`durability`]).
+    /// where the server is a replica set (see `durability`).
     pub async fn connect_with(mut options: ClientOptions, database: &str) -> Result<Store, StoreError> {
         if options.app_name.is_none() {
             options.app_name = Some("hpn".into());

@@ -76,7 +76,7 @@ pub const DEFAULT_CONFIRM_WINDOW: usize = 1024;
 pub struct PublishOptions {
     /// Records packed into one message (1: one JSON object per message).
     pub rows_per_message: usize,
-    /// Bytes of body one message may hold at most (see [`crate::pack`]);
+    /// Bytes of body one message may hold at most (see `pack`);
     /// a message closes before the record that would pass it.
     pub max_message_bytes: usize,
     /// Publishes awaiting their confirm at most, per file.

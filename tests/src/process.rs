@@ -12,13 +12,13 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The importer program: `hpn-importer`'s `main`, built by this crate as
-/// `hpn-tests-importer` (see [`program`]).
+/// `hpn-tests-importer` (see `program`).
 pub fn importer_program() -> PathBuf {
     program("hpn-tests-importer")
 }
 
 /// The producer program: `hpn-producer`'s `main`, built by this crate as
-/// `hpn-tests-producer` (see [`program`]).
+/// `hpn-tests-producer` (see `program`).
 pub fn producer_program() -> PathBuf {
     program("hpn-tests-producer")
 }

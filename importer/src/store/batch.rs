@@ -179,7 +179,7 @@ pub struct WriteOutcome {
     pub retried: u64,
     /// Indexes into the batch of the records found stale against the
     /// store: what a key's records folded into them count as too (see
-    /// [`super::batch::settle`]).
+    /// `settle`).
     pub stale_records: Vec<usize>,
 }
 

@@ -170,7 +170,7 @@ pub fn versioned_fields(record: &Record) -> Document {
 
 /// A record's business fields, with the same names as the CSV columns
 /// (quantities as 64-bit integers), and its kept columns under
-/// [`EXTRA_FIELD`]: what readers of the store see, less the `_id` and the
+/// `EXTRA_FIELD`: what readers of the store see, less the `_id` and the
 /// version. An absent zip code is no field at all.
 pub fn to_document(record: &Record) -> Document {
     document(fields_raw(record))

@@ -36,7 +36,7 @@ pub(super) const RECORD_REFUSALS: [i32; 9] = [
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The driver's error, in [`describe`]'s words (not also as the
+    /// The driver's error, in `describe`'s words (not also as the
     /// error's source: its own text repeats what they say, at length).
     #[error("MongoDB: {}", describe(.0))]
     Mongo(MongoError),

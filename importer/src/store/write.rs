@@ -37,12 +37,12 @@ impl Store {
     /// the record is newer, left alone where it is stale.
     ///
     /// Within one batch only the winner of each key is sent (see
-    /// [`latest_per_key`]), so the result does not depend on the order the
+    /// `latest_per_key`), so the result does not depend on the order the
     /// server applies an unordered batch in.
     ///
     /// Where the collection's last batch found most of its keys stored (a
     /// re-import), and the server runs transactions, the batch is written
-    /// the re-import's way instead (see [`super::replace`]): its stored
+    /// the re-import's way instead (see `store::replace`): its stored
     /// versions read, stale records counted without a write, the rest
     /// replaced, all in one transaction; what that cannot write takes the
     /// insert-first path.
@@ -162,12 +162,12 @@ impl Store {
     /// and inserts a document, so a statement running beside it can miss
     /// the document and then meet the new one). A statement that met E11000
     /// is settled by reading its key's stored version: stale when that is
-    /// equal or newer, else sent again, up to [`DUPLICATE_KEY_RETRIES`]
+    /// equal or newer, else sent again, up to `DUPLICATE_KEY_RETRIES`
     /// times; a key that keeps changing fails the batch as contended (a
     /// transient error: the writer tries it again).
     ///
     /// A delete is the same statement with the tombstone's fields (see
-    /// [`document`]): applied only over an older version, it unsets the
+    /// `document`): applied only over an older version, it unsets the
     /// record's other fields; a newer record's statement unsets the
     /// tombstone's marks.
     pub async fn upsert(&self, kind: RecordKind, records: &[Record]) -> Result<WriteOutcome, StoreError> {
