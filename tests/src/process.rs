@@ -128,8 +128,8 @@ impl Importer {
         }
     }
 
-    /// Wait until `/healthz` answers 200 (both servers connected, the
-    /// consumers started), at most 30 s. A test that takes a server away
+    /// Wait until `/healthz` answers 200 (both servers connected: past its
+    /// start-up, the consumers subscribing), at most 30 s. A test that takes a server away
     /// right after start waits for this first: before it, the importer may
     /// still be connecting, and the fault meets its start-up instead.
     pub async fn healthy(&self) {
