@@ -82,11 +82,12 @@ async fn a_message_the_broker_refuses_is_an_error_not_a_delivery() {
 
 /// A producer whose queues exist with the other type (its settings say
 /// quorum, the broker holds classic queues of those names) is refused the
-/// declaration, a channel-level error that connecting again cannot mend:
-/// it stops at once, in the broker's words, with the exit code of an input
-/// that does not match the servers, and does not retry. A connection that drops while the topology is
-/// declared is retried instead (the partition nemesis); the two are told
-/// apart by the error, not by the connection's state alone.
+/// declaration, a channel-level error that connecting again cannot mend: it
+/// stops at once, in the broker's words, with the exit code of an input
+/// that does not match the servers, and does not retry. A connection that
+/// drops while the topology is declared is retried instead (the partition
+/// nemesis); the two are told apart by the error, not by the connection's
+/// state alone.
 #[tokio::test]
 async fn queues_of_the_other_type_stop_the_publish_at_once() {
     let mut env = TestEnv::new("publisher_other_type");
